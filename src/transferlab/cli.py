@@ -1,0 +1,78 @@
+"""Console script: `transferlab prepare|train|finetune|evaluate` (the DVC stages) and
+`transferlab compose` (conf/ -> params.yaml). Heavy libraries load only inside the commands."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from transferlab.errors import UserError
+
+STAGES = {
+    "prepare": ("transferlab.data.prepare", "split the dataset into train/validation/test"),
+    "train": ("transferlab.train", "language-model training (scratch, continued, or pass-through)"),
+    "finetune": ("transferlab.finetune", "fine-tune a classifier with early stopping"),
+    "evaluate": ("transferlab.evaluate", "score the fine-tuned model on the test split"),
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="transferlab", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, summary) in STAGES.items():
+        stage = commands.add_parser(name, help=summary, description=summary)
+        stage.add_argument("--params", default="params.yaml", help="config file (default: %(default)s)")
+    compose = commands.add_parser(
+        "compose", help="compose conf/ with Hydra overrides and write params.yaml",
+        description="Compose conf/ as `dvc exp run -S` does and write the result.")
+    compose.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=scratch finetune.lr=3e-5")
+    compose.add_argument("--config-dir", default="conf", help="(default: %(default)s)")
+    compose.add_argument("--output", "-o", default="params.yaml", help="(default: %(default)s; - for stdout)")
+    return root
+
+
+def compose_command(args) -> None:
+    from pathlib import Path
+
+    from transferlab.config.compose import compose, to_yaml
+    from transferlab.config.load import load_params
+
+    text = to_yaml(compose(args.overrides, args.config_dir))
+    if args.output == "-":
+        sys.stdout.write(text)
+        return
+    tmp = Path(args.output).with_name(Path(args.output).name + ".tmp-compose")
+    tmp.write_text(text, encoding="utf-8")
+    try:
+        load_params(tmp)  # the same checks the stages will run, before anything is replaced
+    except UserError:
+        tmp.unlink()
+        raise
+    tmp.replace(args.output)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    try:
+        if args.command == "compose":
+            compose_command(args)
+        else:
+            from transferlab.config.load import load_params
+
+            cfg = load_params(args.params)
+            importlib.import_module(STAGES[args.command][0]).run(cfg)
+    except UserError as err:
+        print(f"transferlab {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"transferlab {args.command}: interrupted; no outputs were replaced", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Config: schema, composition of ``conf/`` and loading of ``params.yaml``."""

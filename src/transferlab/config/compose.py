@@ -1,0 +1,38 @@
+"""Compose ``conf/`` with Hydra, as DVC does for ``dvc exp run -S``, and write params.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transferlab.errors import UserError
+
+
+def compose(overrides: list[str] = (), config_dir: str | Path = "conf", config_name: str = "config"):
+    """Compose the config the way DVC's Hydra integration does; return a DictConfig."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from transferlab.config.schema import register
+
+    config_dir = Path(config_dir).resolve()
+    if not config_dir.is_dir():
+        raise UserError(f"config directory {config_dir} not found")
+    register()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir), version_base=None):
+            return hydra_compose(config_name=config_name, overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as err:
+        message = str(err).strip()
+        if err.__cause__ is not None:  # Hydra wraps the precise reason, e.g. the failed conversion
+            message += f" ({str(err.__cause__).splitlines()[0]})"
+        raise UserError(f"cannot compose config: {message}") from None
+
+
+def to_yaml(cfg) -> str:
+    """The exact text DVC writes to params.yaml for a composed config."""
+    from omegaconf import OmegaConf
+
+    OmegaConf.resolve(cfg)
+    return OmegaConf.to_yaml(cfg)

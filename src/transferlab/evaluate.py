@@ -1,0 +1,145 @@
+"""Stage `evaluate`: the fine-tuned model on the held-out test split (read here and only here):
+metrics, a confusion matrix and learning curves, as DVC metrics/plots and PNG files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+from transferlab.data import prepared
+from transferlab.errors import UserError
+from transferlab.finetune import FINETUNED, TRAINING_LOG
+
+log = logging.getLogger(__name__)
+METRICS = "metrics/evaluate.json"
+CONFUSION_CSV = "plots/confusion.csv"
+LOSS_TRAIN_CSV = "plots/loss_train.csv"
+LOSS_VALIDATION_CSV = "plots/loss_validation.csv"
+CONFUSION_PNG = "plots/confusion_matrix.png"
+CURVE_PNG = "plots/learning_curve.png"
+
+
+def predict(net, tok, texts: list[str], max_length: int, batch_size: int, device: str):
+    """Class probabilities for each text, in order."""
+    import torch
+    from tqdm.auto import tqdm
+
+    net.to(device).eval()
+    probabilities = []
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(texts), batch_size), desc="evaluating", unit="batch"):
+            batch = tok(texts[start:start + batch_size], truncation=True, max_length=max_length,
+                        padding=True, return_tensors="pt").to(device)
+            probabilities.append(net(**batch).logits.float().softmax(-1).cpu())
+    return torch.cat(probabilities).numpy()
+
+
+def scores(y_true, y_pred, labels: list[str]) -> dict:
+    from sklearn.metrics import accuracy_score, classification_report, f1_score
+
+    ids = list(range(len(labels)))
+    report = classification_report(y_true, y_pred, labels=ids, target_names=labels,
+                                   output_dict=True, zero_division=0)
+    return {
+        "accuracy": round(float(accuracy_score(y_true, y_pred)), 6),
+        "macro_f1": round(float(f1_score(y_true, y_pred, labels=ids, average="macro",
+                                         zero_division=0)), 6),
+        "test_examples": len(y_true),
+        "per_class": {name: {"precision": round(report[name]["precision"], 6),
+                             "recall": round(report[name]["recall"], 6),
+                             "f1": round(report[name]["f1-score"], 6),
+                             "support": int(report[name]["support"])} for name in labels},
+    }
+
+
+def loss_curves(history: list[dict]) -> tuple[list[dict], list[dict]]:
+    train = [{"step": e["step"], "loss": e["loss"]} for e in history if "loss" in e]
+    validation = [{"step": e["step"], "loss": e["eval_loss"]} for e in history if "eval_loss" in e]
+    return train, validation
+
+
+def write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def draw_confusion(path: Path, y_true, y_pred, labels: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ConfusionMatrixDisplay.from_predictions(y_true, y_pred, labels=list(range(len(labels))),
+                                            display_labels=labels, ax=ax, colorbar=False)
+    ax.set_title("Test confusion matrix")
+    plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def draw_curves(path: Path, train: list[dict], validation: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss")
+    ax.plot([r["step"] for r in validation], [r["loss"] for r in validation], "o-",
+            label="validation loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title("Fine-tuning learning curve")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run(cfg) -> dict:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from transferlab.outputs import staged_outputs
+    from transferlab.runtime import resolve_device, seed_everything
+    from transferlab.tracking import stage_run
+
+    digest = prepared.files_digest([prepared.split_path("test")])
+    with stage_run("evaluate", cfg, tags={"data.digest": digest}) as run_log:
+        device = resolve_device(cfg.device)
+        run_log.set_tags({"device": device})
+        seed_everything(cfg.seed)
+        if not (FINETUNED / "config.json").is_file():
+            raise UserError(f"{FINETUNED} has no model: run the finetune stage first")
+        labels = prepared.read_labels()
+        test = prepared.read_split("test")
+        net = AutoModelForSequenceClassification.from_pretrained(FINETUNED)
+        tok = AutoTokenizer.from_pretrained(FINETUNED)
+        probabilities = predict(net, tok, test["text"].tolist(), cfg.model.max_length,
+                                cfg.evaluate.batch_size, device)
+        y_true, y_pred = test["label"].to_numpy(), probabilities.argmax(-1)
+        metrics = scores(y_true, y_pred, labels)
+        history = json.loads((FINETUNED / TRAINING_LOG).read_text())
+        train_curve, validation_curve = loss_curves(history)
+
+        with staged_outputs() as outs:
+            outs.path(METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+            pairs = [{"actual": labels[t], "predicted": labels[p]}
+                     for t, p in zip(y_true, y_pred, strict=True)]
+            write_csv(outs.path(CONFUSION_CSV), pairs, ["actual", "predicted"])
+            write_csv(outs.path(LOSS_TRAIN_CSV), train_curve, ["step", "loss"])
+            write_csv(outs.path(LOSS_VALIDATION_CSV), validation_curve, ["step", "loss"])
+            draw_confusion(outs.path(CONFUSION_PNG), y_true, y_pred, labels)
+            draw_curves(outs.path(CURVE_PNG), train_curve, validation_curve)
+
+        run_log.log_metrics({"test_accuracy": metrics["accuracy"], "test_macro_f1": metrics["macro_f1"]})
+        for artifact in (METRICS, CONFUSION_PNG, CURVE_PNG, CONFUSION_CSV):
+            run_log.log_artifact(artifact)
+    log.info("test accuracy %.4f, macro-F1 %.4f", metrics["accuracy"], metrics["macro_f1"])
+    return metrics

@@ -1,0 +1,137 @@
+"""Everything MLflow: stages call `stage_run(...)` and a few plain methods, never MLflow itself."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from contextlib import contextmanager
+from pathlib import Path
+
+from transferlab.errors import UserError
+
+log = logging.getLogger(__name__)
+DEFAULT_URI = "sqlite:///mlflow.db"
+
+
+def tracking_uri(cfg) -> str:
+    return cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def _check_reachable(uri: str) -> None:
+    """Fail in seconds, naming the URI, instead of MLflow's long retry loop."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).close()
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise UserError(
+            f"MLflow tracking server {uri} is unreachable ({reason}): start it, fix "
+            "MLFLOW_TRACKING_URI / tracking.uri, or set tracking.enabled=false"
+        ) from None
+
+
+def _git_tags() -> dict[str, str]:
+    def git(*args: str) -> str:
+        try:
+            out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10)
+        except OSError:
+            return ""
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return {}
+    # Outputs that DVC or MLflow write are ignored by git, so "dirty" means the code or config.
+    return {"git.commit": commit, "git.dirty": str(bool(git("status", "--porcelain")))}
+
+
+def _version_tags() -> dict[str, str]:
+    from contextlib import suppress
+    from importlib.metadata import PackageNotFoundError, version
+
+    tags = {}
+    for package in ("transferlab", "torch", "transformers", "accelerate", "datasets", "mlflow",
+                    "dvc", "hydra-core", "scikit-learn"):
+        with suppress(PackageNotFoundError):
+            tags[f"version.{package}"] = version(package)
+    return tags
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+class StageRun:
+    """The handle a stage logs through; a disabled run accepts the same calls and drops them."""
+
+    def __init__(self, mlflow_module=None) -> None:
+        self._mlflow = mlflow_module
+
+    @property
+    def run_id(self) -> str | None:
+        return self._mlflow.active_run().info.run_id if self._mlflow else None
+
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        if self._mlflow:
+            numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+            self._mlflow.log_metrics(numeric, step=step)
+
+    def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
+        if self._mlflow and Path(path).exists():
+            log_fn = self._mlflow.log_artifacts if Path(path).is_dir() else self._mlflow.log_artifact
+            log_fn(str(path), folder)
+
+    def set_tags(self, tags: dict) -> None:
+        if self._mlflow:
+            self._mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+    def trainer_callback(self):
+        """A transformers callback that sends every Trainer log line to this run."""
+        from transformers import TrainerCallback
+
+        run = self
+
+        class _LogToRun(TrainerCallback):
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                if state.is_world_process_zero and logs:
+                    run.log_metrics(logs, step=state.global_step)
+
+        return _LogToRun()
+
+
+@contextmanager
+def stage_run(stage: str, cfg, *, tags: dict | None = None):
+    """An MLflow run for one stage execution, with the config, git state and versions recorded."""
+    if not cfg.tracking.enabled:
+        yield StageRun()
+        return
+    uri = tracking_uri(cfg)
+    _check_reachable(uri)
+    import mlflow
+    from omegaconf import OmegaConf
+
+    mlflow.set_tracking_uri(uri)
+    try:
+        mlflow.set_experiment(cfg.tracking.experiment)
+    except Exception as err:  # a bad store URI or an unreadable store
+        raise UserError(f"cannot open MLflow tracking store {uri}: {err}") from None
+    config = OmegaConf.to_container(cfg, resolve=True)
+    with mlflow.start_run(run_name=stage) as active:
+        mlflow.log_params(flatten(config))
+        mlflow.log_text(OmegaConf.to_yaml(cfg), "config.yaml")
+        mlflow.set_tags({"transferlab.stage": stage, **_git_tags(), **_version_tags(),
+                         **{k: str(v) for k, v in (tags or {}).items()}})
+        log.info("MLflow run %s (%s) in %s", active.info.run_id, stage, uri)
+        yield StageRun(mlflow)

@@ -1,0 +1,89 @@
+"""Shared fixtures: real Hydra composition, real DVC in throwaway git repos, real MLflow stores."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+
+def tool_env(**extra: str) -> dict[str, str]:
+    """The environment the pipeline runs in: venv tools first, offline hubs, no MLflow override."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env.update(PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}", HF_HUB_OFFLINE="1",
+               HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", DVC_NO_ANALYTICS="1",
+               GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.invalid",
+               GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.invalid")
+    env.update(extra)
+    return env
+
+
+def sh(*args: str, cwd: Path, check: bool = True, **env: str) -> subprocess.CompletedProcess:
+    """Run a command as a user would; on an unexpected failure show what it printed."""
+    result = subprocess.run(args, cwd=cwd, env=tool_env(**env), capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {result.returncode}\n"
+                             f"--- stdout\n{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-6000:]}")
+    return result
+
+
+def project_files() -> list[str]:
+    """The project's files as a clone would have them (tracked plus new, not ignored)."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                            cwd=REPO, capture_output=True, text=True, check=True).stdout
+    return [p for p in listed.splitlines() if (REPO / p).is_file()]
+
+
+def copy_project(dest: Path) -> Path:
+    """A fresh git repository holding a copy of the project, committed."""
+    for rel in project_files():
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, target)
+    for outputs in ("data/prepared", "models", "metrics", "plots", "dvc.lock"):
+        shutil.rmtree(dest / outputs, ignore_errors=True) if (dest / outputs).is_dir() else \
+            (dest / outputs).unlink(missing_ok=True)
+    sh("git", "init", "-q", "-b", "main", cwd=dest)
+    sh("git", "add", "-A", cwd=dest)
+    sh("git", "commit", "-q", "-m", "copy of the project", cwd=dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tmp_path_factory) -> Path:
+    """The project with params.yaml composed for experiment=tiny, after a real `dvc repro`."""
+    repo = copy_project(tmp_path_factory.mktemp("tiny") / "project")
+    sh("transferlab", "compose", "experiment=tiny", cwd=repo)
+    sh("git", "commit", "-q", "-am", "experiment=tiny", cwd=repo)
+    sh("dvc", "repro", cwd=repo)
+    return repo
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    """An empty directory as the current one, with MLflow pointed at a store inside it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return tmp_path
+
+
+def make_config(*overrides: str):
+    """Compose conf/ with overrides and load it the way stages do (typed, checked)."""
+    from omegaconf import OmegaConf
+
+    from transferlab.config.checks import check
+    from transferlab.config.compose import compose
+    from transferlab.config.schema import Config
+
+    cfg = OmegaConf.merge(OmegaConf.structured(Config), compose(list(overrides), REPO / "conf"))
+    check(cfg)
+    return cfg

@@ -1,0 +1,112 @@
+"""Hydra composition of conf/: every group option composes, the schema rejects bad input, and
+the committed params.yaml is exactly what composing conf/ gives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, make_config
+from transferlab.config.compose import compose, to_yaml
+from transferlab.config.load import load_params
+from transferlab.errors import UserError
+
+GROUPS = ("data", "model", "train", "finetune", "evaluate", "tracking", "experiment")
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml"))
+
+
+def test_every_group_has_a_config_folder_and_a_schema_section():
+    from transferlab.config.schema import Config
+
+    for group in GROUPS:
+        assert options(group), f"conf/{group}/ is empty"
+        if group != "experiment":
+            assert group in Config.__dataclass_fields__
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
+def test_every_option_composes_and_passes_the_checks(group, option):
+    extra = ["data.path=some.csv"] if (group, option) == ("data", "files") else []
+    cfg = make_config(f"{group}={option}", *extra)
+    if group != "experiment":
+        # The group file's values really land in the composed config.
+        from omegaconf import OmegaConf
+
+        own = OmegaConf.load(REPO / "conf" / group / f"{option}.yaml")
+        for key, value in OmegaConf.to_container(own).items():
+            if key != "defaults" and value != "???":
+                assert cfg[group][key] == value
+
+
+def test_params_yaml_is_the_default_composition():
+    committed = (REPO / "params.yaml").read_text(encoding="utf-8")
+    assert committed == to_yaml(compose([], REPO / "conf")), (
+        "params.yaml drifted from conf/: run `transferlab compose` and commit it")
+
+
+def test_tiny_experiment_is_tiny():
+    cfg = make_config("experiment=tiny")
+    assert cfg.model.init == "scratch" and cfg.model.num_layers == 2
+    assert cfg.model.hidden_size == 32 and cfg.finetune.epochs == 1
+    assert cfg.data.max_per_label * 5 <= 60
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("finetune.lr=abc", "could not be converted to Float"),
+    ("finetune.lrr=0.1", "Key 'lrr' not in 'FinetuneConfig'"),
+    ("model=gpt17", "Could not find 'model/gpt17'"),
+    ("data=nowhere", "Could not find 'data/nowhere'"),
+    ("+surprise=1", "Key 'surprise' is not in struct"),
+])
+def test_composition_rejects_unknown_keys_choices_and_wrong_types(override, expected):
+    with pytest.raises(UserError, match="cannot compose config") as caught:
+        compose([override], REPO / "conf")
+    assert expected in str(caught.value)
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("finetune.batch_size=0", "finetune.batch_size=0 must be > 0"),
+    ("train.steps=-1", "train.steps=-1 must be >= 0"),
+    ("data.test_fraction=1.5", "data.test_fraction=1.5 must be in [0, 1)"),
+    ("device=tpu", "device='tpu' is not one of auto, cpu, cuda"),
+    ("data=files", "data=files needs data.path"),
+    ("model.num_heads=5", "multiple of model.num_heads"),
+])
+def test_value_checks_name_the_bad_key(override, expected):
+    with pytest.raises(UserError) as caught:
+        make_config(override)
+    assert expected in str(caught.value)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_load_params_reads_a_composed_file(tmp_path):
+    params = write(tmp_path / "params.yaml", to_yaml(compose(["model=scratch"], REPO / "conf")))
+    cfg = load_params(params)
+    assert cfg.model.init == "scratch" and cfg.finetune.lr == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize("edit,expected", [
+    (lambda t: t.replace("lr: 0.0001", "lr: abc"), "finetune.lr: Value 'abc'"),
+    (lambda t: t.replace("epochs: 3", "epochz: 3"), "Key 'epochz' not in 'FinetuneConfig'"),
+    (lambda t: t + "  oops: [\n", "not valid YAML"),
+    (lambda t: t.replace("  path: null", "  path: ???"), "no value for data.path"),
+])
+def test_load_params_rejects_hand_edits(tmp_path, edit, expected):
+    text = to_yaml(compose([], REPO / "conf"))
+    params = write(tmp_path / "params.yaml", edit(text))
+    with pytest.raises(UserError) as caught:
+        load_params(params)
+    assert expected in str(caught.value)
+
+
+def test_missing_params_file_says_how_to_make_one(tmp_path):
+    with pytest.raises(UserError, match="transferlab compose"):
+        load_params(tmp_path / "params.yaml")

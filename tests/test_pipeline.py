@@ -1,0 +1,138 @@
+"""The whole pipeline through the real DVC CLI in a throwaway git repo, with experiment=tiny:
+outputs, dvc.lock, metrics, plots, the MLflow runs, what a param change reruns, determinism, and
+`dvc exp run -S` going through Hydra composition."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import sh
+
+STAGES = ["prepare", "train", "finetune", "evaluate"]
+pytestmark = pytest.mark.slow
+
+
+def test_repro_writes_every_output(tiny_repo: Path):
+    for out in ("data/prepared/train.parquet", "data/prepared/validation.parquet",
+                "data/prepared/test.parquet", "data/prepared/labels.json",
+                "models/pretrained/model.safetensors", "models/pretrained/tokenizer.json",
+                "models/finetuned/model.safetensors", "models/finetuned/config.json",
+                "models/finetuned/training_log.json", "plots/confusion_matrix.png",
+                "plots/learning_curve.png", "plots/confusion.csv", "plots/loss_train.csv"):
+        assert (tiny_repo / out).is_file(), out
+    assert not list(tiny_repo.glob("**/.*.tmp-*")), "a staged temp output was left behind"
+    finetuned = json.loads((tiny_repo / "models/finetuned/config.json").read_text())
+    assert finetuned["num_hidden_layers"] == 2 and finetuned["hidden_size"] == 32
+    assert sorted(finetuned["id2label"].values()) == [
+        "business", "entertainment", "politics", "sports", "tech"]
+
+
+def test_metrics_are_complete(tiny_repo: Path):
+    metrics = json.loads((tiny_repo / "metrics/evaluate.json").read_text())
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and 0.0 <= metrics["macro_f1"] <= 1.0
+    assert set(metrics["per_class"]) == {"business", "entertainment", "politics", "sports", "tech"}
+    assert sum(c["support"] for c in metrics["per_class"].values()) == metrics["test_examples"]
+    data = json.loads((tiny_repo / "metrics/data.json").read_text())
+    assert metrics["test_examples"] == data["test"]["examples"]
+    train = json.loads((tiny_repo / "metrics/train.json").read_text())
+    assert train["steps"] == 4 and train["validation_perplexity"] > 1
+    shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=tiny_repo).stdout)
+    assert "metrics/evaluate.json" in json.dumps(shown)
+
+
+def test_dvc_lock_pins_every_stage_and_nothing_is_stale(tiny_repo: Path):
+    lock = yaml.safe_load((tiny_repo / "dvc.lock").read_text())
+    assert sorted(lock["stages"]) == sorted(STAGES)
+    assert lock["stages"]["finetune"]["params"]["params.yaml"]["finetune"]["epochs"] == 1
+    assert "data" not in lock["stages"]["finetune"]["params"]["params.yaml"]
+    status = sh("dvc", "status", "--json", cwd=tiny_repo).stdout
+    assert json.loads(status) == {}
+
+
+def test_mlflow_has_one_run_per_stage_with_config_and_tags(tiny_repo: Path):
+    db = sqlite3.connect(tiny_repo / "mlflow.db")
+    runs = dict(db.execute("select run_uuid, name from runs where status = 'FINISHED'").fetchall())
+    assert sorted(runs.values()) == sorted(STAGES)
+    commit = sh("git", "rev-parse", "HEAD", cwd=tiny_repo).stdout.strip()
+    for run_id, stage in runs.items():
+        tags = dict(db.execute("select key, value from tags where run_uuid = ?", (run_id,)))
+        params = dict(db.execute("select key, value from params where run_uuid = ?", (run_id,)))
+        assert tags["transferlab.stage"] == stage and tags["git.commit"] == commit
+        assert len(tags["data.digest"]) == 16
+        assert params["finetune.lr"] == "0.0001" and params["model.init"] == "scratch"
+        artifact_dir = tiny_repo / "mlruns"
+        assert list(artifact_dir.glob(f"*/{run_id}/artifacts/config.yaml")) or \
+            list(artifact_dir.glob(f"*/*/{run_id}/artifacts/config.yaml")) or \
+            list(artifact_dir.glob(f"**/{run_id}/**/config.yaml")), f"{stage}: no config artifact"
+    finetune_id = next(r for r, s in runs.items() if s == "finetune")
+    steps = db.execute("select count(*) from metrics where run_uuid = ? and key = 'loss'",
+                       (finetune_id,)).fetchone()[0]
+    assert steps >= 1, "per-step training loss was not logged"
+    evaluate_id = next(r for r, s in runs.items() if s == "evaluate")
+    accuracy = db.execute("select value from metrics where run_uuid = ? and key = 'test_accuracy'",
+                          (evaluate_id,)).fetchone()[0]
+    assert accuracy == json.loads((tiny_repo / "metrics/evaluate.json").read_text())["accuracy"]
+
+
+def test_plots_render(tiny_repo: Path, tmp_path: Path):
+    sh("dvc", "plots", "show", "-o", str(tmp_path / "plots"), cwd=tiny_repo)
+    html = (tmp_path / "plots" / "index.html").read_text()
+    assert "confusion.csv" in html and "learning_curve" in html
+
+
+@pytest.fixture
+def tiny_copy(tiny_repo: Path, tmp_path: Path) -> Path:
+    """A private copy of the finished tiny repo (with its DVC cache) to change things in."""
+    copy = tmp_path / "project"
+    shutil.copytree(tiny_repo, copy, symlinks=True)
+    return copy
+
+
+def test_finetune_change_reruns_only_finetune_and_evaluate(tiny_copy: Path):
+    params = tiny_copy / "params.yaml"
+    params.write_text(params.read_text().replace("lr: 0.0001", "lr: 0.0003"))
+    status = json.loads(sh("dvc", "status", "--json", cwd=tiny_copy).stdout)
+    assert sorted(status) == ["finetune"]
+    log = sh("dvc", "repro", cwd=tiny_copy).stdout
+    assert "Stage 'prepare' didn't change, skipping" in log
+    assert "Stage 'train' didn't change, skipping" in log
+    assert "Running stage 'finetune'" in log and "Running stage 'evaluate'" in log
+
+
+def test_forced_repro_gives_identical_metrics_and_weights(tiny_copy: Path):
+    def snapshot():
+        return ((tiny_copy / "metrics/evaluate.json").read_text(),
+                (tiny_copy / "models/finetuned/model.safetensors").read_bytes())
+
+    before = snapshot()
+    sh("dvc", "repro", "--force", cwd=tiny_copy)
+    assert snapshot() == before
+
+
+def test_exp_run_composes_params_through_hydra(tiny_copy: Path):
+    sh("git", "add", "-A", cwd=tiny_copy)
+    sh("git", "commit", "-q", "-m", "tiny results", cwd=tiny_copy)
+    sh("dvc", "exp", "run", "-S", "experiment=tiny", "-S", "finetune.batch_size=4", cwd=tiny_copy)
+    params = yaml.safe_load((tiny_copy / "params.yaml").read_text())
+    assert params["finetune"]["batch_size"] == 4 and params["model"]["init"] == "scratch"
+    shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=tiny_copy).stdout)
+    assert "finetune" in json.dumps(shown) and "accuracy" in json.dumps(shown)
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("finetune.lr=abc", "could not be converted to Float"),
+    ("finetune.lrr=1", "Key 'lrr' not in 'FinetuneConfig'"),
+    ("model=gpt17", "Could not find 'model/gpt17'"),
+])
+def test_exp_run_rejects_bad_overrides_before_any_work(tiny_copy: Path, override, expected):
+    before = (tiny_copy / "params.yaml").read_text()
+    result = sh("dvc", "exp", "run", "-S", override, cwd=tiny_copy, check=False)
+    assert result.returncode != 0
+    assert expected in result.stdout + result.stderr
+    assert (tiny_copy / "params.yaml").read_text() == before

@@ -1,0 +1,62 @@
+"""MLflow tracking against real stores: a sqlite file, and a server URI that is not there."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from conftest import make_config
+from transferlab.errors import UserError
+from transferlab.tracking import flatten, stage_run
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_server_fails_fast_naming_the_uri(workdir):
+    uri = f"http://127.0.0.1:{free_port()}"
+    cfg = make_config(f"tracking.uri={uri}")
+    started = time.monotonic()
+    with pytest.raises(UserError, match=f"{uri} is unreachable"), stage_run("prepare", cfg):
+        pytest.fail("the stage body must not run")
+    assert time.monotonic() - started < 10
+
+
+def test_a_stage_run_records_config_tags_and_metrics(workdir):
+    import mlflow
+
+    cfg = make_config("tracking.uri=sqlite:///store.db", "tracking.experiment=t")
+    with stage_run("train", cfg, tags={"data.digest": "abc"}) as run:
+        run.log_metrics({"loss": 1.5, "note": "ignored"}, step=3)
+        run_id = run.run_id
+    got = mlflow.get_run(run_id)
+    assert got.data.tags["transferlab.stage"] == "train" and got.data.tags["data.digest"] == "abc"
+    assert got.data.params["finetune.epochs"] == "3" and got.data.metrics == {"loss": 1.5}
+    assert "version.torch" in got.data.tags
+    assert (workdir / "store.db").is_file()
+
+
+def test_a_failing_stage_marks_its_run_failed(workdir):
+    import mlflow
+
+    cfg = make_config("tracking.uri=sqlite:///store.db")
+    with pytest.raises(UserError), stage_run("finetune", cfg) as run:
+        run_id = run.run_id
+        raise UserError("bad data")
+    assert mlflow.get_run(run_id).info.status == "FAILED"
+
+
+def test_disabled_tracking_writes_no_store(workdir):
+    with stage_run("prepare", make_config("tracking.enabled=false")) as run:
+        run.log_metrics({"x": 1.0})
+        assert run.run_id is None
+    assert not list(workdir.iterdir())
+
+
+def test_flatten_uses_dotted_keys():
+    assert flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
