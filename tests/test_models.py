@@ -30,6 +30,8 @@ def test_steps_zero_passes_the_pretrained_weights_through(workdir):
     assert train.run(cfg) == {"steps": 0}
     saved = load_file("models/pretrained/model.safetensors")
     for key, tensor in original_weights().items():
+        if key.endswith("position_ids"):  # a buffer the checkpoint carries, not a weight
+            continue
         assert key in saved, key
         assert saved[key].equal(tensor), key
     assert Path("models/pretrained/tokenizer.json").is_file()

@@ -107,14 +107,13 @@ def run(cfg) -> dict:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from transferlab.outputs import staged_outputs
-    from transferlab.runtime import resolve_device, seed_everything
+    from transferlab.runtime import resolve_device
     from transferlab.tracking import stage_run
 
     digest = prepared.files_digest([prepared.split_path("test")])
     with stage_run("evaluate", cfg, tags={"data.digest": digest}) as run_log:
         device = resolve_device(cfg.device)
         run_log.set_tags({"device": device})
-        seed_everything(cfg.seed)
         if not (FINETUNED / "config.json").is_file():
             raise UserError(f"{FINETUNED} has no model: run the finetune stage first")
         labels = prepared.read_labels()

@@ -21,7 +21,8 @@ class StagedOutputs:
         final = Path(final)
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
-            tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+            # The suffix stays last: writers such as matplotlib pick the format from it.
+            tmp = final.parent / f".{final.stem}.tmp-{os.getpid()}{final.suffix}"
             _remove(tmp)
             if is_dir:
                 tmp.mkdir()

@@ -23,9 +23,8 @@ def clean(frame):
 def cap_per_label(frame, cap: int | None, seed: int):
     if cap is None:
         return frame
-    return (frame.groupby("label", group_keys=False, sort=True)
-            .apply(lambda g: g.sample(n=min(len(g), cap), random_state=seed))
-            .reset_index(drop=True))
+    shuffled = frame.sample(frac=1.0, random_state=seed)
+    return shuffled.groupby("label", sort=False).head(cap).reset_index(drop=True)
 
 
 def split(frame, validation_fraction: float, test_fraction: float, seed: int, where: str):
