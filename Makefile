@@ -14,7 +14,12 @@ export TRANSFORMERS_OFFLINE ?= 1
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION ?= false
 
-.PHONY: install run test lint ui lock clean
+# The transfer-learning comparison: each experiment is a `dvc exp run`, then the report.
+COMPARE ?= compare_scratch/no_pretraining compare_scratch/mlm_pretraining torch_transformer \
+           compare_pretrained/frozen_backbone compare_pretrained/full_finetune \
+           compare_pretrained/gradual_unfreezing compare_pretrained/dapt
+
+.PHONY: install run test lint ui lock clean compare report
 
 install: $(STAMP)
 
@@ -33,6 +38,14 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	ruff check src tests tools
+
+compare: $(STAMP)
+	set -e; for experiment in $(COMPARE); do dvc exp run -S experiment=$$experiment; done
+	transferlab compose && dvc repro   # back to the default config (restored from DVC's run cache)
+	transferlab report $(COMPARE)
+
+report: $(STAMP)
+	transferlab report $(COMPARE)
 
 ui: $(STAMP)
 	@echo "MLflow UI: http://127.0.0.1:5000  (Ctrl-C stops it)"

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
+from omegaconf import OmegaConf
 
 from conftest import REPO, make_config
 from transferlab.config.compose import compose, to_yaml
@@ -16,7 +18,8 @@ GROUPS = ("data", "model", "train", "finetune", "evaluate", "tracking", "experim
 
 
 def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml"))
+    folder = REPO / "conf" / group
+    return sorted(str(p.relative_to(folder).with_suffix("")) for p in folder.glob("**/*.yaml"))
 
 
 def test_every_group_has_a_config_folder_and_a_schema_section():
@@ -32,14 +35,23 @@ def test_every_group_has_a_config_folder_and_a_schema_section():
 def test_every_option_composes_and_passes_the_checks(group, option):
     extra = ["data.path=some.csv"] if (group, option) == ("data", "files") else []
     cfg = make_config(f"{group}={option}", *extra)
-    if group != "experiment":
-        # The group file's values really land in the composed config.
-        from omegaconf import OmegaConf
+    # The file's own values really land in the composed config.
+    path = REPO / "conf" / group / f"{option}.yaml"
+    own = yaml.safe_load(path.read_text()) or {}
+    own.pop("defaults", None)
+    if "@package _global_" not in path.read_text().splitlines()[0]:
+        own = {group: own}
+    for key, value in leaves(own):
+        if value != "???":
+            assert OmegaConf.select(cfg, key) == value, key
 
-        own = OmegaConf.load(REPO / "conf" / group / f"{option}.yaml")
-        for key, value in OmegaConf.to_container(own).items():
-            if key != "defaults" and value != "???":
-                assert cfg[group][key] == value
+
+def leaves(tree: dict, prefix: str = ""):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
 
 
 def test_params_yaml_is_the_default_composition():
@@ -56,7 +68,7 @@ def test_tiny_experiment_is_tiny():
 
 
 @pytest.mark.parametrize("override,expected", [
-    ("finetune.lr=abc", "could not be converted to Float"),
+    ("finetune.backbone_lr=abc", "could not be converted to Float"),
     ("finetune.lrr=0.1", "Key 'lrr' not in 'FinetuneConfig'"),
     ("model=gpt17", "Could not find 'model/gpt17'"),
     ("data=nowhere", "Could not find 'data/nowhere'"),
@@ -74,6 +86,9 @@ def test_composition_rejects_unknown_keys_choices_and_wrong_types(override, expe
     ("train.steps=-1", "train.steps=-1 must be >= 0"),
     ("data.test_fraction=1.5", "data.test_fraction=1.5 must be in [0, 1)"),
     ("device=tpu", "device='tpu' is not one of auto, cpu, cuda"),
+    ("finetune.unfreeze.unit=week", "finetune.unfreeze.unit='week' is not one of epoch, step"),
+    ("finetune.layer_lr_decay=1.5", "finetune.layer_lr_decay must be in (0, 1]"),
+    ("finetune.freeze.patterns=[\"(\"]", "is not a regex"),
     ("data=files", "data=files needs data.path"),
     ("model=scratch model.num_heads=5", "multiple of model.num_heads"),
 ])
@@ -91,11 +106,11 @@ def write(path: Path, text: str) -> Path:
 def test_load_params_reads_a_composed_file(tmp_path):
     params = write(tmp_path / "params.yaml", to_yaml(compose(["model=scratch"], REPO / "conf")))
     cfg = load_params(params)
-    assert cfg.model.init == "scratch" and cfg.finetune.lr == pytest.approx(1e-4)
+    assert cfg.model.init == "scratch" and cfg.finetune.backbone_lr == pytest.approx(5e-4)
 
 
 @pytest.mark.parametrize("edit,expected", [
-    (lambda t: t.replace("lr: 0.0001", "lr: abc"), "finetune.lr: Value 'abc'"),
+    (lambda t: t.replace("backbone_lr: 0.0001", "backbone_lr: abc"), "finetune.backbone_lr: Value 'abc'"),
     (lambda t: t.replace("epochs: 3", "epochz: 3"), "Key 'epochz' not in 'FinetuneConfig'"),
     (lambda t: t + "  oops: [\n", "not valid YAML"),
     (lambda t: t.replace("source: bbc_news\n  path: null", "source: files\n  path: ???"),

@@ -36,6 +36,7 @@ def test_repro_writes_every_output(tiny_repo: Path):
 def test_metrics_are_complete(tiny_repo: Path):
     metrics = json.loads((tiny_repo / "metrics/evaluate.json").read_text())
     assert 0.0 <= metrics["accuracy"] <= 1.0 and 0.0 <= metrics["macro_f1"] <= 1.0
+    assert 0.0 <= metrics["baseline_tfidf_logreg"]["accuracy"] <= 1.0
     assert set(metrics["per_class"]) == {"business", "entertainment", "politics", "sports", "tech"}
     assert sum(c["support"] for c in metrics["per_class"].values()) == metrics["test_examples"]
     data = json.loads((tiny_repo / "metrics/data.json").read_text())
@@ -65,7 +66,7 @@ def test_mlflow_has_one_run_per_stage_with_config_and_tags(tiny_repo: Path):
         params = dict(db.execute("select key, value from params where run_uuid = ?", (run_id,)))
         assert tags["transferlab.stage"] == stage and tags["git.commit"] == commit
         assert len(tags["data.digest"]) == 16
-        assert params["finetune.lr"] == "0.0001" and params["model.init"] == "scratch"
+        assert params["finetune.backbone_lr"] == "0.0005" and params["model.init"] == "scratch"
         artifact_dir = tiny_repo / "mlruns"
         assert list(artifact_dir.glob(f"*/{run_id}/artifacts/config.yaml")) or \
             list(artifact_dir.glob(f"*/*/{run_id}/artifacts/config.yaml")) or \
@@ -78,6 +79,20 @@ def test_mlflow_has_one_run_per_stage_with_config_and_tags(tiny_repo: Path):
     accuracy = db.execute("select value from metrics where run_uuid = ? and key = 'test_accuracy'",
                           (evaluate_id,)).fetchone()[0]
     assert accuracy == json.loads((tiny_repo / "metrics/evaluate.json").read_text())["accuracy"]
+
+
+def test_report_tables_the_runs_from_mlflow(tiny_repo: Path, tmp_path: Path):
+    out = tmp_path / "reports"
+    sh("transferlab", "report", "tiny", "--output", str(out), cwd=tiny_repo)
+    table = (out / "comparison.md").read_text()
+    accuracy = json.loads((tiny_repo / "metrics/evaluate.json").read_text())["accuracy"]
+    row = next(line for line in table.splitlines() if line.startswith("| tiny |"))
+    assert f"{accuracy:.4f}" in row and "bert 2x32" in row and "full fine-tune" in row
+    assert "TF-IDF + logistic regression" in table
+    assert (out / "comparison.png").stat().st_size > 1000
+    missing = sh("transferlab", "report", "compare_scratch/no_pretraining", "--output", str(out),
+                 cwd=tiny_repo, check=False)
+    assert missing.returncode == 2 and "no finished comparison runs" in missing.stderr
 
 
 def test_plots_render(tiny_repo: Path, tmp_path: Path):
@@ -96,7 +111,7 @@ def tiny_copy(tiny_repo: Path, tmp_path: Path) -> Path:
 
 def test_finetune_change_reruns_only_finetune_and_evaluate(tiny_copy: Path):
     params = tiny_copy / "params.yaml"
-    params.write_text(params.read_text().replace("lr: 0.0001", "lr: 0.0003"))
+    params.write_text(params.read_text().replace("head_lr: 0.001", "head_lr: 0.003"))
     status = json.loads(sh("dvc", "status", "--json", cwd=tiny_copy).stdout)
     assert sorted(status) == ["finetune"]
     log = sh("dvc", "repro", cwd=tiny_copy).stdout
@@ -126,7 +141,7 @@ def test_exp_run_composes_params_through_hydra(tiny_copy: Path):
 
 
 @pytest.mark.parametrize("override,expected", [
-    ("finetune.lr=abc", "could not be converted to Float"),
+    ("finetune.backbone_lr=abc", "could not be converted to Float"),
     ("finetune.lrr=1", "Key 'lrr' not in 'FinetuneConfig'"),
     ("model=gpt17", "Could not find 'model/gpt17'"),
 ])

@@ -1,5 +1,6 @@
-"""Console script: `transferlab prepare|train|finetune|evaluate` (the DVC stages) and
-`transferlab compose` (conf/ -> params.yaml). Heavy libraries load only inside the commands."""
+"""Console script: `transferlab prepare|train|finetune|evaluate` (the DVC stages),
+`transferlab compose` (conf/ -> params.yaml) and `transferlab report` (the comparison table).
+Heavy libraries load only inside the commands."""
 
 from __future__ import annotations
 
@@ -30,7 +31,20 @@ def parser() -> argparse.ArgumentParser:
     compose.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=scratch finetune.lr=3e-5")
     compose.add_argument("--config-dir", default="conf", help="(default: %(default)s)")
     compose.add_argument("--output", "-o", default="params.yaml", help="(default: %(default)s; - for stdout)")
+    report = commands.add_parser(
+        "report", help="comparison table + plot from the MLflow runs (reports/comparison.*)",
+        description="Collect the finished runs of the comparison experiments from MLflow and write "
+                    "reports/comparison.md and reports/comparison.png. Nothing is re-run.")
+    report.add_argument("experiments", nargs="*", help="experiment configs (default: the comparison set)")
+    report.add_argument("--config-dir", default="conf", help="(default: %(default)s)")
+    report.add_argument("--output", default="reports", help="(default: %(default)s)")
     return root
+
+
+def report_command(args) -> None:
+    from transferlab import report
+
+    report.run(args.experiments or report.DEFAULT_EXPERIMENTS, args.config_dir, args.output)
 
 
 def compose_command(args) -> None:
@@ -60,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "compose":
             compose_command(args)
+        elif args.command == "report":
+            report_command(args)
         else:
             from transferlab.config.load import load_params
 

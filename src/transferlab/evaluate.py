@@ -106,6 +106,8 @@ def draw_curves(path: Path, train: list[dict], validation: list[dict]) -> None:
 def run(cfg) -> dict:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from transferlab.baseline import tfidf_logistic_regression
+    from transferlab.model import register_architectures
     from transferlab.outputs import staged_outputs
     from transferlab.runtime import resolve_device
     from transferlab.tracking import stage_run
@@ -118,12 +120,22 @@ def run(cfg) -> dict:
             raise UserError(f"{FINETUNED} has no model: run the finetune stage first")
         labels = prepared.read_labels()
         test = prepared.read_split("test")
+        register_architectures()
         net = AutoModelForSequenceClassification.from_pretrained(FINETUNED)
         tok = AutoTokenizer.from_pretrained(FINETUNED)
         probabilities = predict(net, tok, test["text"].tolist(), cfg.model.max_length,
                                 cfg.evaluate.batch_size, device)
         y_true, y_pred = test["label"].to_numpy(), probabilities.argmax(-1)
         metrics = scores(y_true, y_pred, labels)
+        if cfg.evaluate.baseline:
+            train = prepared.read_split("train")
+            baseline_pred, fit_seconds = tfidf_logistic_regression(
+                train["text"], train["label"], test["text"], cfg.seed)
+            baseline = scores(y_true, baseline_pred, labels)
+            metrics["baseline_tfidf_logreg"] = {"accuracy": baseline["accuracy"],
+                                                "macro_f1": baseline["macro_f1"],
+                                                "fit_seconds": fit_seconds}
+            log.info("baseline TF-IDF + logistic regression: accuracy %.4f", baseline["accuracy"])
         history = json.loads((FINETUNED / TRAINING_LOG).read_text())
         train_curve, validation_curve = loss_curves(history)
 
@@ -138,6 +150,9 @@ def run(cfg) -> dict:
             draw_curves(outs.path(CURVE_PNG), train_curve, validation_curve)
 
         run_log.log_metrics({"test_accuracy": metrics["accuracy"], "test_macro_f1": metrics["macro_f1"]})
+        if "baseline_tfidf_logreg" in metrics:
+            run_log.log_metrics({f"baseline_test_{k}": v
+                                 for k, v in metrics["baseline_tfidf_logreg"].items()})
         for artifact in (METRICS, CONFUSION_PNG, CURVE_PNG, CONFUSION_CSV):
             run_log.log_artifact(artifact)
     log.info("test accuracy %.4f, macro-F1 %.4f", metrics["accuracy"], metrics["macro_f1"])

@@ -8,6 +8,7 @@ import logging
 import tempfile
 from pathlib import Path
 
+from transferlab import layers
 from transferlab.data import prepared
 from transferlab.errors import UserError
 from transferlab.train import PRETRAINED
@@ -21,6 +22,9 @@ METRICS = "metrics/finetune.json"
 def load_classifier(labels: list[str]):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from transferlab.model import register_architectures
+
+    register_architectures()
     if not (PRETRAINED / "config.json").is_file():
         raise UserError(f"{PRETRAINED} has no model: run the train stage first (`dvc repro train`)")
     tok = AutoTokenizer.from_pretrained(PRETRAINED)
@@ -43,12 +47,48 @@ def accuracy(eval_prediction) -> dict:
 def summary(history: list[dict]) -> dict:
     evals = [entry for entry in history if "eval_loss" in entry]
     best = min(evals, key=lambda entry: entry["eval_loss"])
+    run = next((entry for entry in history if "train_runtime" in entry), {})
     return {
         "epochs_run": round(evals[-1]["epoch"], 3),
         "best_epoch": round(best["epoch"], 3),
         "best_validation_loss": round(best["eval_loss"], 6),
         "best_validation_accuracy": round(best["eval_accuracy"], 6),
+        "train_seconds": round(run.get("train_runtime", 0.0), 1),
     }
+
+
+def configure_layers(net, ft, run_log):
+    """Freeze what the config says, build the optimizer's LR groups, and the unfreezing callback."""
+    import torch
+
+    from transferlab import layers
+
+    parts = layers.split(net)
+    frozen = set(layers.freeze(parts, embeddings=ft.freeze.embeddings, layers=ft.freeze.layers,
+                               patterns=list(ft.freeze.patterns), backbone=ft.freeze.backbone))
+    if frozen:
+        log.info("frozen for the whole fine-tune: %d parameter tensors", len(frozen))
+    callbacks = []
+    if ft.unfreeze.every > 0:
+        callbacks.append(layers.gradual_unfreezing_callback(parts, ft.unfreeze.every, ft.unfreeze.unit,
+                                                            keep_frozen=frozen))
+        frozen_now = {n for n, p in parts.all() if not p.requires_grad}
+        log.info("gradual unfreezing: backbone starts frozen, one more layer every %d %s(s)",
+                 ft.unfreeze.every, ft.unfreeze.unit)
+    else:
+        frozen_now = frozen
+    # Permanently frozen tensors stay out of the optimizer; ones unfrozen later are in it from the
+    # start (AdamW skips a parameter while its grad is None).
+    frozen_ids = {id(p) for n, p in parts.all() if n in frozen}
+    groups = layers.parameter_groups(parts, backbone_lr=ft.backbone_lr, head_lr=ft.head_lr,
+                                     layer_decay=ft.layer_lr_decay, weight_decay=ft.weight_decay,
+                                     include=lambda p: id(p) not in frozen_ids)
+    optimizer = torch.optim.AdamW(groups, lr=ft.backbone_lr)
+    total = sum(p.numel() for _, p in parts.all())
+    trainable = sum(p.numel() for n, p in parts.all() if n not in frozen_now)
+    run_log.log_metrics({"parameters_total": total, "parameters_trainable_at_start": trainable})
+    run_log.set_tags({"finetune.lr_groups": ", ".join(f"{g['name']}={g['lr']:.2e}" for g in groups)})
+    return optimizer, callbacks, {"parameters": total, "parameters_trainable_at_start": trainable}
 
 
 def run(cfg) -> dict:
@@ -69,13 +109,15 @@ def run(cfg) -> dict:
         train_set = prepared.tokenized(prepared.read_split("train"), tok, max_length)
         eval_set = prepared.tokenized(prepared.read_split("validation"), tok, max_length)
         ft = cfg.finetune
+        optimizer, layer_callbacks, sizes = configure_layers(net, ft, run_log)
+        overfitting = layers.overfitting_callback(run_log)
         with tempfile.TemporaryDirectory(prefix="transferlab-finetune-") as workdir:
             args = training_arguments(
                 cfg, workdir,
                 num_train_epochs=ft.epochs,
                 per_device_train_batch_size=ft.batch_size,
                 per_device_eval_batch_size=ft.batch_size,
-                learning_rate=ft.lr,
+                learning_rate=ft.backbone_lr,
                 weight_decay=ft.weight_decay,
                 warmup_steps=ft.warmup_ratio,
                 eval_strategy="epoch",
@@ -90,12 +132,13 @@ def run(cfg) -> dict:
                 model=net, args=args, train_dataset=train_set, eval_dataset=eval_set,
                 data_collator=DataCollatorWithPadding(tok), processing_class=tok,
                 compute_metrics=accuracy,
-                callbacks=[EarlyStoppingCallback(ft.early_stopping_patience),
-                           run_log.trainer_callback()],
+                optimizers=(optimizer, None),  # the scheduler (warmup + linear decay) is Trainer's
+                callbacks=[EarlyStoppingCallback(ft.early_stopping_patience), overfitting,
+                           *layer_callbacks, run_log.trainer_callback()],
             )
             trainer.train()
             history = trainer.state.log_history
-            metrics = summary(history)
+            metrics = summary(history) | sizes | {"overfitting_signals": overfitting.signals}
             with staged_outputs() as outs:
                 folder = outs.path(FINETUNED, is_dir=True)
                 trainer.save_model(str(folder))

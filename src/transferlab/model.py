@@ -22,16 +22,59 @@ def _load(loader, name_or_path: str, what: str, **kwargs):
         ) from None
 
 
-def tokenizer(cfg_model):
-    """The tokenizer of model.name_or_path (scratch models reuse it: same vocabulary)."""
+def tokenizer(cfg_model, texts=None):
+    """The tokenizer of model.name_or_path, or for `model.tokenizer: train` a WordPiece vocabulary
+    learnt from `texts` (the training split), so a scratch model needs no pretrained files."""
     from transformers import AutoTokenizer
 
+    if cfg_model.init == "scratch" and cfg_model.tokenizer == "train":
+        return train_wordpiece(texts, cfg_model.vocab_size)
     return _load(AutoTokenizer, cfg_model.name_or_path, "tokenizer")
+
+
+def train_wordpiece(texts, vocab_size: int):
+    """A lower-casing BERT-style WordPiece tokenizer trained with the `tokenizers` library."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials))
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    log.info("trained a WordPiece tokenizer: %d tokens", tok.get_vocab_size())
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+
+
+def register_architectures() -> None:
+    """Make the torch.nn encoder loadable by the Auto* classes (every stage calls this first)."""
+    from transferlab.torch_transformer import register
+
+    register()
 
 
 def scratch_config(cfg_model, tok):
     from transformers import BertConfig
 
+    if cfg_model.arch == "torch_transformer":
+        from transferlab.torch_transformer import TorchTransformerConfig
+
+        return TorchTransformerConfig(
+            vocab_size=len(tok),
+            d_model=cfg_model.hidden_size,
+            nhead=cfg_model.num_heads,
+            num_layers=cfg_model.num_layers,
+            dim_feedforward=cfg_model.intermediate_size,
+            dropout=cfg_model.dropout,
+            max_position_embeddings=max(512, cfg_model.max_length),
+            pad_token_id=tok.pad_token_id,
+        )
     return BertConfig(
         vocab_size=len(tok),
         hidden_size=cfg_model.hidden_size,
@@ -49,9 +92,10 @@ def encoder(cfg_model, tok, *, masked_lm: bool):
     """The starting Transformer: with a masked-LM head (for training) or bare (to pass through)."""
     from transformers import AutoModel, AutoModelForMaskedLM
 
+    register_architectures()
     auto = AutoModelForMaskedLM if masked_lm else AutoModel
     if cfg_model.init == "scratch":
-        log.info("building a randomly initialised BERT from config (init=scratch)")
+        log.info("building a randomly initialised %s from config (init=scratch)", cfg_model.arch)
         return auto.from_config(scratch_config(cfg_model, tok))
     model = _load(auto, cfg_model.name_or_path, "model")
     if masked_lm and "MaskedLM" not in "".join(model.config.architectures or []):

@@ -73,6 +73,42 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
     return flat
 
 
+def stage_params(stage: str, dvc_yaml: str | Path = "dvc.yaml") -> list[str] | None:
+    """The params keys `stage` and every stage before it in dvc.yaml depend on (None: no dvc.yaml)."""
+    import yaml
+
+    path = Path(dvc_yaml)
+    if not path.is_file():
+        return None
+    keys: list[str] = []
+    for name, spec in yaml.safe_load(path.read_text())["stages"].items():
+        keys += [k for k in spec.get("params", []) if isinstance(k, str) and k not in keys]
+        if name == stage:
+            return keys
+    return None
+
+
+def fingerprint(cfg, stage: str) -> str:
+    """A digest of the config that determines `stage`'s outputs (its params and its upstream ones).
+
+    Runs that DVC later restores from its cache carry the same fingerprint, so a report can find
+    the MLflow run that produced an output without re-running anything."""
+    import hashlib
+    import json
+
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.to_container(cfg, resolve=True)
+    keys = stage_params(stage) or [k for k in config if k != "tracking"]
+    selected = {}
+    for key in keys:
+        node = config
+        for part in key.split("."):
+            node = node[part]
+        selected[key] = node
+    return hashlib.sha256(json.dumps(selected, sort_keys=True).encode()).hexdigest()[:16]
+
+
 class StageRun:
     """The handle a stage logs through; a disabled run accepts the same calls and drops them."""
 
@@ -131,7 +167,7 @@ def stage_run(stage: str, cfg, *, tags: dict | None = None):
     with mlflow.start_run(run_name=stage) as active:
         mlflow.log_params(flatten(config))
         mlflow.log_text(OmegaConf.to_yaml(cfg), "config.yaml")
-        mlflow.set_tags({"transferlab.stage": stage, **_git_tags(), **_version_tags(),
-                         **{k: str(v) for k, v in (tags or {}).items()}})
+        mlflow.set_tags({"transferlab.stage": stage, "transferlab.fingerprint": fingerprint(cfg, stage),
+                         **_git_tags(), **_version_tags(), **{k: str(v) for k, v in (tags or {}).items()}})
         log.info("MLflow run %s (%s) in %s", active.info.run_id, stage, uri)
         yield StageRun(mlflow)

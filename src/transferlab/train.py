@@ -17,14 +17,14 @@ PRETRAINED = Path("models/pretrained")
 METRICS = "metrics/train.json"
 
 
-def train_masked_lm(cfg, net, tok, run_log, workdir: str) -> dict:
+def train_masked_lm(cfg, net, tok, run_log, workdir: str, splits: dict) -> dict:
     from transformers import DataCollatorForLanguageModeling, Trainer
 
     from transferlab.runtime import training_arguments
 
     max_length = cfg.model.max_length
-    train_set = prepared.tokenized(prepared.read_split("train"), tok, max_length, labels=False)
-    eval_set = prepared.tokenized(prepared.read_split("validation"), tok, max_length, labels=False)
+    train_set = prepared.tokenized(splits["train"], tok, max_length, labels=False)
+    eval_set = prepared.tokenized(splits["validation"], tok, max_length, labels=False)
     args = training_arguments(
         cfg, workdir,
         max_steps=cfg.train.steps,
@@ -33,6 +33,8 @@ def train_masked_lm(cfg, net, tok, run_log, workdir: str) -> dict:
         learning_rate=cfg.train.lr,
         weight_decay=cfg.train.weight_decay,
         warmup_steps=cfg.train.warmup_ratio,
+        eval_strategy="steps",  # a validation MLM-loss curve, five points over the run
+        eval_steps=max(1, cfg.train.steps // 5),
     )
     collator = DataCollatorForLanguageModeling(tok, mlm_probability=cfg.train.mlm_probability,
                                                seed=cfg.seed)
@@ -42,11 +44,11 @@ def train_masked_lm(cfg, net, tok, run_log, workdir: str) -> dict:
     evaluation = trainer.evaluate()
     metrics = {
         "steps": cfg.train.steps,
+        "train_seconds": round(result.metrics["train_runtime"], 1),
         "train_loss": round(result.training_loss, 6),
         "validation_loss": round(evaluation["eval_loss"], 6),
         "validation_perplexity": round(math.exp(min(evaluation["eval_loss"], 50)), 4),
     }
-    run_log.log_metrics(metrics)
     return metrics
 
 
@@ -60,14 +62,17 @@ def run(cfg) -> dict:
         device = resolve_device(cfg.device)
         run_log.set_tags({"device": device, "precision": cfg.precision})
         seed_everything(cfg.seed)
-        tok = models.tokenizer(cfg.model)
+        splits = {name: prepared.read_split(name) for name in ("train", "validation")}
+        tok = models.tokenizer(cfg.model, splits["train"]["text"].tolist())
         net = models.encoder(cfg.model, tok, masked_lm=cfg.train.steps > 0)
         if cfg.train.steps > 0:
             with tempfile.TemporaryDirectory(prefix="transferlab-train-") as workdir:
-                metrics = train_masked_lm(cfg, net, tok, run_log, workdir)
+                metrics = train_masked_lm(cfg, net, tok, run_log, workdir, splits)
         else:
             log.info("train.steps=0: passing the starting weights through unchanged")
-            metrics = {"steps": 0}
+            metrics = {"steps": 0, "train_seconds": 0.0}
+        metrics["parameters"] = net.num_parameters()
+        run_log.log_metrics(metrics)
         with staged_outputs() as outs:
             folder = outs.path(PRETRAINED, is_dir=True)
             net.save_pretrained(folder)  # safetensors

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from transferlab.errors import UserError
 
 CHOICES = {
@@ -9,6 +11,9 @@ CHOICES = {
     "precision": ("fp32", "bf16"),
     "data.source": ("bbc_news", "files"),
     "model.init": ("pretrained", "scratch"),
+    "model.arch": ("bert", "torch_transformer"),
+    "model.tokenizer": ("pretrained", "train"),
+    "finetune.unfreeze.unit": ("epoch", "step"),
 }
 POSITIVE = (
     "model.max_length",
@@ -19,10 +24,14 @@ POSITIVE = (
     "train.batch_size",
     "finetune.epochs",
     "finetune.batch_size",
-    "finetune.lr",
+    "finetune.backbone_lr",
+    "finetune.head_lr",
+    "finetune.layer_lr_decay",
+    "model.vocab_size",
     "evaluate.batch_size",
 )
-NON_NEGATIVE = ("seed", "train.steps", "train.lr", "finetune.weight_decay", "train.weight_decay")
+NON_NEGATIVE = ("seed", "train.steps", "train.lr", "finetune.weight_decay", "train.weight_decay",
+                "finetune.freeze.layers", "finetune.unfreeze.every")
 FRACTIONS = ("data.validation_fraction", "data.test_fraction", "train.mlm_probability",
              "train.warmup_ratio", "finetune.warmup_ratio", "model.dropout")
 
@@ -60,6 +69,15 @@ def check(cfg) -> None:
         problems.append("data=files needs data.path (a .csv, .jsonl or .parquet file)")
     if cfg.model.init == "scratch" and cfg.model.hidden_size % cfg.model.num_heads:
         problems.append("model.hidden_size must be a multiple of model.num_heads")
+    if cfg.finetune.layer_lr_decay > 1:
+        problems.append("finetune.layer_lr_decay must be in (0, 1]: lower layers learn slower")
+    if cfg.model.tokenizer == "train" and cfg.model.vocab_size < 100:
+        problems.append("model.vocab_size must be >= 100 for a trained tokenizer")
+    for pattern in cfg.finetune.freeze.patterns:
+        try:
+            re.compile(pattern)
+        except re.error as err:
+            problems.append(f"finetune.freeze.patterns: {pattern!r} is not a regex ({err})")
     if cfg.finetune.early_stopping_patience < 1:
         problems.append("finetune.early_stopping_patience must be >= 1")
     if problems:

@@ -28,7 +28,10 @@ class ModelConfig:
     init: str = "pretrained"  # pretrained | scratch
     name_or_path: str = MINILM  # checkpoint (pretrained) or tokenizer source (scratch)
     max_length: int = 128
-    # Architecture of a scratch model (ignored for pretrained checkpoints).
+    # A scratch model: architecture, tokenizer and size (ignored for pretrained checkpoints).
+    arch: str = "bert"  # bert (Hugging Face) | torch_transformer (torch.nn.TransformerEncoder)
+    tokenizer: str = "pretrained"  # pretrained: name_or_path's | train: WordPiece on the train split
+    vocab_size: int = 8000  # tokenizer=train only
     hidden_size: int = 384
     num_layers: int = 6
     num_heads: int = 12
@@ -49,18 +52,40 @@ class TrainConfig:
 
 
 @dataclass
+class FreezeConfig:
+    backbone: bool = False  # embeddings + all encoder layers; the pooler and new head still train
+    embeddings: bool = False
+    layers: int = 0  # the lowest N encoder layers
+    patterns: list[str] = field(default_factory=list)  # regexes on parameter names
+
+
+@dataclass
+class UnfreezeConfig:
+    """Gradual unfreezing (ULMFiT): the backbone starts frozen and one more layer, top down,
+    becomes trainable every `every` epochs or steps; embeddings last. 0 turns it off."""
+
+    every: int = 0
+    unit: str = "epoch"  # epoch | step
+
+
+@dataclass
 class FinetuneConfig:
     epochs: int = 3
     batch_size: int = 32
-    lr: float = 1e-4
+    backbone_lr: float = 1e-4  # the top encoder layer's LR; lower layers get layer_lr_decay powers
+    head_lr: float = 1e-3  # the new, randomly initialised head learns faster
+    layer_lr_decay: float = 1.0  # each lower layer's LR = the one above's x this (1.0 = off)
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     early_stopping_patience: int = 2
+    freeze: FreezeConfig = field(default_factory=FreezeConfig)
+    unfreeze: UnfreezeConfig = field(default_factory=UnfreezeConfig)
 
 
 @dataclass
 class EvaluateConfig:
     batch_size: int = 64
+    baseline: bool = True  # also score TF-IDF + logistic regression on the same split
 
 
 @dataclass

@@ -1,0 +1,178 @@
+"""Fine-tuning techniques that act on a model's layers: freezing, gradual unfreezing, and optimizer
+parameter groups with separate head/backbone learning rates and layer-wise LR decay.
+
+Works for any Hugging Face encoder (BERT-likes, the torch.nn encoder): the backbone is
+`model.base_model`, its layers the longest `nn.ModuleList` inside it, the head everything else.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Parts:
+    """A classifier's parameters by role, each as (name, parameter) pairs; layers lowest first."""
+
+    embeddings: list = field(default_factory=list)
+    layers: list[list] = field(default_factory=list)
+    other_backbone: list = field(default_factory=list)  # e.g. pooler, final norm
+    head: list = field(default_factory=list)
+
+    def all(self) -> list:
+        return self.embeddings + [p for layer in self.layers for p in layer] + self.other_backbone + self.head
+
+
+def split(model) -> Parts:
+    from torch import nn
+
+    base = model.base_model
+    if base is model:
+        raise ValueError("the model has no separate backbone (base_model) to split from a head")
+    layer_list = max((m for m in base.modules() if isinstance(m, nn.ModuleList)), key=len, default=None)
+    layer_ids = []
+    if layer_list is not None:
+        layer_ids = [{id(p) for p in layer.parameters()} for layer in layer_list]
+    embeddings = getattr(base, "embeddings", None)
+    embedding_ids = {id(p) for p in embeddings.parameters()} if embeddings is not None else set()
+    base_ids = {id(p) for p in base.parameters()}
+
+    parts = Parts(layers=[[] for _ in layer_ids])
+    for name, param in model.named_parameters():
+        if id(param) not in base_ids:
+            parts.head.append((name, param))
+        elif id(param) in embedding_ids:
+            parts.embeddings.append((name, param))
+        else:
+            index = next((i for i, ids in enumerate(layer_ids) if id(param) in ids), None)
+            target = parts.other_backbone if index is None else parts.layers[index]
+            target.append((name, param))
+    return parts
+
+
+def freeze(parts: Parts, *, embeddings: bool, layers: int, patterns: list[str], backbone: bool) -> list[str]:
+    """Turn off gradients for the chosen parameters; return their names."""
+    chosen = []
+    if backbone:  # embeddings and every layer; a pooler or final norm on top still trains
+        chosen += parts.embeddings + [p for layer in parts.layers for p in layer]
+    else:
+        if embeddings:
+            chosen += parts.embeddings
+        for layer in parts.layers[:layers]:
+            chosen += layer
+    if patterns:
+        compiled = [re.compile(p) for p in patterns]
+        chosen += [(n, p) for n, p in parts.all() if any(c.search(n) for c in compiled)]
+    names = []
+    for name, param in chosen:
+        if param.requires_grad:
+            param.requires_grad_(False)
+            names.append(name)
+    return names
+
+
+def no_decay(name: str) -> bool:
+    """Biases and normalisation weights are not weight-decayed (the usual AdamW practice)."""
+    lowered = name.lower()
+    return lowered.endswith("bias") or "norm" in lowered
+
+
+def parameter_groups(parts: Parts, *, backbone_lr: float, head_lr: float, layer_decay: float,
+                     weight_decay: float, include) -> list[dict]:
+    """AdamW groups: head at head_lr; top layer at backbone_lr, each lower one times layer_decay,
+    embeddings one step below the lowest layer. `include(param)` picks the parameters to train."""
+    depth = len(parts.layers)
+    scaled = [("head", parts.head, head_lr), ("backbone_top", parts.other_backbone, backbone_lr)]
+    scaled += [(f"layer_{i}", layer, backbone_lr * layer_decay ** (depth - 1 - i))
+               for i, layer in enumerate(parts.layers)]
+    scaled.append(("embeddings", parts.embeddings, backbone_lr * layer_decay ** depth))
+    groups = []
+    for name, params, lr in scaled:
+        for decayed in (True, False):
+            chosen = [p for n, p in params if include(p) and no_decay(n) != decayed]
+            if chosen:
+                groups.append({"params": chosen, "lr": lr, "name": f"{name}{'' if decayed else '/no_decay'}",
+                               "weight_decay": weight_decay if decayed else 0.0})
+    return groups
+
+
+def unfreeze_schedule(parts: Parts, every: int) -> list[list]:
+    """Units of gradual unfreezing, in order: top layer first, ..., lowest layer, then embeddings."""
+    units = [layer for layer in reversed(parts.layers)]
+    if parts.embeddings:
+        units.append(parts.embeddings)
+    return units if every > 0 else []
+
+
+def gradual_unfreezing_callback(parts: Parts, every: int, unit: str, keep_frozen: set[str]):
+    """A Trainer callback: the backbone starts frozen; every `every` epochs (or steps) one more
+    unit is unfrozen, top down (ULMFiT). Parameters in `keep_frozen` stay frozen throughout."""
+    from transformers import TrainerCallback
+
+    units = unfreeze_schedule(parts, every)
+    for _, param in [p for u in units for p in u] + parts.other_backbone:
+        param.requires_grad_(False)
+
+    class GradualUnfreezing(TrainerCallback):
+        def __init__(self):
+            self.unfrozen = 0
+            self.history: list[tuple[int, int]] = []  # (global step, units unfrozen)
+
+        def _advance(self, state, elapsed: int) -> None:
+            target = min(len(units), elapsed // every)
+            while self.unfrozen < target:
+                for name, param in units[self.unfrozen]:
+                    if name not in keep_frozen:
+                        param.requires_grad_(True)
+                if self.unfrozen == 0:  # pooler/final norm go with the top layer
+                    for name, param in parts.other_backbone:
+                        if name not in keep_frozen:
+                            param.requires_grad_(True)
+                self.unfrozen += 1
+                self.history.append((state.global_step, self.unfrozen))
+                log.info("gradual unfreezing: %d/%d units trainable at step %d",
+                         self.unfrozen, len(units), state.global_step)
+
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            if unit == "epoch":
+                self._advance(state, int((state.epoch or 0) + 1e-6))
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if unit == "step":
+                self._advance(state, state.global_step)
+
+    return GradualUnfreezing()
+
+
+def overfitting_callback(run_log):
+    """Logs a signal whenever validation loss rises while the training loss falls."""
+    from transformers import TrainerCallback
+
+    class OverfittingWatch(TrainerCallback):
+        def __init__(self):
+            self.window: list[float] = []
+            self.previous: tuple[float, float] | None = None  # (train loss, validation loss)
+            self.signals = 0
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                self.window.append(float(logs["loss"]))
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            if not metrics or "eval_loss" not in metrics or not self.window:
+                return
+            current = (sum(self.window) / len(self.window), float(metrics["eval_loss"]))
+            self.window = []
+            if self.previous and current[1] > self.previous[1] and current[0] < self.previous[0]:
+                self.signals += 1
+                log.warning("overfitting signal at epoch %.2f: validation loss rose %.4f -> %.4f "
+                            "while training loss fell %.4f -> %.4f", state.epoch or 0,
+                            self.previous[1], current[1], self.previous[0], current[0])
+                run_log.log_metrics({"overfitting_signal": 1}, step=state.global_step)
+            self.previous = current
+
+    return OverfittingWatch()

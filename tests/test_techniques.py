@@ -1,0 +1,147 @@
+"""Fine-tuning techniques on real (tiny) models: freezing, gradual unfreezing, LR groups, the
+torch.nn encoder and a trained tokenizer going through the same stages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from conftest import make_config
+from transferlab import evaluate, finetune, layers, train
+from transferlab.data import prepare
+
+TINY = ("experiment=tiny", "tracking.enabled=false", "data.max_per_label=6")
+
+
+def tiny_classifier():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
+                        intermediate_size=32, num_labels=3)
+    return BertForSequenceClassification(config)
+
+
+def test_split_finds_embeddings_layers_and_head():
+    parts = layers.split(tiny_classifier())
+    assert len(parts.layers) == 3
+    assert all(n.startswith("bert.embeddings.") for n, _ in parts.embeddings)
+    assert all(".layer.2." in n for n, _ in parts.layers[2])
+    assert sorted(n for n, _ in parts.head) == ["classifier.bias", "classifier.weight"]
+    assert {n for n, _ in parts.other_backbone} == {"bert.pooler.dense.weight", "bert.pooler.dense.bias"}
+
+
+def test_parameter_groups_carry_the_configured_learning_rates():
+    parts = layers.split(tiny_classifier())
+    groups = layers.parameter_groups(parts, backbone_lr=1e-3, head_lr=1e-2, layer_decay=0.5,
+                                     weight_decay=0.1, include=lambda p: True)
+    lr = {g["name"]: g["lr"] for g in groups}
+    assert lr["head"] == pytest.approx(1e-2)
+    assert lr["layer_2"] == pytest.approx(1e-3)
+    assert lr["layer_1"] == pytest.approx(5e-4)
+    assert lr["layer_0"] == pytest.approx(2.5e-4)
+    assert lr["embeddings"] == pytest.approx(1.25e-4)
+    decay = {g["name"]: g["weight_decay"] for g in groups}
+    assert decay["layer_0"] == 0.1 and decay["layer_0/no_decay"] == 0.0
+    grouped = sum(len(g["params"]) for g in groups)
+    assert grouped == len(list(tiny_classifier().parameters()))
+
+
+def test_gradual_unfreezing_opens_one_layer_at_a_time_top_down():
+    from transformers import TrainerState
+
+    model = tiny_classifier()
+    parts = layers.split(model)
+    callback = layers.gradual_unfreezing_callback(parts, every=2, unit="step", keep_frozen=set())
+
+    def trainable_units():
+        units = [all(p.requires_grad for _, p in layer) for layer in parts.layers]
+        return units + [all(p.requires_grad for _, p in parts.embeddings)]
+
+    state = TrainerState()
+    seen = {}
+    for step in range(0, 10):
+        state.global_step = step
+        callback.on_step_begin(None, state, None)
+        seen[step] = trainable_units()
+        assert all(p.requires_grad for _, p in parts.head)
+    assert seen[0] == seen[1] == [False, False, False, False]
+    assert seen[2] == seen[3] == [False, False, True, False]  # top layer first
+    assert seen[4] == [False, True, True, False]
+    assert seen[6] == [True, True, True, False]
+    assert seen[8] == [True, True, True, True]  # embeddings last
+    assert callback.history == [(2, 1), (4, 2), (6, 3), (8, 4)]
+
+
+def weights(folder: str) -> dict:
+    return load_file(Path(folder) / "model.safetensors")
+
+
+def test_frozen_parameters_are_bit_identical_after_fine_tuning(workdir):
+    cfg = make_config(*TINY, "model.num_layers=3", "finetune.freeze.embeddings=true",
+                      "finetune.freeze.layers=2", "finetune.epochs=2")
+    prepare.run(cfg)
+    train.run(cfg)
+    summary = finetune.run(cfg)
+    before, after = weights("models/pretrained"), weights("models/finetuned")
+    frozen = [k for k in after if k.startswith(("bert.embeddings.", "bert.encoder.layer.0.",
+                                                "bert.encoder.layer.1."))]
+    assert frozen
+    for key in frozen:
+        assert after[key].equal(before[key]), f"{key} changed although frozen"
+    top = "bert.encoder.layer.2.output.dense.weight"
+    assert not after[top].equal(before[top]), "the unfrozen top layer did not train"
+    assert summary["parameters_trainable_at_start"] < summary["parameters"]
+
+
+def test_gradual_unfreezing_in_a_real_fine_tune(workdir):
+    # 1 epoch of 5 steps (20 examples, batch 4), a unit every 3 steps: the top layer opens at step 3,
+    # the bottom one would at step 6, which never comes.
+    cfg = make_config(*TINY, "finetune.unfreeze.every=3", "finetune.unfreeze.unit=step",
+                      "finetune.batch_size=4")
+    prepare.run(cfg)
+    train.run(cfg)
+    finetune.run(cfg)
+    before, after = weights("models/pretrained"), weights("models/finetuned")
+    bottom = "bert.encoder.layer.0.output.dense.weight"
+    top = "bert.encoder.layer.1.output.dense.weight"
+    assert after[bottom].equal(before[bottom]) and not after[top].equal(before[top])
+
+
+@pytest.mark.parametrize("tokenizer", ["train", "pretrained"])
+def test_torch_transformer_runs_through_every_stage(workdir, tokenizer):
+    cfg = make_config(*TINY, "model=torch_transformer", f"model.tokenizer={tokenizer}",
+                      "model.vocab_size=300", "model.hidden_size=32", "model.num_heads=2",
+                      "model.num_layers=2", "model.intermediate_size=64", "model.max_length=64")
+    prepare.run(cfg)
+    pretraining = train.run(cfg)
+    assert pretraining["validation_perplexity"] > 1
+    config = json.loads(Path("models/pretrained/config.json").read_text())
+    assert config["model_type"] == "torch_transformer"
+    vocab = json.loads(Path("models/pretrained/tokenizer.json").read_text())["model"]["vocab"]
+    assert (len(vocab) <= 300) == (tokenizer == "train")
+    finetune.run(cfg)
+    metrics = evaluate.run(cfg)
+    assert 0 <= metrics["accuracy"] <= 1
+    assert 0 <= metrics["baseline_tfidf_logreg"]["accuracy"] <= 1
+    head = weights("models/finetuned")["classifier.weight"]
+    assert tuple(head.shape) == (5, 32)
+
+
+def test_overfitting_signal_fires_when_validation_rises_as_training_falls():
+    from transformers import TrainerState
+
+    from transferlab.tracking import StageRun
+
+    watch = layers.overfitting_callback(StageRun())
+    state = TrainerState()
+    for train_losses, validation_loss in [([1.0, 0.9], 0.8), ([0.7, 0.6], 0.7), ([0.5, 0.4], 0.75),
+                                          ([0.45, 0.5], 0.9)]:
+        for loss in train_losses:
+            watch.on_log(None, state, None, logs={"loss": loss})
+        watch.on_evaluate(None, state, None, metrics={"eval_loss": validation_loss})
+    # Only the third evaluation: validation up (0.7 -> 0.75) while training fell (0.65 -> 0.45).
+    # The fourth has both rising: plain divergence, not the overfitting pattern.
+    assert watch.signals == 1
