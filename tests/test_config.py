@@ -86,6 +86,7 @@ def test_composition_rejects_unknown_keys_choices_and_wrong_types(override, expe
     ("train.steps=-1", "train.steps=-1 must be >= 0"),
     ("data.test_fraction=1.5", "data.test_fraction=1.5 must be in [0, 1)"),
     ("device=tpu", "device='tpu' is not one of auto, cpu, cuda"),
+    ("model.tokenizer=train", "model.tokenizer=train needs model.init=scratch"),
     ("finetune.unfreeze.unit=week", "finetune.unfreeze.unit='week' is not one of epoch, step"),
     ("finetune.layer_lr_decay=1.5", "finetune.layer_lr_decay must be in (0, 1]"),
     ("finetune.freeze.patterns=[\"(\"]", "is not a regex"),

@@ -71,6 +71,25 @@ def test_mlflow_has_one_run_per_stage_with_config_and_tags(tiny_repo: Path):
         assert list(artifact_dir.glob(f"*/{run_id}/artifacts/config.yaml")) or \
             list(artifact_dir.glob(f"*/*/{run_id}/artifacts/config.yaml")) or \
             list(artifact_dir.glob(f"**/{run_id}/**/config.yaml")), f"{stage}: no config artifact"
+    by_stage = {stage: run_id for run_id, stage in runs.items()}
+
+    def tag(run_id: str, key: str):
+        row = db.execute("select value from tags where run_uuid = ? and key = ?", (run_id, key)).fetchone()
+        return row and row[0]
+
+    # Lineage: each stage names the run that produced what it read.
+    assert tag(by_stage["train"], "lineage.prepare_run_id") == by_stage["prepare"]
+    assert tag(by_stage["finetune"], "lineage.train_run_id") == by_stage["train"]
+    assert tag(by_stage["evaluate"], "lineage.finetune_run_id") == by_stage["finetune"]
+    # Data lineage: the splits each stage read, as MLflow dataset inputs with content digests.
+    inputs = db.execute("select d.name, d.digest, i.destination_id from inputs i join datasets d "
+                        "on i.source_id = d.dataset_uuid").fetchall()
+    read = {(name, run) for name, _, run in inputs}
+    assert {("train", by_stage["finetune"]), ("validation", by_stage["finetune"]),
+            ("test", by_stage["evaluate"])} <= read
+    assert ("test", by_stage["finetune"]) not in read, "the test split leaked into fine-tuning"
+    for artifact in ("classification_report.txt", "misclassified.csv", "logs/stage.log"):
+        assert list((tiny_repo / "mlruns").glob(f"**/{by_stage['evaluate']}/artifacts/{artifact}")), artifact
     finetune_id = next(r for r, s in runs.items() if s == "finetune")
     steps = db.execute("select count(*) from metrics where run_uuid = ? and key = 'loss'",
                        (finetune_id,)).fetchone()[0]
@@ -136,6 +155,9 @@ def test_exp_run_composes_params_through_hydra(tiny_copy: Path):
     sh("dvc", "exp", "run", "-S", "experiment=tiny", "-S", "finetune.batch_size=4", cwd=tiny_copy)
     params = yaml.safe_load((tiny_copy / "params.yaml").read_text())
     assert params["finetune"]["batch_size"] == 4 and params["model"]["init"] == "scratch"
+    db = sqlite3.connect(tiny_copy / "mlflow.db")
+    tagged = db.execute("select count(distinct value) from tags where key = 'dvc.experiment'").fetchone()[0]
+    assert tagged == 1, "the runs of `dvc exp run` are not tagged with the DVC experiment name"
     shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=tiny_copy).stdout)
     assert "finetune" in json.dumps(shown) and "accuracy" in json.dumps(shown)
 

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import make_config
 from transferlab.errors import UserError
-from transferlab.tracking import flatten, stage_run
+from transferlab.tracking import flatten, redact, stage_run
 
 
 def free_port() -> int:
@@ -60,3 +60,11 @@ def test_disabled_tracking_writes_no_store(workdir):
 
 def test_flatten_uses_dotted_keys():
     assert flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
+
+
+def test_values_named_like_secrets_are_redacted():
+    tree = {"tracking": {"uri": "http://x", "api_key": "s3cr3t", "FOO_TOKEN": "t0k3n"},
+            "db": {"password": "pw", "user": "me"}}
+    flat = flatten(redact(tree))
+    assert flat["tracking.uri"] == "http://x" and flat["db.user"] == "me"
+    assert flat["tracking.api_key"] == flat["tracking.FOO_TOKEN"] == flat["db.password"] == "<redacted>"

@@ -54,6 +54,27 @@ def scores(y_true, y_pred, labels: list[str]) -> dict:
     }
 
 
+def classification_report_text(y_true, y_pred, labels: list[str]) -> str:
+    from sklearn.metrics import classification_report
+
+    return classification_report(y_true, y_pred, labels=list(range(len(labels))), target_names=labels,
+                                 digits=4, zero_division=0)
+
+
+def misclassified(test, probabilities, labels: list[str], limit: int) -> str:
+    """The most confidently wrong test examples (text, true, predicted, confidence) as CSV."""
+    import pandas as pd
+
+    predicted = probabilities.argmax(-1)
+    wrong = pd.DataFrame({
+        "text": test["text"].str.slice(0, 500),
+        "true": [labels[i] for i in test["label"]],
+        "predicted": [labels[i] for i in predicted],
+        "confidence": probabilities.max(-1).round(4),
+    })[predicted != test["label"].to_numpy()]
+    return wrong.sort_values("confidence", ascending=False).head(limit).to_csv(index=False)
+
+
 def loss_curves(history: list[dict]) -> tuple[list[dict], list[dict]]:
     train = [{"step": e["step"], "loss": e["loss"]} for e in history if "loss" in e]
     validation = [{"step": e["step"], "loss": e["eval_loss"]} for e in history if "eval_loss" in e]
@@ -118,8 +139,10 @@ def run(cfg) -> dict:
         run_log.set_tags({"device": device})
         if not (FINETUNED / "config.json").is_file():
             raise UserError(f"{FINETUNED} has no model: run the finetune stage first")
+        run_log.link("finetune")
         labels = prepared.read_labels()
         test = prepared.read_split("test")
+        prepared.log_splits(run_log, {"test": test})
         register_architectures()
         net = AutoModelForSequenceClassification.from_pretrained(FINETUNED)
         tok = AutoTokenizer.from_pretrained(FINETUNED)
@@ -156,5 +179,8 @@ def run(cfg) -> dict:
                                  for k, v in metrics["baseline_tfidf_logreg"].items()})
         for artifact in (METRICS, CONFUSION_PNG, CURVE_PNG, CONFUSION_CSV):
             run_log.log_artifact(artifact)
+        run_log.log_text(classification_report_text(y_true, y_pred, labels), "classification_report.txt")
+        run_log.log_text(misclassified(test, probabilities, labels, cfg.evaluate.misclassified_samples),
+                         "misclassified.csv")
     log.info("test accuracy %.4f, macro-F1 %.4f", metrics["accuracy"], metrics["macro_f1"])
     return metrics

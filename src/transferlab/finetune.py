@@ -101,11 +101,14 @@ def run(cfg) -> dict:
     with stage_run("finetune", cfg, tags={"data.digest": digest}) as run_log:
         run_log.set_tags({"device": resolve_device(cfg.device), "precision": cfg.precision})
         seed_everything(cfg.seed)
+        run_log.link("train")
         labels = prepared.read_labels()
+        frames = {name: prepared.read_split(name) for name in ("train", "validation")}
+        prepared.log_splits(run_log, frames)
         net, tok = load_classifier(labels)
         max_length = cfg.model.max_length
-        train_set = prepared.tokenized(prepared.read_split("train"), tok, max_length)
-        eval_set = prepared.tokenized(prepared.read_split("validation"), tok, max_length)
+        train_set = prepared.tokenized(frames["train"], tok, max_length)
+        eval_set = prepared.tokenized(frames["validation"], tok, max_length)
         ft = cfg.finetune
         optimizer, layer_callbacks, sizes = configure_layers(net, ft, run_log)
         overfitting = layers.overfitting_callback(run_log)

@@ -46,20 +46,11 @@ def model_name(cfg) -> str:
     return f"{cfg.model.arch} {cfg.model.num_layers}x{cfg.model.hidden_size}"
 
 
-def latest_run(mlflow, experiment_id: str, stage: str, digest: str):
-    runs = mlflow.search_runs(
-        experiment_ids=[experiment_id], max_results=1, output_format="list",
-        filter_string=(f"tags.`transferlab.stage` = '{stage}' and "
-                       f"tags.`transferlab.fingerprint` = '{digest}' and attributes.status = 'FINISHED'"),
-        order_by=["attributes.start_time DESC"])
-    return runs[0] if runs else None
-
-
 def collect(experiments, config_dir) -> tuple[list[dict], dict | None]:
     import mlflow
 
     from transferlab.config.compose import compose
-    from transferlab.tracking import fingerprint, tracking_uri
+    from transferlab.tracking import fingerprint, latest_stage_run, tracking_uri
 
     rows, baseline = [], None
     for name in experiments:
@@ -69,7 +60,7 @@ def collect(experiments, config_dir) -> tuple[list[dict], dict | None]:
         if experiment is None:
             raise UserError(f"no MLflow experiment {cfg.tracking.experiment!r} in {tracking_uri(cfg)}: "
                             "run the comparison first (make compare)")
-        runs = {stage: latest_run(mlflow, experiment.experiment_id, stage, fingerprint(cfg, stage))
+        runs = {stage: latest_stage_run(stage, fingerprint(cfg, stage), experiment.experiment_id)
                 for stage in ("train", "finetune", "evaluate")}
         if runs["evaluate"] is None:
             log.warning("no finished run for experiment=%s yet: `dvc exp run -S experiment=%s`", name, name)

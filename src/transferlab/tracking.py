@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,6 +51,12 @@ def _git_tags() -> dict[str, str]:
     return {"git.commit": commit, "git.dirty": str(bool(git("status", "--porcelain")))}
 
 
+def _dvc_tags() -> dict[str, str]:
+    """The DVC experiment a stage runs in, when `dvc exp run` started it (DVC sets these)."""
+    names = {"DVC_EXP_NAME": "dvc.experiment", "DVC_EXP_BASELINE_REV": "dvc.baseline_rev"}
+    return {tag: os.environ[var] for var, tag in names.items() if os.environ.get(var)}
+
+
 def _version_tags() -> dict[str, str]:
     from contextlib import suppress
     from importlib.metadata import PackageNotFoundError, version
@@ -60,6 +67,16 @@ def _version_tags() -> dict[str, str]:
         with suppress(PackageNotFoundError):
             tags[f"version.{package}"] = version(package)
     return tags
+
+
+SECRET_NAME = re.compile(r"(?i)(token|secret|passw|api[_-]?key|access[_-]?key|credential|private[_-]?key)")
+
+
+def redact(tree: dict) -> dict:
+    """A copy of a config tree with every value whose key looks like a secret replaced."""
+    return {key: redact(value) if isinstance(value, dict)
+            else ("<redacted>" if SECRET_NAME.search(str(key)) else value)
+            for key, value in tree.items()}
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
@@ -109,11 +126,49 @@ def fingerprint(cfg, stage: str) -> str:
     return hashlib.sha256(json.dumps(selected, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def latest_stage_run(stage: str, digest: str, experiment_id: str):
+    """The newest finished run of `stage` with this fingerprint, or None."""
+    import mlflow
+
+    runs = mlflow.search_runs(
+        experiment_ids=[experiment_id], max_results=1, output_format="list",
+        filter_string=(f"tags.`transferlab.stage` = '{stage}' and "
+                       f"tags.`transferlab.fingerprint` = '{digest}' and attributes.status = 'FINISHED'"),
+        order_by=["attributes.start_time DESC"])
+    return runs[0] if runs else None
+
+
 class StageRun:
     """The handle a stage logs through; a disabled run accepts the same calls and drops them."""
 
-    def __init__(self, mlflow_module=None) -> None:
+    def __init__(self, mlflow_module=None, cfg=None, experiment_id: str | None = None) -> None:
         self._mlflow = mlflow_module
+        self._cfg = cfg
+        self._experiment_id = experiment_id
+
+    def link(self, upstream: str) -> str | None:
+        """Tag this run with the run that produced `upstream`'s outputs: found by fingerprint, so it
+        is the right run even when DVC skipped or restored the upstream stage from its cache."""
+        if not self._mlflow:
+            return None
+        found = latest_stage_run(upstream, fingerprint(self._cfg, upstream), self._experiment_id)
+        if found is None:
+            log.warning("no finished MLflow run of stage %s with this config: lineage not linked", upstream)
+            return None
+        self.set_tags({f"lineage.{upstream}_run_id": found.info.run_id})
+        return found.info.run_id
+
+    def log_dataset(self, frame, name: str, digest: str, context: str) -> None:
+        """Data lineage: the split this stage read, by name and content digest."""
+        if self._mlflow:
+            import mlflow.data
+
+            dataset = mlflow.data.from_pandas(frame, name=name, digest=digest)
+            self._mlflow.log_input(dataset, context=context)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        if self._mlflow:
+            self._mlflow.log_text(text, artifact_file)
 
     @property
     def run_id(self) -> str | None:
@@ -163,11 +218,33 @@ def stage_run(stage: str, cfg, *, tags: dict | None = None):
         mlflow.set_experiment(cfg.tracking.experiment)
     except Exception as err:  # a bad store URI or an unreadable store
         raise UserError(f"cannot open MLflow tracking store {uri}: {err}") from None
-    config = OmegaConf.to_container(cfg, resolve=True)
-    with mlflow.start_run(run_name=stage) as active:
+    config = redact(OmegaConf.to_container(cfg, resolve=True))
+    with mlflow.start_run(run_name=stage) as active, _captured_log() as stage_log:
         mlflow.log_params(flatten(config))
-        mlflow.log_text(OmegaConf.to_yaml(cfg), "config.yaml")
+        mlflow.log_text(OmegaConf.to_yaml(config), "config.yaml")
         mlflow.set_tags({"transferlab.stage": stage, "transferlab.fingerprint": fingerprint(cfg, stage),
-                         **_git_tags(), **_version_tags(), **{k: str(v) for k, v in (tags or {}).items()}})
+                         **_git_tags(), **_dvc_tags(), **_version_tags(),
+                         **{k: str(v) for k, v in (tags or {}).items()}})
         log.info("MLflow run %s (%s) in %s", active.info.run_id, stage, uri)
-        yield StageRun(mlflow)
+        try:
+            yield StageRun(mlflow, cfg, active.info.experiment_id)
+        finally:
+            mlflow.log_artifact(str(stage_log), "logs")
+
+
+@contextmanager
+def _captured_log():
+    """The stage's log lines (this package's and the libraries') in a file, for the run's artifacts."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="transferlab-log-") as folder:
+        path = Path(folder) / "stage.log"
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        try:
+            yield path
+        finally:
+            root.removeHandler(handler)
+            handler.close()

@@ -63,6 +63,8 @@ def run(cfg) -> dict:
         run_log.set_tags({"device": device, "precision": cfg.precision})
         seed_everything(cfg.seed)
         splits = {name: prepared.read_split(name) for name in ("train", "validation")}
+        prepared.log_splits(run_log, splits)
+        run_log.link("prepare")
         tok = models.tokenizer(cfg.model, splits["train"]["text"].tolist())
         net = models.encoder(cfg.model, tok, masked_lm=cfg.train.steps > 0)
         if cfg.train.steps > 0:

@@ -31,7 +31,7 @@ POSITIVE = (
     "evaluate.batch_size",
 )
 NON_NEGATIVE = ("seed", "train.steps", "train.lr", "finetune.weight_decay", "train.weight_decay",
-                "finetune.freeze.layers", "finetune.unfreeze.every")
+                "finetune.freeze.layers", "finetune.unfreeze.every", "evaluate.misclassified_samples")
 FRACTIONS = ("data.validation_fraction", "data.test_fraction", "train.mlm_probability",
              "train.warmup_ratio", "finetune.warmup_ratio", "model.dropout")
 
@@ -71,6 +71,9 @@ def check(cfg) -> None:
         problems.append("model.hidden_size must be a multiple of model.num_heads")
     if cfg.finetune.layer_lr_decay > 1:
         problems.append("finetune.layer_lr_decay must be in (0, 1]: lower layers learn slower")
+    if cfg.model.tokenizer == "train" and cfg.model.init != "scratch":
+        problems.append("model.tokenizer=train needs model.init=scratch: pretrained weights come "
+                        "with their own vocabulary")
     if cfg.model.tokenizer == "train" and cfg.model.vocab_size < 100:
         problems.append("model.vocab_size must be >= 100 for a trained tokenizer")
     for pattern in cfg.finetune.freeze.patterns:

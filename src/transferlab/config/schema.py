@@ -86,6 +86,7 @@ class FinetuneConfig:
 class EvaluateConfig:
     batch_size: int = 64
     baseline: bool = True  # also score TF-IDF + logistic regression on the same split
+    misclassified_samples: int = 20  # the most confidently wrong test examples, logged to MLflow
 
 
 @dataclass

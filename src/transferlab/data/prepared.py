@@ -47,6 +47,12 @@ def files_digest(paths) -> str:
     return digest.hexdigest()[:16]
 
 
+def log_splits(run_log, splits: dict) -> None:
+    """Record each split a stage read as an MLflow dataset input (name + content digest)."""
+    for name, frame in splits.items():
+        run_log.log_dataset(frame, name, files_digest([split_path(name)]), context=name)
+
+
 def tokenized(frame, tok, max_length: int, *, labels: bool = True):
     """A datasets.Dataset of token ids (unpadded: the collator pads each batch to its longest)."""
     from datasets import Dataset
