@@ -19,7 +19,7 @@ COMPARE ?= compare_scratch/no_pretraining compare_scratch/mlm_pretraining torch_
            compare_pretrained/frozen_backbone compare_pretrained/full_finetune \
            compare_pretrained/gradual_unfreezing compare_pretrained/dapt
 
-.PHONY: install run test lint ui lock clean compare report
+.PHONY: install run test lint ui serve lock clean compare report
 
 install: $(STAMP)
 
@@ -46,6 +46,14 @@ compare: $(STAMP)
 
 report: $(STAMP)
 	transferlab report $(COMPARE)
+
+# The registered champion as a REST API: POST {"inputs": ["some text", ...]} to /invocations.
+MODEL ?= transferlab-classifier
+SERVE_PORT ?= 5001
+serve: $(STAMP)
+	@echo "Serving models:/$(MODEL)@champion at http://127.0.0.1:$(SERVE_PORT)/invocations"
+	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} mlflow models serve \
+	  -m "models:/$(MODEL)@champion" --env-manager local --host 127.0.0.1 --port $(SERVE_PORT)
 
 ui: $(STAMP)
 	@echo "MLflow UI: http://127.0.0.1:5000  (Ctrl-C stops it)"

@@ -139,14 +139,73 @@ def test_finetune_change_reruns_only_finetune_and_evaluate(tiny_copy: Path):
     assert "Running stage 'finetune'" in log and "Running stage 'evaluate'" in log
 
 
+def registry(repo: Path) -> tuple[list[int], int | None]:
+    db = sqlite3.connect(repo / "mlflow.db")
+    versions = [v for (v,) in db.execute(
+        "select version from model_versions where name = 'transferlab-classifier' order by version")]
+    alias = db.execute("select version from registered_model_aliases where name = "
+                       "'transferlab-classifier' and alias = 'champion'").fetchone()
+    return versions, alias and alias[0]
+
+
 def test_forced_repro_gives_identical_metrics_and_weights(tiny_copy: Path):
     def snapshot():
         return ((tiny_copy / "metrics/evaluate.json").read_text(),
                 (tiny_copy / "models/finetuned/model.safetensors").read_bytes())
 
     before = snapshot()
+    assert registry(tiny_copy) == ([1], 1)
     sh("dvc", "repro", "--force", cwd=tiny_copy)
     assert snapshot() == before
+    # A new version is registered, but an equal score does not take the champion alias.
+    assert registry(tiny_copy) == ([1, 2], 1)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_champion_serves_predictions_over_rest(tiny_repo: Path):
+    import subprocess
+    import time
+    import urllib.request
+
+    from conftest import tool_env
+
+    port = free_port()
+    env = tool_env(MLFLOW_TRACKING_URI=f"sqlite:///{tiny_repo / 'mlflow.db'}")
+    server = subprocess.Popen(
+        ["mlflow", "models", "serve", "-m", "models:/transferlab-classifier@champion",
+         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=tiny_repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2).close()
+                break
+            except OSError:
+                assert server.poll() is None, server.stdout.read()
+                time.sleep(1)
+        else:
+            pytest.fail("mlflow models serve did not come up in 180 s")
+        body = json.dumps({"inputs": ["Shares rose after strong quarterly profits.",
+                                      "The striker scored twice in the cup final."]}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            predictions = json.loads(response.read())["predictions"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    labels = {"business", "entertainment", "politics", "sports", "tech"}
+    assert len(predictions) == 2
+    for row in predictions:
+        assert row["label"] in labels and 0.0 <= row["score"] <= 1.0
 
 
 def test_exp_run_composes_params_through_hydra(tiny_copy: Path):

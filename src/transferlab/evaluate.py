@@ -130,6 +130,7 @@ def run(cfg) -> dict:
     from transferlab.baseline import tfidf_logistic_regression
     from transferlab.model import register_architectures
     from transferlab.outputs import staged_outputs
+    from transferlab.registry import publish
     from transferlab.runtime import resolve_device
     from transferlab.tracking import stage_run
 
@@ -182,5 +183,7 @@ def run(cfg) -> dict:
         run_log.log_text(classification_report_text(y_true, y_pred, labels), "classification_report.txt")
         run_log.log_text(misclassified(test, probabilities, labels, cfg.evaluate.misclassified_samples),
                          "misclassified.csv")
+        run_log.set_tags({"test.digest": digest})
+        publish(run_log, cfg, FINETUNED, test["text"].head(2).tolist(), metrics["accuracy"], digest)
     log.info("test accuracy %.4f, macro-F1 %.4f", metrics["accuracy"], metrics["macro_f1"])
     return metrics

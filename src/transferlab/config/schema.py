@@ -95,6 +95,8 @@ class TrackingConfig:
     experiment: str = "transferlab"
     # None: MLFLOW_TRACKING_URI if set, else sqlite:///mlflow.db in the repo.
     uri: str | None = None
+    registered_model: str | None = "transferlab-classifier"  # None: do not log/register the model
+    champion_alias: str = "champion"  # moved to a version that beats the holder's test accuracy
 
 
 @dataclass

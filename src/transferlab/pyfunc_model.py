@@ -1,0 +1,47 @@
+"""The served form of a fine-tuned classifier: an MLflow pyfunc model (texts in, labels and scores
+out). Loaded by `mlflow models serve` in its own process, so it imports only what it needs."""
+
+from __future__ import annotations
+
+import mlflow.pyfunc
+
+
+class TextClassifier(mlflow.pyfunc.PythonModel):
+    """Wraps a Hugging Face sequence classifier saved as the artifact `model`."""
+
+    def load_context(self, context):
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from transferlab.torch_transformer import register
+
+        register()  # the torch.nn encoder is not a built-in transformers architecture
+        folder = context.artifacts["model"]
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+        self.max_length = int(context.model_config.get("max_length", 128))
+        self.torch = torch
+
+    def predict(self, context, model_input, params=None):
+        import pandas as pd
+
+        texts = to_texts(model_input)
+        batch = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=True,
+                               return_tensors="pt")
+        with self.torch.inference_mode():
+            probabilities = self.model(**batch).logits.float().softmax(-1)
+        scores, ids = probabilities.max(-1)
+        labels = [self.model.config.id2label[int(i)] for i in ids]
+        return pd.DataFrame({"label": labels, "score": scores.tolist()})
+
+
+def to_texts(model_input) -> list[str]:
+    """Raw texts from what a client may send: a list, a string, a Series or a one-column frame."""
+    import pandas as pd
+
+    if isinstance(model_input, str):
+        return [model_input]
+    if isinstance(model_input, pd.DataFrame):
+        column = "text" if "text" in model_input.columns else model_input.columns[0]
+        return model_input[column].astype(str).tolist()
+    return [str(text) for text in model_input]

@@ -1,0 +1,57 @@
+"""Model registry: `evaluate` logs the fine-tuned classifier as an MLflow model, registers a new
+version, and moves the champion alias to it when it beats the holder on the same test split."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import suppress
+from importlib.metadata import version
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+SERVED_PACKAGES = ("torch", "transformers", "tokenizers", "safetensors", "pandas", "mlflow")
+
+
+def pip_requirements() -> list[str]:
+    """Exact pins of what the served model imports (MLflow's inference of them fails here)."""
+    return [f"{name}=={version(name).split('+')[0]}" for name in SERVED_PACKAGES]
+
+
+def publish(run_log, cfg, model_dir: Path, examples: list[str], accuracy: float, test_digest: str):
+    """Log + register the model; return (version, whether it became the champion)."""
+    if run_log.run_id is None or not cfg.tracking.registered_model:
+        return None, False
+    import mlflow
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    from transferlab.pyfunc_model import TextClassifier
+
+    package = Path(__file__).resolve().parent
+    sample = examples[:2]
+    prediction = pd.DataFrame({"label": ["x"] * len(sample), "score": [0.5] * len(sample)})
+    signature = infer_signature(sample, prediction)
+    info = mlflow.pyfunc.log_model(
+        name="model", python_model=TextClassifier(), artifacts={"model": str(model_dir)},
+        code_paths=[str(package)], pip_requirements=pip_requirements(), signature=signature,
+        input_example=sample, model_config={"max_length": cfg.model.max_length})
+    name, alias = cfg.tracking.registered_model, cfg.tracking.champion_alias
+    registered = mlflow.register_model(info.model_uri, name)
+    client = mlflow.MlflowClient()
+    holder = None
+    with suppress(mlflow.exceptions.MlflowException):  # raised when there is no champion yet
+        holder = client.get_model_version_by_alias(name, alias)
+    wins = holder is None
+    if holder is not None:
+        previous = client.get_run(holder.run_id)
+        if previous.data.tags.get("test.digest") != test_digest:
+            wins = True  # the holder was scored on other test data: not comparable, newest data wins
+        else:
+            wins = accuracy > previous.data.metrics.get("test_accuracy", float("-inf"))
+    if wins:
+        client.set_registered_model_alias(name, alias, registered.version)
+    log.info("registered %s version %s%s", name, registered.version,
+             f" as @{alias}" if wins else f" (@{alias} stays on version {holder.version})")
+    run_log.set_tags({"registry.model": name, "registry.version": registered.version,
+                      "registry.champion": wins})
+    return registered.version, wins
