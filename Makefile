@@ -30,7 +30,7 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	dvc repro
+	transferlab run   # dvc repro, with the stages' MLflow runs under one parent run
 
 test: $(STAMP)
 	ruff check src tests tools

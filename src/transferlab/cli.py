@@ -31,6 +31,13 @@ def parser() -> argparse.ArgumentParser:
     compose.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=scratch finetune.lr=3e-5")
     compose.add_argument("--config-dir", default="conf", help="(default: %(default)s)")
     compose.add_argument("--output", "-o", default="params.yaml", help="(default: %(default)s; - for stdout)")
+    pipeline = commands.add_parser(
+        "run", help="`dvc repro` under one parent MLflow run (what `make run` does)",
+        description="Run `dvc repro [ARGS]` with every stage that runs logged as a child of one "
+                    "MLflow parent run; stages DVC skips are linked to the runs that made their outputs.")
+    pipeline.add_argument("dvc_args", nargs=argparse.REMAINDER,
+                          help="passed on to `dvc repro`; options after --, e.g. run -- --force")
+    pipeline.add_argument("--params", default="params.yaml", help="(default: %(default)s)")
     report = commands.add_parser(
         "report", help="comparison table + plot from the MLflow runs (reports/comparison.*)",
         description="Collect the finished runs of the comparison experiments from MLflow and write "
@@ -76,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
             compose_command(args)
         elif args.command == "report":
             report_command(args)
+        elif args.command == "run":
+            from transferlab.config.load import load_params
+            from transferlab.tracking import pipeline_run
+
+            dvc_args = args.dvc_args[1:] if args.dvc_args[:1] == ["--"] else args.dvc_args
+            return pipeline_run(load_params(args.params), ["dvc", "repro", *dvc_args])
         else:
             from transferlab.config.load import load_params
 

@@ -13,6 +13,8 @@ from transferlab.errors import UserError
 
 log = logging.getLogger(__name__)
 DEFAULT_URI = "sqlite:///mlflow.db"
+PARENT_ENV = "TRANSFERLAB_PARENT_RUN_ID"  # set by `transferlab run` for the stages `dvc repro` starts
+STAGES = ("prepare", "train", "finetune", "evaluate")
 
 
 def tracking_uri(cfg) -> str:
@@ -219,7 +221,11 @@ def stage_run(stage: str, cfg, *, tags: dict | None = None):
     except Exception as err:  # a bad store URI or an unreadable store
         raise UserError(f"cannot open MLflow tracking store {uri}: {err}") from None
     config = redact(OmegaConf.to_container(cfg, resolve=True))
-    with mlflow.start_run(run_name=stage) as active, _captured_log() as stage_log:
+    # A pipeline run (`transferlab run`) is the parent; MLFLOW_RUN_ID must not hijack the nesting.
+    os.environ.pop("MLFLOW_RUN_ID", None)
+    parent = os.environ.get(PARENT_ENV) or None
+    with mlflow.start_run(run_name=stage, parent_run_id=parent, log_system_metrics=True) as active, \
+            _captured_log() as stage_log:
         mlflow.log_params(flatten(config))
         mlflow.log_text(OmegaConf.to_yaml(config), "config.yaml")
         mlflow.set_tags({"transferlab.stage": stage, "transferlab.fingerprint": fingerprint(cfg, stage),
@@ -248,3 +254,36 @@ def _captured_log():
         finally:
             root.removeHandler(handler)
             handler.close()
+
+
+def pipeline_run(cfg, command: list[str]) -> int:
+    """Run `command` (dvc repro ...) under a parent MLflow run: stages that run become its children;
+    stages DVC skipped are linked by their producing run's id. Returns the command's exit code."""
+    import subprocess
+
+    if not cfg.tracking.enabled:
+        return subprocess.call(command)
+    uri = tracking_uri(cfg)
+    _check_reachable(uri)
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(cfg.tracking.experiment)
+    os.environ.pop("MLFLOW_RUN_ID", None)
+    with mlflow.start_run(run_name="pipeline") as parent:
+        mlflow.set_tags({"transferlab.stage": "pipeline", "transferlab.command": " ".join(command),
+                         **_git_tags(), **_dvc_tags()})
+        env = dict(os.environ, **{PARENT_ENV: parent.info.run_id})
+        code = subprocess.call(command, env=env)
+        children = {run.data.tags.get("transferlab.stage") for run in mlflow.search_runs(
+            experiment_ids=[parent.info.experiment_id], output_format="list",
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")}
+        for stage in STAGES:
+            if stage in children:
+                continue
+            found = latest_stage_run(stage, fingerprint(cfg, stage), parent.info.experiment_id)
+            if found is not None:  # skipped by DVC: link the run that made its outputs
+                mlflow.set_tag(f"lineage.{stage}_run_id", found.info.run_id)
+        if code != 0:
+            mlflow.end_run(status="FAILED")
+    return code
