@@ -133,10 +133,23 @@ def test_finetune_change_reruns_only_finetune_and_evaluate(tiny_copy: Path):
     params.write_text(params.read_text().replace("head_lr: 0.001", "head_lr: 0.003"))
     status = json.loads(sh("dvc", "status", "--json", cwd=tiny_copy).stdout)
     assert sorted(status) == ["finetune"]
-    log = sh("dvc", "repro", cwd=tiny_copy).stdout
+    log = sh("transferlab", "run", cwd=tiny_copy).stdout  # `dvc repro` under a parent MLflow run
     assert "Stage 'prepare' didn't change, skipping" in log
     assert "Stage 'train' didn't change, skipping" in log
     assert "Running stage 'finetune'" in log and "Running stage 'evaluate'" in log
+    # The MLflow tree: one parent, the two stages that ran as children, the skipped two linked.
+    db = sqlite3.connect(tiny_copy / "mlflow.db")
+    parent = db.execute("select run_uuid from runs where name = 'pipeline'").fetchone()[0]
+    children = dict(db.execute("select r.name, r.run_uuid from runs r join tags t on r.run_uuid = "
+                               "t.run_uuid where t.key = 'mlflow.parentRunId' and t.value = ?", (parent,)))
+    assert sorted(children) == ["evaluate", "finetune"]
+    links = dict(db.execute("select key, value from tags where run_uuid = ? and key like 'lineage.%'",
+                            (parent,)))
+    first = dict(db.execute("select name, run_uuid from runs where name in ('prepare', 'train')"))
+    assert links == {"lineage.prepare_run_id": first["prepare"], "lineage.train_run_id": first["train"]}
+    assert dict(db.execute("select key, value from tags where run_uuid = ? and key = "
+                           "'lineage.train_run_id'", (children["finetune"],))) == {
+        "lineage.train_run_id": first["train"]}
 
 
 def registry(repo: Path) -> tuple[list[int], int | None]:
