@@ -150,6 +150,13 @@ def test_finetune_change_reruns_only_finetune_and_evaluate(tiny_copy: Path):
     assert dict(db.execute("select key, value from tags where run_uuid = ? and key = "
                            "'lineage.train_run_id'", (children["finetune"],))) == {
         "lineage.train_run_id": first["train"]}
+    # The dvc.lock hash of what each stage wrote, on the parent and on the child that wrote it.
+    lock = yaml.safe_load((tiny_copy / "dvc.lock").read_text())["stages"]
+    model_md5 = next(o["md5"] for o in lock["finetune"]["outs"] if o["path"] == "models/finetuned")
+    key = "dvc.lock.finetune.models/finetuned"
+    for run_id in (parent, children["finetune"]):
+        assert db.execute("select value from tags where run_uuid = ? and key = ?",
+                          (run_id, key)).fetchone() == (model_md5,)
 
 
 def registry(repo: Path) -> tuple[list[int], int | None]:

@@ -30,7 +30,7 @@ def test_unreachable_server_fails_fast_naming_the_uri(workdir):
 def test_a_stage_run_records_config_tags_and_metrics(workdir):
     import mlflow
 
-    cfg = make_config("tracking.uri=sqlite:///store.db", "tracking.experiment=t")
+    cfg = make_config(f"tracking.uri=sqlite:///{workdir}/store.db", "tracking.experiment=t")
     with stage_run("train", cfg, tags={"data.digest": "abc"}) as run:
         run.log_metrics({"loss": 1.5, "note": "ignored"}, step=3)
         run_id = run.run_id
@@ -44,7 +44,7 @@ def test_a_stage_run_records_config_tags_and_metrics(workdir):
 def test_a_failing_stage_marks_its_run_failed(workdir):
     import mlflow
 
-    cfg = make_config("tracking.uri=sqlite:///store.db")
+    cfg = make_config(f"tracking.uri=sqlite:///{workdir}/store.db")
     with pytest.raises(UserError), stage_run("finetune", cfg) as run:
         run_id = run.run_id
         raise UserError("bad data")
@@ -63,8 +63,23 @@ def test_flatten_uses_dotted_keys():
 
 
 def test_values_named_like_secrets_are_redacted():
-    tree = {"tracking": {"uri": "http://x", "api_key": "s3cr3t", "FOO_TOKEN": "t0k3n"},
+    tree = {"tracking": {"uri": "http://x", "api_key": "s3cr3t", "FOO_TOKEN": "t0k3n",
+                         "server": "https://me:hunter2@mlflow.example.invalid/path"},
             "db": {"password": "pw", "user": "me"}}
     flat = flatten(redact(tree))
     assert flat["tracking.uri"] == "http://x" and flat["db.user"] == "me"
     assert flat["tracking.api_key"] == flat["tracking.FOO_TOKEN"] == flat["db.password"] == "<redacted>"
+    assert flat["tracking.server"] == "https://me:<redacted>@mlflow.example.invalid/path"
+
+
+def test_secrets_in_the_environment_never_reach_the_store(workdir, monkeypatch):
+    from transferlab.data import prepare
+
+    secret = "tok-4f1c9e2b7d"
+    monkeypatch.setenv("FOO_TOKEN", secret)
+    monkeypatch.setenv("HF_TOKEN", secret)
+    prepare.run(make_config(f"tracking.uri=sqlite:///{workdir}/store.db", "data.max_per_label=4"))
+    written = [p for p in workdir.rglob("*") if p.is_file()]
+    assert any(p.name == "store.db" for p in written) and any("mlruns" in p.parts for p in written)
+    for path in written:
+        assert secret.encode() not in path.read_bytes(), f"{path} holds the secret"

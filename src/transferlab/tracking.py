@@ -74,11 +74,21 @@ def _version_tags() -> dict[str, str]:
 SECRET_NAME = re.compile(r"(?i)(token|secret|passw|api[_-]?key|access[_-]?key|credential|private[_-]?key)")
 
 
+URL_PASSWORD = re.compile(r"(://[^/:@\s]+:)[^@/\s]+@")
+
+
 def redact(tree: dict) -> dict:
-    """A copy of a config tree with every value whose key looks like a secret replaced."""
-    return {key: redact(value) if isinstance(value, dict)
-            else ("<redacted>" if SECRET_NAME.search(str(key)) else value)
-            for key, value in tree.items()}
+    """A copy of a config tree with every value whose key looks like a secret replaced, and
+    passwords inside URLs (http://user:password@host) masked."""
+
+    def clean(key, value):
+        if isinstance(value, dict):
+            return redact(value)
+        if SECRET_NAME.search(str(key)):
+            return "<redacted>"
+        return URL_PASSWORD.sub(r"\1<redacted>@", value) if isinstance(value, str) else value
+
+    return {key: clean(key, value) for key, value in tree.items()}
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
@@ -275,7 +285,7 @@ def pipeline_run(cfg, command: list[str]) -> int:
                          **_git_tags(), **_dvc_tags()})
         env = dict(os.environ, **{PARENT_ENV: parent.info.run_id})
         code = subprocess.call(command, env=env)
-        children = {run.data.tags.get("transferlab.stage") for run in mlflow.search_runs(
+        children = {run.data.tags.get("transferlab.stage"): run.info.run_id for run in mlflow.search_runs(
             experiment_ids=[parent.info.experiment_id], output_format="list",
             filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")}
         for stage in STAGES:
@@ -284,6 +294,24 @@ def pipeline_run(cfg, command: list[str]) -> int:
             found = latest_stage_run(stage, fingerprint(cfg, stage), parent.info.experiment_id)
             if found is not None:  # skipped by DVC: link the run that made its outputs
                 mlflow.set_tag(f"lineage.{stage}_run_id", found.info.run_id)
+        if code == 0:
+            tag_lock_hashes(mlflow, parent.info.run_id, children)
         if code != 0:
             mlflow.end_run(status="FAILED")
     return code
+
+
+def tag_lock_hashes(mlflow, parent_id: str, children: dict[str, str], lock: str = "dvc.lock") -> None:
+    """Copy each stage's output hashes from dvc.lock onto the parent run (all stages) and onto the
+    child run of each stage that ran, so a run names the exact DVC-cached files it made."""
+    import yaml
+
+    if not Path(lock).is_file():
+        return
+    client = mlflow.MlflowClient()
+    for stage, entry in (yaml.safe_load(Path(lock).read_text()).get("stages") or {}).items():
+        hashes = {f"dvc.lock.{stage}.{out['path']}": out.get("md5", "") for out in entry.get("outs", [])}
+        for key, value in hashes.items():
+            client.set_tag(parent_id, key, value)
+            if stage in children:
+                client.set_tag(children[stage], key, value)
