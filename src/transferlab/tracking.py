@@ -14,7 +14,6 @@ from transferlab.errors import UserError
 log = logging.getLogger(__name__)
 DEFAULT_URI = "sqlite:///mlflow.db"
 PARENT_ENV = "TRANSFERLAB_PARENT_RUN_ID"  # set by `transferlab run` for the stages `dvc repro` starts
-STAGES = ("prepare", "train", "finetune", "evaluate")
 
 
 def tracking_uri(cfg) -> str:
@@ -33,7 +32,7 @@ def _check_reachable(uri: str) -> None:
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
         raise UserError(
-            f"MLflow tracking server {uri} is unreachable ({reason}): start it, fix "
+            f"MLflow tracking server {masked(uri)} is unreachable ({reason}): start it, fix "
             "MLFLOW_TRACKING_URI / tracking.uri, or set tracking.enabled=false"
         ) from None
 
@@ -86,9 +85,13 @@ def redact(tree: dict) -> dict:
             return redact(value)
         if SECRET_NAME.search(str(key)):
             return "<redacted>"
-        return URL_PASSWORD.sub(r"\1<redacted>@", value) if isinstance(value, str) else value
+        return masked(value) if isinstance(value, str) else value
 
     return {key: clean(key, value) for key, value in tree.items()}
+
+
+def masked(text: str) -> str:
+    return URL_PASSWORD.sub(r"\1<redacted>@", text)
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
@@ -102,15 +105,21 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
     return flat
 
 
-def stage_params(stage: str, dvc_yaml: str | Path = "dvc.yaml") -> list[str] | None:
-    """The params keys `stage` and every stage before it in dvc.yaml depend on (None: no dvc.yaml)."""
+def _stages(dvc_yaml: str | Path = "dvc.yaml") -> dict:
     import yaml
 
     path = Path(dvc_yaml)
-    if not path.is_file():
-        return None
+    return yaml.safe_load(path.read_text())["stages"] if path.is_file() else {}
+
+
+def stage_names() -> list[str]:
+    return list(_stages())
+
+
+def stage_params(stage: str, dvc_yaml: str | Path = "dvc.yaml") -> list[str] | None:
+    """The params keys `stage` and every stage before it in dvc.yaml depend on (None: no dvc.yaml)."""
     keys: list[str] = []
-    for name, spec in yaml.safe_load(path.read_text())["stages"].items():
+    for name, spec in _stages(dvc_yaml).items():
         keys += [k for k in spec.get("params", []) if isinstance(k, str) and k not in keys]
         if name == stage:
             return keys
@@ -241,7 +250,7 @@ def stage_run(stage: str, cfg, *, tags: dict | None = None):
         mlflow.set_tags({"transferlab.stage": stage, "transferlab.fingerprint": fingerprint(cfg, stage),
                          **_git_tags(), **_dvc_tags(), **_version_tags(),
                          **{k: str(v) for k, v in (tags or {}).items()}})
-        log.info("MLflow run %s (%s) in %s", active.info.run_id, stage, uri)
+        log.info("MLflow run %s (%s) in %s", active.info.run_id, stage, masked(uri))
         try:
             yield StageRun(mlflow, cfg, active.info.experiment_id)
         finally:
@@ -288,7 +297,7 @@ def pipeline_run(cfg, command: list[str]) -> int:
         children = {run.data.tags.get("transferlab.stage"): run.info.run_id for run in mlflow.search_runs(
             experiment_ids=[parent.info.experiment_id], output_format="list",
             filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")}
-        for stage in STAGES:
+        for stage in stage_names():
             if stage in children:
                 continue
             found = latest_stage_run(stage, fingerprint(cfg, stage), parent.info.experiment_id)
