@@ -42,7 +42,10 @@ def technique(cfg) -> str:
 
 def model_name(cfg) -> str:
     if cfg.model.init == "pretrained":
-        return Path(cfg.model.name_or_path).name if "/" in cfg.model.name_or_path else cfg.model.name_or_path
+        name = cfg.model.name_or_path
+        if name.startswith("package:"):  # package:DIST/PATH -> the distribution's name
+            return name.removeprefix("package:").split("/")[0]
+        return name.rstrip("/").split("/")[-1]
     return f"{cfg.model.arch} {cfg.model.num_layers}x{cfg.model.hidden_size}"
 
 
