@@ -84,9 +84,13 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "report":
             report_command(args)
         elif args.command == "run":
+            import shutil
+
             from transferlab.config.load import load_params
             from transferlab.tracking import pipeline_run
 
+            if shutil.which("dvc") is None:
+                raise UserError("dvc is not on PATH: activate the venv (source .venv/bin/activate)")
             dvc_args = args.dvc_args[1:] if args.dvc_args[:1] == ["--"] else args.dvc_args
             return pipeline_run(load_params(args.params), ["dvc", "repro", *dvc_args])
         else:

@@ -37,6 +37,20 @@ def _check_reachable(uri: str) -> None:
         ) from None
 
 
+def _open_store(cfg) -> str:
+    """Point MLflow at the configured store and experiment, or fail with one clear message."""
+    import mlflow
+
+    uri = tracking_uri(cfg)
+    _check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    try:
+        mlflow.set_experiment(cfg.tracking.experiment)
+    except Exception as err:  # a bad store URI or an unreadable store
+        raise UserError(f"cannot open MLflow tracking store {masked(uri)}: {err}") from None
+    return uri
+
+
 def _git_tags() -> dict[str, str]:
     def git(*args: str) -> str:
         try:
@@ -229,16 +243,10 @@ def stage_run(stage: str, cfg, *, tags: dict | None = None):
     if not cfg.tracking.enabled:
         yield StageRun()
         return
-    uri = tracking_uri(cfg)
-    _check_reachable(uri)
     import mlflow
     from omegaconf import OmegaConf
 
-    mlflow.set_tracking_uri(uri)
-    try:
-        mlflow.set_experiment(cfg.tracking.experiment)
-    except Exception as err:  # a bad store URI or an unreadable store
-        raise UserError(f"cannot open MLflow tracking store {uri}: {err}") from None
+    uri = _open_store(cfg)
     config = redact(OmegaConf.to_container(cfg, resolve=True))
     # A pipeline run (`transferlab run`) is the parent; MLFLOW_RUN_ID must not hijack the nesting.
     os.environ.pop("MLFLOW_RUN_ID", None)
@@ -282,12 +290,9 @@ def pipeline_run(cfg, command: list[str]) -> int:
 
     if not cfg.tracking.enabled:
         return subprocess.call(command)
-    uri = tracking_uri(cfg)
-    _check_reachable(uri)
     import mlflow
 
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(cfg.tracking.experiment)
+    _open_store(cfg)
     os.environ.pop("MLFLOW_RUN_ID", None)
     with mlflow.start_run(run_name="pipeline") as parent:
         mlflow.set_tags({"transferlab.stage": "pipeline", "transferlab.command": " ".join(command),
