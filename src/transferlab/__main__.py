@@ -1,7 +1,6 @@
-"""`python -m transferlab ...` is the console script `transferlab ...`."""
+"""`python -m transferlab [-m] [overrides]`: the Hydra app (runs and sweeps; see transferlab.sweep).
+The DVC stages and the other commands are the console script `transferlab`."""
 
-import sys
+from transferlab.sweep import main
 
-from transferlab.cli import main
-
-sys.exit(main())
+main()

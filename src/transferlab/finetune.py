@@ -93,7 +93,7 @@ def run(cfg) -> dict:
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer
 
     from transferlab.outputs import staged_outputs
-    from transferlab.runtime import resolve_device, seed_everything, training_arguments
+    from transferlab.runtime import resolve_device, seed_everything, stop_on_nan, training_arguments
     from transferlab.tracking import stage_run
 
     splits = [prepared.split_path("train"), prepared.split_path("validation")]
@@ -134,8 +134,8 @@ def run(cfg) -> dict:
                 data_collator=DataCollatorWithPadding(tok), processing_class=tok,
                 compute_metrics=accuracy,
                 optimizers=(optimizer, None),  # the scheduler (warmup + linear decay) is Trainer's
-                callbacks=[EarlyStoppingCallback(ft.early_stopping_patience), overfitting,
-                           *layer_callbacks, run_log.trainer_callback()],
+                callbacks=[stop_on_nan("finetune"), EarlyStoppingCallback(ft.early_stopping_patience),
+                           overfitting, *layer_callbacks, run_log.trainer_callback()],
             )
             trainer.train()
             history = trainer.state.log_history

@@ -55,3 +55,21 @@ def training_arguments(cfg, output_dir: str, **overrides):
         **trainer_device_args(device, cfg.precision),
     }
     return TrainingArguments(**(settings | overrides))
+
+
+def stop_on_nan(stage: str):
+    """A Trainer callback that ends training with one clear error when the loss stops being a
+    number: a diverged run must not go on to save (or be selected as) a model."""
+    import math
+
+    from transformers import TrainerCallback
+
+    class _StopOnNaN(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            for key, kind in (("loss", "training"), ("eval_loss", "validation")):
+                value = (logs or {}).get(key)
+                if value is not None and not math.isfinite(value):
+                    raise UserError(f"{stage}: the {kind} loss is {value} at step {state.global_step}: "
+                                    "the run diverged (lower the learning rate); no outputs were written")
+
+    return _StopOnNaN()

@@ -6,10 +6,12 @@ import logging
 import os
 import re
 import subprocess
-from contextlib import contextmanager
+import warnings
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from transferlab.errors import UserError
+from transferlab.pipeline import project_root, stage_names, stage_params
 
 log = logging.getLogger(__name__)
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -17,7 +19,13 @@ PARENT_ENV = "TRANSFERLAB_PARENT_RUN_ID"  # set by `transferlab run` for the sta
 
 
 def tracking_uri(cfg) -> str:
-    return cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    uri = cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    # A relative sqlite path names the project's store wherever a stage runs: in a sweep's stage
+    # cache or in a `dvc exp run --queue` workspace that DVC deletes afterwards.
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        uri = prefix + str(project_root() / uri[len(prefix):])
+    return uri
 
 
 def _check_reachable(uri: str) -> None:
@@ -38,17 +46,22 @@ def _check_reachable(uri: str) -> None:
 
 
 def _open_store(cfg) -> str:
-    """Point MLflow at the configured store and experiment, or fail with one clear message."""
+    """Point MLflow at the configured store and experiment (its id is returned), or fail with one
+    clear message."""
     import mlflow
 
     uri = tracking_uri(cfg)
     _check_reachable(uri)
     mlflow.set_tracking_uri(uri)
+    name = cfg.tracking.experiment
     try:
-        mlflow.set_experiment(cfg.tracking.experiment)
+        if uri.startswith("sqlite:") and mlflow.get_experiment_by_name(name) is None:
+            # Artifacts next to the store, not under whichever directory the first run started in.
+            with suppress(mlflow.exceptions.MlflowException):  # another process created it first
+                mlflow.create_experiment(name, artifact_location=(project_root() / "mlruns" / name).as_uri())
+        return mlflow.set_experiment(name).experiment_id
     except Exception as err:  # a bad store URI or an unreadable store
         raise UserError(f"cannot open MLflow tracking store {masked(uri)}: {err}") from None
-    return uri
 
 
 def _git_tags() -> dict[str, str]:
@@ -119,27 +132,6 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
     return flat
 
 
-def _stages(dvc_yaml: str | Path = "dvc.yaml") -> dict:
-    import yaml
-
-    path = Path(dvc_yaml)
-    return yaml.safe_load(path.read_text())["stages"] if path.is_file() else {}
-
-
-def stage_names() -> list[str]:
-    return list(_stages())
-
-
-def stage_params(stage: str, dvc_yaml: str | Path = "dvc.yaml") -> list[str] | None:
-    """The params keys `stage` and every stage before it in dvc.yaml depend on (None: no dvc.yaml)."""
-    keys: list[str] = []
-    for name, spec in _stages(dvc_yaml).items():
-        keys += [k for k in spec.get("params", []) if isinstance(k, str) and k not in keys]
-        if name == stage:
-            return keys
-    return None
-
-
 def fingerprint(cfg, stage: str) -> str:
     """A digest of the config that determines `stage`'s outputs (its params and its upstream ones).
 
@@ -174,17 +166,22 @@ def latest_stage_run(stage: str, digest: str, experiment_id: str):
 
 
 class StageRun:
-    """The handle a stage logs through; a disabled run accepts the same calls and drops them."""
+    """The handle a stage logs through (one run, by id); a disabled run accepts the same calls and
+    drops them."""
 
-    def __init__(self, mlflow_module=None, cfg=None, experiment_id: str | None = None) -> None:
-        self._mlflow = mlflow_module
+    def __init__(self, cfg=None, experiment_id: str | None = None, run_id: str | None = None) -> None:
         self._cfg = cfg
         self._experiment_id = experiment_id
+        self.run_id = run_id
+        if run_id:
+            import mlflow
+
+            self._client = mlflow.MlflowClient()
 
     def link(self, upstream: str) -> str | None:
         """Tag this run with the run that produced `upstream`'s outputs: found by fingerprint, so it
         is the right run even when DVC skipped or restored the upstream stage from its cache."""
-        if not self._mlflow:
+        if not self.run_id:
             return None
         found = latest_stage_run(upstream, fingerprint(self._cfg, upstream), self._experiment_id)
         if found is None:
@@ -194,34 +191,50 @@ class StageRun:
         return found.info.run_id
 
     def log_dataset(self, frame, name: str, digest: str, context: str) -> None:
-        """Data lineage: the split this stage read, by name and content digest."""
-        if self._mlflow:
+        """Data lineage: the split this stage read, by name and content digest (active run only)."""
+        if self.run_id:
+            import mlflow
             import mlflow.data
 
-            dataset = mlflow.data.from_pandas(frame, name=name, digest=digest)
-            self._mlflow.log_input(dataset, context=context)
+            with warnings.catch_warnings():  # the hint that int columns cannot hold NaN: not a model schema
+                warnings.filterwarnings("ignore", r".*integer column", UserWarning)
+                dataset = mlflow.data.from_pandas(frame, name=name, digest=digest)
+                mlflow.log_input(dataset, context=context)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        if self._mlflow:
-            self._mlflow.log_text(text, artifact_file)
-
-    @property
-    def run_id(self) -> str | None:
-        return self._mlflow.active_run().info.run_id if self._mlflow else None
+        if self.run_id:
+            self._client.log_text(self.run_id, text, artifact_file)
 
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
-        if self._mlflow:
-            numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
-            self._mlflow.log_metrics(numeric, step=step)
+        if self.run_id:
+            import time
+
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            numeric = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()
+                       if isinstance(v, (int, float))]
+            self._client.log_batch(self.run_id, metrics=numeric)
 
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
-        if self._mlflow and Path(path).exists():
-            log_fn = self._mlflow.log_artifacts if Path(path).is_dir() else self._mlflow.log_artifact
-            log_fn(str(path), folder)
+        if self.run_id and Path(path).exists():
+            log_fn = self._client.log_artifacts if Path(path).is_dir() else self._client.log_artifact
+            log_fn(self.run_id, str(path), folder)
 
     def set_tags(self, tags: dict) -> None:
-        if self._mlflow:
-            self._mlflow.set_tags({k: str(v) for k, v in tags.items()})
+        if self.run_id:
+            from mlflow.entities import RunTag
+
+            self._client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def link_skipped(self, ran: set[str] | dict, stages: list[str] | None = None) -> None:
+        """Tag the runs that made the outputs of every stage (of `stages`, default all) that did not
+        run here: DVC skipped it, or a sweep reused it from the stage cache."""
+        for stage in stages or stage_names():
+            if stage not in ran:
+                found = latest_stage_run(stage, fingerprint(self._cfg, stage), self._experiment_id)
+                if found is not None:
+                    self.set_tags({f"lineage.{stage}_run_id": found.info.run_id})
 
     def trainer_callback(self):
         """A transformers callback that sends every Trainer log line to this run."""
@@ -237,6 +250,14 @@ class StageRun:
         return _LogToRun()
 
 
+def _run_identity(cfg) -> tuple[dict, dict]:
+    """A run's flattened (redacted) config params and the tags every run carries."""
+    from omegaconf import OmegaConf
+
+    config = redact(OmegaConf.to_container(cfg, resolve=True))
+    return config, {**_git_tags(), **_dvc_tags(), **_version_tags()}
+
+
 @contextmanager
 def stage_run(stage: str, cfg, *, tags: dict | None = None):
     """An MLflow run for one stage execution, with the config, git state and versions recorded."""
@@ -246,9 +267,9 @@ def stage_run(stage: str, cfg, *, tags: dict | None = None):
     import mlflow
     from omegaconf import OmegaConf
 
-    uri = _open_store(cfg)
-    config = redact(OmegaConf.to_container(cfg, resolve=True))
-    # A pipeline run (`transferlab run`) is the parent; MLFLOW_RUN_ID must not hijack the nesting.
+    experiment_id = _open_store(cfg)
+    config, identity = _run_identity(cfg)
+    # A pipeline, sweep or job run is the parent; MLFLOW_RUN_ID must not hijack the nesting.
     os.environ.pop("MLFLOW_RUN_ID", None)
     parent = os.environ.get(PARENT_ENV) or None
     with mlflow.start_run(run_name=stage, parent_run_id=parent, log_system_metrics=True) as active, \
@@ -256,13 +277,69 @@ def stage_run(stage: str, cfg, *, tags: dict | None = None):
         mlflow.log_params(flatten(config))
         mlflow.log_text(OmegaConf.to_yaml(config), "config.yaml")
         mlflow.set_tags({"transferlab.stage": stage, "transferlab.fingerprint": fingerprint(cfg, stage),
-                         **_git_tags(), **_dvc_tags(), **_version_tags(),
-                         **{k: str(v) for k, v in (tags or {}).items()}})
-        log.info("MLflow run %s (%s) in %s", active.info.run_id, stage, masked(uri))
+                         **identity, **{k: str(v) for k, v in (tags or {}).items()}})
+        log.info("MLflow run %s (%s) in %s", active.info.run_id, stage, masked(tracking_uri(cfg)))
         try:
-            yield StageRun(mlflow, cfg, active.info.experiment_id)
+            yield StageRun(cfg, experiment_id, active.info.run_id)
         finally:
             mlflow.log_artifact(str(stage_log), "logs")
+
+
+def open_run(cfg, name: str, *, parent: str | None = None, tags: dict | None = None) -> StageRun:
+    """A run that is not made active (sweeps and their jobs: stage runs start inside them, maybe in
+    the same process), with the config and identity tags; end it with `close_run`."""
+    if not cfg.tracking.enabled:
+        return StageRun()
+    import mlflow
+    from omegaconf import OmegaConf
+
+    experiment_id = _open_store(cfg)
+    config, identity = _run_identity(cfg)
+    all_tags = {"transferlab.stage": name.split("-")[0], **identity, **(tags or {})}
+    if parent:
+        all_tags["mlflow.parentRunId"] = parent
+    client = mlflow.MlflowClient()
+    created = client.create_run(experiment_id, run_name=name, tags={k: str(v) for k, v in all_tags.items()})
+    run = StageRun(cfg, experiment_id, created.info.run_id)
+    from mlflow.entities import Param
+
+    client.log_batch(run.run_id, params=[Param(k, str(v)[:6000]) for k, v in flatten(config).items()])
+    run.log_text(OmegaConf.to_yaml(config), "config.yaml")
+    return run
+
+
+def close_run(run: StageRun, *, failed: bool = False) -> None:
+    if run.run_id:
+        import mlflow
+
+        status = "FAILED" if failed else "FINISHED"
+        with suppress(mlflow.exceptions.MlflowException):  # the store went away: nothing to close
+            mlflow.MlflowClient().set_terminated(run.run_id, status)
+
+
+def child_runs(run: StageRun) -> list:
+    """The runs directly under `run`."""
+    if not run.run_id:
+        return []
+    import mlflow
+
+    return mlflow.MlflowClient().search_runs(
+        [run._experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{run.run_id}'")
+
+
+@contextmanager
+def nested_under(run: StageRun):
+    """Stage runs started inside this block become children of `run`."""
+    previous = os.environ.get(PARENT_ENV)
+    if run.run_id:
+        os.environ[PARENT_ENV] = run.run_id
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(PARENT_ENV, None)
+        else:
+            os.environ[PARENT_ENV] = previous
 
 
 @contextmanager
@@ -286,46 +363,36 @@ def _captured_log():
 def pipeline_run(cfg, command: list[str]) -> int:
     """Run `command` (dvc repro ...) under a parent MLflow run: stages that run become its children;
     stages DVC skipped are linked by their producing run's id. Returns the command's exit code."""
-    import subprocess
-
     if not cfg.tracking.enabled:
         return subprocess.call(command)
-    import mlflow
-
-    _open_store(cfg)
     os.environ.pop("MLFLOW_RUN_ID", None)
-    with mlflow.start_run(run_name="pipeline") as parent:
-        mlflow.set_tags({"transferlab.stage": "pipeline", "transferlab.command": " ".join(command),
-                         **_git_tags(), **_dvc_tags()})
-        env = dict(os.environ, **{PARENT_ENV: parent.info.run_id})
-        code = subprocess.call(command, env=env)
-        children = {run.data.tags.get("transferlab.stage"): run.info.run_id for run in mlflow.search_runs(
-            experiment_ids=[parent.info.experiment_id], output_format="list",
-            filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")}
-        for stage in stage_names():
-            if stage in children:
-                continue
-            found = latest_stage_run(stage, fingerprint(cfg, stage), parent.info.experiment_id)
-            if found is not None:  # skipped by DVC: link the run that made its outputs
-                mlflow.set_tag(f"lineage.{stage}_run_id", found.info.run_id)
+    parent = open_run(cfg, "pipeline", tags={"transferlab.command": " ".join(command)})
+    code = 1
+    try:
+        with nested_under(parent):
+            code = subprocess.call(command)
+        children = {run.data.tags.get("transferlab.stage"): run.info.run_id for run in child_runs(parent)}
+        parent.link_skipped(children)
         if code == 0:
-            tag_lock_hashes(mlflow, parent.info.run_id, children)
-        if code != 0:
-            mlflow.end_run(status="FAILED")
+            tag_lock_hashes(parent, children)
+    finally:
+        close_run(parent, failed=code != 0)
     return code
 
 
-def tag_lock_hashes(mlflow, parent_id: str, children: dict[str, str], lock: str = "dvc.lock") -> None:
+def tag_lock_hashes(parent: StageRun, children: dict[str, str], lock: str = "dvc.lock") -> None:
     """Copy each stage's output hashes from dvc.lock onto the parent run (all stages) and onto the
     child run of each stage that ran, so a run names the exact DVC-cached files it made."""
     import yaml
 
     if not Path(lock).is_file():
         return
+    import mlflow
+
     client = mlflow.MlflowClient()
     for stage, entry in (yaml.safe_load(Path(lock).read_text()).get("stages") or {}).items():
         hashes = {f"dvc.lock.{stage}.{out['path']}": out.get("md5", "") for out in entry.get("outs", [])}
         for key, value in hashes.items():
-            client.set_tag(parent_id, key, value)
+            client.set_tag(parent.run_id, key, value)
             if stage in children:
                 client.set_tag(children[stage], key, value)

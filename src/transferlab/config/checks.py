@@ -14,6 +14,8 @@ CHOICES = {
     "model.arch": ("bert", "torch_transformer"),
     "model.tokenizer": ("pretrained", "train"),
     "finetune.unfreeze.unit": ("epoch", "step"),
+    "sweep.objective": ("best_validation_accuracy", "best_validation_loss"),
+    "sweep.direction": ("maximize", "minimize"),
 }
 POSITIVE = (
     "model.max_length",
@@ -29,6 +31,7 @@ POSITIVE = (
     "finetune.layer_lr_decay",
     "model.vocab_size",
     "evaluate.batch_size",
+    "sweep.trials",
 )
 NON_NEGATIVE = ("seed", "train.steps", "train.lr", "finetune.weight_decay", "train.weight_decay",
                 "finetune.freeze.layers", "finetune.unfreeze.every", "evaluate.misclassified_samples")
@@ -83,5 +86,8 @@ def check(cfg) -> None:
             problems.append(f"finetune.freeze.patterns: {pattern!r} is not a regex ({err})")
     if cfg.finetune.early_stopping_patience < 1:
         problems.append("finetune.early_stopping_patience must be >= 1")
+    if cfg.sweep.objective.endswith("_loss") != (cfg.sweep.direction == "minimize"):
+        problems.append(f"sweep.direction={cfg.sweep.direction} does not suit sweep.objective="
+                        f"{cfg.sweep.objective}: losses are minimized, accuracies maximized")
     if problems:
         raise UserError("invalid config:\n  " + "\n  ".join(problems))

@@ -100,6 +100,17 @@ class TrackingConfig:
 
 
 @dataclass
+class SweepConfig:
+    """Hydra multirun (`python -m transferlab -m ...`): what each job runs and what it returns."""
+
+    objective: str = "best_validation_accuracy"  # a metrics/finetune.json value (validation, never test)
+    direction: str = "maximize"  # maximize | minimize
+    evaluate: bool = False  # also score each job on the test split (never used for selection)
+    cache_dir: str = ".cache/stages"  # stage outputs by content hash, shared by every job and sweep
+    trials: int = 12  # Optuna (hparams_search=...): completed trials the study should reach
+
+
+@dataclass
 class Config:
     seed: int = 42
     device: str = "auto"  # auto | cpu | cuda
@@ -110,6 +121,7 @@ class Config:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 def register() -> None:

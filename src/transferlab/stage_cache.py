@@ -1,0 +1,82 @@
+"""Stage outputs by content hash, for sweeps: a stage whose config (its own params and its
+upstream stages', as dvc.yaml lists them) and code are unchanged runs once; every later job and
+sweep links its outputs. Like DVC's run cache, but safe for concurrent jobs (a lock per entry),
+and an entry appears only complete (built in a temporary folder, then renamed)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from transferlab import pipeline
+
+log = logging.getLogger(__name__)
+
+
+def key(cfg, stage: str) -> str:
+    """Digest of the config that determines `stage`'s outputs and of the code that computes them."""
+    from transferlab.tracking import fingerprint
+
+    digest = hashlib.sha256(fingerprint(cfg, stage).encode())
+    root = pipeline.workspace()
+    for dep in pipeline.code_deps(stage):
+        path = root / dep
+        for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
+            if file.is_file():
+                digest.update(str(file.relative_to(root)).encode())
+                digest.update(file.read_bytes())
+    return digest.hexdigest()[:20]
+
+
+def cache_root(cfg) -> Path:
+    return pipeline.workspace() / cfg.sweep.cache_dir
+
+
+def link_outputs(into: Path, entry: Path, paths: list[str]) -> None:
+    """Symlink each of `paths` inside `into` to the same path in a cache entry."""
+    for rel in paths:
+        source, target = entry / rel, into / rel
+        if not source.exists():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+        elif target.is_dir():
+            shutil.rmtree(target)
+        target.symlink_to(source.resolve(), target_is_directory=source.is_dir())
+
+
+def run(stage: str, cfg, upstream: dict[str, Path]) -> tuple[Path, bool]:
+    """Run `stage` in its own cache entry unless the entry exists. `upstream` maps earlier stages
+    to their entries, whose outs are linked in first. Returns (entry, whether it ran here)."""
+    from filelock import FileLock
+
+    from transferlab.cli import STAGES
+
+    final = cache_root(cfg) / stage / key(cfg, stage)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{final}.lock"):  # a concurrent job with the same key waits, then reuses
+        if final.is_dir():
+            log.info("%s: reusing %s (same config and code)", stage, final)
+            return final, False
+        building = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+        shutil.rmtree(building, ignore_errors=True)
+        building.mkdir()
+        try:
+            for name, entry in upstream.items():
+                link_outputs(building, entry, pipeline.outs(name))
+            with contextlib.chdir(building):
+                importlib.import_module(STAGES[stage][0]).run(cfg)
+            for name in upstream:  # the entry keeps only what this stage wrote
+                for rel in pipeline.outs(name):
+                    (building / rel).unlink(missing_ok=True)
+            os.replace(building, final)
+        except BaseException:
+            shutil.rmtree(building, ignore_errors=True)
+            raise
+    return final, True

@@ -1,0 +1,189 @@
+"""`python -m transferlab [-m] [overrides]`: the Hydra app over the same `conf/` as the pipeline.
+
+Each job runs the DVC stages' own `run(cfg)` functions (prepare -> train -> finetune, and
+evaluate when `sweep.evaluate=true`) and returns `sweep.objective`, a validation metric, to the
+sweeper (basic, Optuna). Stage outputs come from `stage_cache` by content hash, so a sweep over
+fine-tuning values prepares the data once and trains the language model once per train config.
+Each job's output folder (Hydra's) links the outputs it used. In MLflow a sweep is one parent run,
+each job a child run, and the stages a job ran are children of the job's run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+
+from transferlab.errors import UserError
+from transferlab.pipeline import WORKSPACE_ENV
+
+log = logging.getLogger(__name__)
+SWEEP_ENV = "TRANSFERLAB_SWEEP_RUN_ID"  # the sweep's parent run, for jobs in worker processes
+_open_sweep: dict = {}  # the running sweep's parent run, closed as FAILED if the sweep dies
+
+
+def job_config(raw):
+    """The typed, checked pipeline config of a Hydra config (its `hydra` node dropped)."""
+    from omegaconf import OmegaConf
+
+    from transferlab.config.load import validated
+
+    tree = OmegaConf.to_container(raw, resolve=False)
+    tree.pop("hydra", None)
+    return validated(tree, "config")
+
+
+def job(raw) -> float:
+    """One Hydra job: the stages (cached by content hash) under one MLflow run; returns the objective."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from transferlab import stage_cache
+    from transferlab.finetune import METRICS
+    from transferlab.pipeline import outputs, stage_names
+    from transferlab.tracking import close_run, nested_under, open_run
+
+    hydra = HydraConfig.get()
+    cfg = job_config(raw)
+    output_dir = Path(hydra.runtime.output_dir)
+    number = hydra.job.num if hydra.mode == RunMode.MULTIRUN else 0  # unset outside multirun
+    name = f"job-{number}" if hydra.mode == RunMode.MULTIRUN else "job"
+    overrides = " ".join(hydra.overrides.task) or "(defaults)"
+    stages = [stage for stage in stage_names() if stage != "evaluate" or cfg.sweep.evaluate]
+    os.environ.pop("MLFLOW_RUN_ID", None)
+    run = open_run(cfg, name, parent=os.environ.get(SWEEP_ENV),
+                   tags={"sweep.overrides": overrides, "sweep.objective": cfg.sweep.objective,
+                         "hydra.output_dir": output_dir, "hydra.job.num": number})
+    try:
+        entries, ran = {}, set()
+        with nested_under(run):
+            for stage in stages:
+                entries[stage], fresh = stage_cache.run(stage, cfg, dict(entries))
+                if fresh:
+                    ran.add(stage)
+                stage_cache.link_outputs(output_dir, entries[stage], outputs(stage))
+        run.link_skipped(ran, stages)
+        metrics = json.loads((output_dir / METRICS).read_text())
+        value = float(metrics[cfg.sweep.objective])
+        run.log_metrics(metrics)
+        run.set_tags({"stages.ran": ",".join(sorted(ran)) or "none (all reused)"})
+    except UserError as err:  # Hydra prints the traceback from here: keep it to the message
+        close_run(run, failed=True)
+        raise UserError(str(err)) from None
+    except BaseException:
+        close_run(run, failed=True)
+        raise
+    close_run(run, failed=not math.isfinite(value))
+    log.info("%s [%s]: %s = %s", name, overrides, cfg.sweep.objective, value)
+    return value
+
+
+class SweepRunCallback(Callback):
+    """Hydra callback (conf/config.yaml): one parent MLflow run per multirun, the best job on it."""
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        from transferlab.tracking import open_run
+
+        cfg = job_config(config)
+        os.environ.pop("MLFLOW_RUN_ID", None)
+        run = open_run(cfg, "sweep", tags={
+            "sweep.arguments": " ".join(config.hydra.overrides.task) or "(none)",
+            "sweep.sweeper": config.hydra.sweeper._target_,
+            "sweep.launcher": config.hydra.launcher._target_,
+            "sweep.dir": config.hydra.sweep.dir,
+            "sweep.objective": cfg.sweep.objective,
+            "sweep.direction": cfg.sweep.direction,
+        })
+        if run.run_id:
+            os.environ[SWEEP_ENV] = run.run_id
+            _open_sweep.update(run=run, cfg=cfg, sweep_dir=Path(config.hydra.sweep.dir),
+                               hydra_yaml=_to_yaml(config))
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        finish_sweep(failed=False)
+
+
+def _to_yaml(config) -> str:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(config)
+
+
+def finish_sweep(*, failed: bool) -> None:
+    """Record the best job (by sweep.objective) and the sweep's files on the parent run; close it."""
+    if not _open_sweep:
+        return
+    from transferlab.tracking import child_runs, close_run
+
+    run, cfg, sweep_dir, hydra_yaml = (_open_sweep[k] for k in ("run", "cfg", "sweep_dir", "hydra_yaml"))
+    _open_sweep.clear()
+    os.environ.pop(SWEEP_ENV, None)
+    objective = cfg.sweep.objective
+    jobs = sorted(child_runs(run), key=lambda job: job.info.start_time)  # ties go to the first job
+    scored = [job for job in jobs if job.info.status == "FINISHED"
+              and math.isfinite(job.data.metrics.get(objective, math.nan))]
+    if scored:
+        pick = max if cfg.sweep.direction == "maximize" else min
+        best = pick(scored, key=lambda job: job.data.metrics[objective])
+        run.log_metrics({objective: best.data.metrics[objective]})
+        run.set_tags({"sweep.best_run_id": best.info.run_id,
+                      "sweep.best_overrides": best.data.tags.get("sweep.overrides", "")})
+        log.info("sweep: best %s = %s with %s", objective, best.data.metrics[objective],
+                 best.data.tags.get("sweep.overrides"))
+    run.log_metrics({"jobs": len(jobs), "jobs_failed": len(jobs) - len(scored)})
+    if (sweep_dir / "multirun.yaml").is_file():  # the basic sweeper writes it, Optuna's does not
+        run.log_artifact(sweep_dir / "multirun.yaml")
+    else:
+        run.log_text(hydra_yaml, "multirun.yaml")
+    run.log_artifact(sweep_dir / "optimization_results.yaml")  # Optuna's best params and value
+    close_run(run, failed=failed or not scored)
+
+
+def trials_to_run(target: int, *, _root_) -> int:
+    """Resolver for `hydra.sweeper.n_trials`: the trials the Optuna study still lacks to have
+    `target` completed ones, so re-running an interrupted sweep resumes it. Trials the interrupted
+    sweep left RUNNING are marked FAIL first."""
+    import optuna
+    from optuna.trial import TrialState
+
+    sweeper = _root_.hydra.sweeper
+    try:
+        study = optuna.load_study(study_name=sweeper.study_name, storage=sweeper.storage)
+    except KeyError:  # a new study
+        return int(target)
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        log.warning("study %s: trial %d was left unfinished by an interrupted sweep: marked FAIL",
+                    study.study_name, trial.number)
+    complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    left = max(0, int(target) - complete)
+    log.info("study %s: %d of %d trials complete, %d to run", study.study_name, complete, target, left)
+    return left
+
+
+def main() -> None:
+    import sys
+    import warnings
+
+    import hydra
+    from omegaconf import OmegaConf
+
+    from transferlab.config.schema import register
+
+    if not (Path.cwd() / "conf" / "config.yaml").is_file():
+        sys.exit("python -m transferlab: error: conf/config.yaml not found: run it from the project root")
+    register()
+    # hydra-optuna-sweeper 1.3 builds distributions that optuna 5 calls deprecated; nothing to act on.
+    warnings.filterwarnings("ignore", r".*Distribution has been deprecated", FutureWarning)
+    OmegaConf.register_new_resolver("sweep_trials", trials_to_run, replace=True)
+    # Stages read dvc.yaml and the code from here, whatever directory they run in.
+    os.environ.setdefault(WORKSPACE_ENV, str(Path.cwd()))
+    app = hydra.main(config_path=str(Path.cwd() / "conf"), config_name="config", version_base="1.3")(job)
+    try:
+        app()
+    finally:
+        finish_sweep(failed=True)  # only when the sweep ended without on_multirun_end
