@@ -89,9 +89,11 @@ class SweepRunCallback(Callback):
         from transferlab.tracking import open_run
 
         cfg = job_config(config)
+        arguments = [*(o for o in config.hydra.overrides.hydra if not o.startswith("hydra.mode=")),
+                     *config.hydra.overrides.task]
         os.environ.pop("MLFLOW_RUN_ID", None)
         run = open_run(cfg, "sweep", tags={
-            "sweep.arguments": " ".join(config.hydra.overrides.task) or "(none)",
+            "sweep.arguments": " ".join(arguments) or "(none)",
             "sweep.sweeper": config.hydra.sweeper._target_,
             "sweep.launcher": config.hydra.launcher._target_,
             "sweep.dir": config.hydra.sweep.dir,

@@ -55,13 +55,28 @@ def _open_store(cfg) -> str:
     mlflow.set_tracking_uri(uri)
     name = cfg.tracking.experiment
     try:
-        if uri.startswith("sqlite:") and mlflow.get_experiment_by_name(name) is None:
-            # Artifacts next to the store, not under whichever directory the first run started in.
-            with suppress(mlflow.exceptions.MlflowException):  # another process created it first
-                mlflow.create_experiment(name, artifact_location=(project_root() / "mlruns" / name).as_uri())
-        return mlflow.set_experiment(name).experiment_id
+        with _store_lock(uri):
+            if uri.startswith("sqlite:") and mlflow.get_experiment_by_name(name) is None:
+                # Artifacts next to the store, not under whichever directory the first run started in.
+                location = (project_root() / "mlruns" / name).as_uri()
+                mlflow.create_experiment(name, artifact_location=location)
+            return mlflow.set_experiment(name).experiment_id
     except Exception as err:  # a bad store URI or an unreadable store
         raise UserError(f"cannot open MLflow tracking store {masked(uri)}: {err}") from None
+
+
+@contextmanager
+def _store_lock(uri: str):
+    """Processes that open one sqlite store at the same time (parallel sweep jobs, DVC queue
+    workers) take turns: a new store's schema is created by whoever comes first, once."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        yield
+        return
+    from filelock import FileLock
+
+    with FileLock(uri[len(prefix):] + ".lock", timeout=120):
+        yield
 
 
 def _git_tags() -> dict[str, str]:

@@ -1,0 +1,304 @@
+"""Sweeps for real: `python -m transferlab -m ...` (basic, joblib, submitit_local, Optuna) and
+`dvc exp run --queue` + `dvc queue start`, all with experiment=tiny, checked in the MLflow store,
+the Optuna study and DVC's experiment table. The first tests are quick checks of the pieces."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, copy_project, make_config, sh, tool_env
+
+APP = (sys.executable, "-m", "transferlab")
+
+
+# --- the pieces --------------------------------------------------------------------------------
+
+def test_stage_cache_keys_follow_the_params_each_stage_depends_on(monkeypatch):
+    from transferlab.pipeline import WORKSPACE_ENV
+    from transferlab.stage_cache import key
+
+    monkeypatch.setenv(WORKSPACE_ENV, str(REPO))
+    base = make_config("experiment=tiny")
+    other_lr = make_config("experiment=tiny", "finetune.backbone_lr=0.5")
+    other_steps = make_config("experiment=tiny", "train.steps=7")
+    assert key(base, "prepare") == key(other_lr, "prepare") == key(other_steps, "prepare")
+    assert key(base, "train") == key(other_lr, "train") != key(other_steps, "train")
+    assert key(base, "finetune") != key(other_lr, "finetune")
+    assert key(base, "finetune") == key(make_config("experiment=tiny"), "finetune")
+
+
+def test_code_deps_are_the_code_of_the_stage_and_its_upstream(monkeypatch):
+    from transferlab.pipeline import WORKSPACE_ENV, code_deps
+
+    monkeypatch.setenv(WORKSPACE_ENV, str(REPO))
+    deps = code_deps("finetune")
+    assert "src/transferlab/finetune.py" in deps and "src/transferlab/data/prepare.py" in deps
+    assert "src/transferlab/evaluate.py" not in deps
+    assert not [d for d in deps if d.startswith(("data/", "models/"))], "produced files are not code"
+
+
+def test_a_dvc_queue_workspace_logs_to_the_repository_store(monkeypatch):
+    from transferlab.pipeline import WORKSPACE_ENV, project_root
+    from transferlab.tracking import tracking_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv(WORKSPACE_ENV, "/srv/project/.dvc/tmp/exps/tmpa1b2c3")
+    assert project_root() == Path("/srv/project")
+    assert tracking_uri(make_config()) == "sqlite:////srv/project/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking_uri(make_config()) == "http://127.0.0.1:5000"
+
+
+def test_objective_and_direction_must_agree():
+    from transferlab.errors import UserError
+
+    make_config("sweep.objective=best_validation_loss", "sweep.direction=minimize")
+    with pytest.raises(UserError, match="losses are minimized"):
+        make_config("sweep.objective=best_validation_loss")
+    with pytest.raises(UserError, match="sweep.objective='test_accuracy' is not one of"):
+        make_config("sweep.objective=test_accuracy", "sweep.direction=maximize")
+
+
+def test_a_resumed_study_runs_only_the_missing_trials(tmp_path):
+    import optuna
+    from omegaconf import OmegaConf
+    from optuna.trial import TrialState
+
+    from transferlab.sweep import trials_to_run
+
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    root = OmegaConf.create({"hydra": {"sweeper": {"study_name": "s", "storage": storage}}})
+    assert trials_to_run(5, _root_=root) == 5  # no study yet
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    for value in (0.1, 0.2):
+        trial = study.ask()
+        study.tell(trial, value)
+    study.ask()  # left RUNNING, as by a killed sweep
+    assert trials_to_run(5, _root_=root) == 3
+    states = [t.state for t in optuna.load_study(study_name="s", storage=storage).trials]
+    assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL]
+    assert trials_to_run(2, _root_=root) == 0
+
+
+def test_the_app_outside_a_project_says_where_to_run_it(tmp_path):
+    result = subprocess.run([*APP, "-m", "finetune.epochs=1,2"], cwd=tmp_path, env=tool_env(),
+                            capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "conf/config.yaml not found: run it from the project root" in result.stderr
+
+
+# --- real sweeps ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    return copy_project(tmp_path_factory.mktemp("sweeps") / "project")
+
+
+def store(repo: Path):
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{repo}/mlflow.db")
+    experiment = client.get_experiment_by_name("transferlab")
+    return client, experiment.experiment_id
+
+
+def runs(repo: Path, where: str = "") -> list:
+    client, experiment_id = store(repo)
+    found = client.search_runs([experiment_id], filter_string=where, max_results=5000)
+    return sorted(found, key=lambda run: run.info.start_time)
+
+
+def sweeps(repo: Path, argument: str) -> list:
+    """The sweep runs whose command line had `argument`, oldest first."""
+    return [run for run in runs(repo, "tags.`transferlab.stage` = 'sweep'")
+            if argument in run.data.tags["sweep.arguments"].split()]
+
+
+def children(repo: Path, run) -> list:
+    return runs(repo, f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
+
+
+def stage_of(run) -> str:
+    return run.data.tags.get("transferlab.stage")
+
+
+@pytest.mark.slow
+def test_grid_sweep_runs_four_jobs_under_one_parent_and_a_repeat_reuses_every_stage(repo: Path):
+    grid = ("experiment=tiny", "finetune.backbone_lr=1e-3,2e-3", "finetune.head_lr=1e-3,2e-3")
+    sh(*APP, "-m", *grid, cwd=repo)
+
+    [sweep] = sweeps(repo, "finetune.backbone_lr=1e-3,2e-3")
+    assert sweep.info.status == "FINISHED"
+    jobs = children(repo, sweep)
+    assert [job.info.status for job in jobs] == ["FINISHED"] * 4
+    assert len({job.data.tags["sweep.overrides"] for job in jobs}) == 4
+    stages = [stage_of(run) for job in jobs for run in children(repo, job)]
+    # Data prepared once and the language model trained once for the whole sweep; one fine-tune a job.
+    assert sorted(stages) == ["finetune"] * 4 + ["prepare", "train"]
+    [prepare] = runs(repo, "tags.`transferlab.stage` = 'prepare'")
+    assert all(job.data.tags.get("lineage.prepare_run_id") == prepare.info.run_id
+               for job in jobs if "prepare" not in [stage_of(r) for r in children(repo, job)])
+    assert len([p for p in (repo / ".cache/stages/prepare").iterdir() if p.is_dir()]) == 1
+
+    objective = "best_validation_accuracy"
+    assert sweep.data.metrics[objective] == max(job.data.metrics[objective] for job in jobs)
+    assert sweep.data.tags["sweep.best_overrides"] in {job.data.tags["sweep.overrides"] for job in jobs}
+    assert sweep.data.metrics["jobs"] == 4 and sweep.data.metrics["jobs_failed"] == 0
+    client, _ = store(repo)
+    assert {"multirun.yaml", "config.yaml"} <= {a.path for a in client.list_artifacts(sweep.info.run_id)}
+    for job in jobs:  # each job's Hydra folder links what it used
+        folder = Path(job.data.tags["hydra.output_dir"])
+        assert (folder / "metrics/finetune.json").is_file()
+        assert (folder / "models/finetuned/model.safetensors").is_file()
+        assert json.loads((folder / "metrics/finetune.json").read_text())[objective] == \
+            job.data.metrics[objective]
+
+    stage_runs_before = len(runs(repo, "tags.`transferlab.stage` = 'finetune'"))
+    sh(*APP, "-m", *grid, cwd=repo)
+    again = sweeps(repo, "finetune.backbone_lr=1e-3,2e-3")[-1]
+    assert again.info.run_id != sweep.info.run_id and again.info.status == "FINISHED"
+    repeat_jobs = children(repo, again)
+    assert len(repeat_jobs) == 4 and not [run for job in repeat_jobs for run in children(repo, job)]
+    assert len(runs(repo, "tags.`transferlab.stage` = 'finetune'")) == stage_runs_before
+    assert all(job.data.tags["stages.ran"].startswith("none") and "lineage.finetune_run_id" in job.data.tags
+               for job in repeat_jobs)
+    assert again.data.metrics[objective] == sweep.data.metrics[objective]
+
+
+@pytest.mark.slow
+def test_joblib_launcher_with_two_workers_loses_and_duplicates_no_run(repo: Path):
+    values = "finetune.backbone_lr=5e-4,6e-4,7e-4,8e-4"
+    sh(*APP, "-m", "experiment=tiny", values, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", cwd=repo)
+    [sweep] = sweeps(repo, values)
+    assert "joblib" in sweep.data.tags["sweep.launcher"] and sweep.info.status == "FINISHED"
+    jobs = children(repo, sweep)
+    assert sorted(job.data.tags["sweep.overrides"] for job in jobs) == [
+        f"experiment=tiny finetune.backbone_lr={v}" for v in ("0.0005", "0.0006", "0.0007", "0.0008")]
+    for job in jobs:
+        assert job.info.status == "FINISHED"
+        assert [stage_of(run) for run in children(repo, job)] == ["finetune"]  # exactly one, fresh
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher_runs_the_jobs_as_processes(repo: Path):
+    values = "finetune.backbone_lr=9e-4,1.1e-3"
+    sh(*APP, "-m", "experiment=tiny", values, "hydra/launcher=submitit_local", cwd=repo)
+    [sweep] = sweeps(repo, values)
+    assert "submitit" in sweep.data.tags["sweep.launcher"] and sweep.info.status == "FINISHED"
+    assert [job.info.status for job in children(repo, sweep)] == ["FINISHED", "FINISHED"]
+
+
+def study(repo: Path, name: str):
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{repo}/optuna.db")
+
+
+def completed(repo: Path, name: str) -> int:
+    from optuna.trial import TrialState
+
+    try:
+        return len(study(repo, name).get_trials(states=(TrialState.COMPLETE,)))
+    except KeyError:  # not created yet
+        return 0
+
+
+@pytest.mark.slow
+def test_an_interrupted_optuna_study_resumes_to_its_target(repo: Path):
+    from optuna.trial import TrialState
+
+    command = [*APP, "-m", "hparams_search=finetune_optuna", "experiment=tiny", "sweep.trials=5",
+               "hydra.sweeper.study_name=resume"]
+    sweep = subprocess.Popen(command, cwd=repo, env=tool_env(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 600
+    while completed(repo, "resume") < 3 and sweep.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(sweep.pid, signal.SIGINT)  # Ctrl-C
+    assert sweep.wait(timeout=120) != 0
+    done_before = completed(repo, "resume")
+    assert 3 <= done_before < 5
+
+    sh(*command, cwd=repo)
+    trials = study(repo, "resume").trials
+    assert len([t for t in trials if t.state == TrialState.COMPLETE]) == 5
+    assert not [t for t in trials if t.state == TrialState.RUNNING], "the interrupted trial stayed RUNNING"
+    interrupted, resumed = sweeps(repo, "hydra.sweeper.study_name=resume")
+    assert interrupted.info.status == "FAILED" and resumed.info.status == "FINISHED"
+    assert len(children(repo, resumed)) == 5 - done_before
+    client, _ = store(repo)
+    assert "optimization_results.yaml" in {a.path for a in client.list_artifacts(resumed.info.run_id)}
+    assert resumed.data.metrics["best_validation_accuracy"] == study(repo, "resume").best_value
+
+
+DIVERGING = """\
+# @package _global_
+defaults:
+  - override /hydra/sweeper: optuna
+  - override /hydra/sweeper/sampler: grid
+hydra:
+  sweeper:
+    study_name: diverging
+    storage: sqlite:///optuna.db
+    direction: maximize
+    n_trials: 2
+    max_failure_rate: 1.0
+    params:
+      finetune.backbone_lr: choice(1e-3, 1e30)
+"""
+
+
+@pytest.mark.slow
+def test_a_diverging_trial_is_recorded_as_failed_and_the_study_goes_on(repo: Path):
+    from optuna.trial import TrialState
+
+    (repo / "conf/hparams_search/diverging.yaml").write_text(DIVERGING)
+    result = sh(*APP, "-m", "hparams_search=diverging", "experiment=tiny", cwd=repo)
+    assert "the validation loss is nan" in result.stdout + result.stderr
+    states = {t.params["finetune.backbone_lr"]: t.state for t in study(repo, "diverging").trials}
+    assert states == {1e30: TrialState.FAIL, 1e-3: TrialState.COMPLETE}
+    [sweep] = sweeps(repo, "hparams_search=diverging")
+    assert sweep.info.status == "FINISHED" and sweep.data.metrics["jobs_failed"] == 1
+    assert sorted(job.info.status for job in children(repo, sweep)) == ["FAILED", "FINISHED"]
+    assert "finetune.backbone_lr=0.001" in sweep.data.tags["sweep.best_overrides"]
+
+
+# --- DVC experiment queue ------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_dvc_queue_runs_two_experiments_that_land_in_the_project_store(tmp_path: Path):
+    project = copy_project(tmp_path / "project")
+    sh("dvc", "exp", "run", "--queue", "-S", "experiment=tiny", "-S", "finetune.backbone_lr=1e-3,2e-3",
+       cwd=project)
+    sh("dvc", "queue", "start", "-j", "2", cwd=project)
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        status = sh("dvc", "queue", "status", cwd=project).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    failed = [line.split()[1] for line in status.splitlines() if line.endswith("Failed")]
+    logs = "".join(sh("dvc", "queue", "logs", name, cwd=project, check=False).stdout[-3000:]
+                   for name in failed)
+    assert status.count("Success") == 2, status + logs
+
+    table = json.loads(sh("dvc", "exp", "show", "--json", cwd=project).stdout)
+    experiments = {exp["name"]: exp["revs"][0]["data"]
+                   for base in table for exp in base.get("experiments") or []}
+    assert len(experiments) == 2
+    for data in experiments.values():
+        assert 0 <= data["metrics"]["metrics/evaluate.json"]["data"]["accuracy"] <= 1
+    lrs = sorted(d["params"]["params.yaml"]["data"]["finetune"]["backbone_lr"] for d in experiments.values())
+    assert lrs == [0.001, 0.002]
+    # Each queued experiment ran in a temporary copy; its stage runs are in the project's store.
+    evaluations = runs(project, "tags.`transferlab.stage` = 'evaluate'")
+    tagged = {run.data.tags.get("dvc.experiment") for run in evaluations}
+    assert set(experiments) <= tagged
