@@ -95,6 +95,17 @@ def test_the_app_outside_a_project_says_where_to_run_it(tmp_path):
     assert "conf/config.yaml not found: run it from the project root" in result.stderr
 
 
+def test_cluster_and_optuna_configs_compose():
+    """The Slurm launcher cannot run here; its config and the Optuna search space must compose."""
+    slurm = subprocess.run([*APP, "hydra/launcher=slurm", "--cfg", "hydra"], cwd=REPO, env=tool_env(),
+                           capture_output=True, text=True, check=True).stdout
+    assert "SlurmLauncher" in slurm and "gpus_per_node: 1" in slurm
+    # unresolved: n_trials would consult the study in optuna.db
+    optuna = subprocess.run([*APP, "hparams_search=finetune_optuna", "--cfg", "hydra"], cwd=REPO,
+                            env=tool_env(), capture_output=True, text=True, check=True).stdout
+    assert "OptunaSweeper" in optuna and "finetune.backbone_lr: tag(log, interval(1e-5, 3e-4))" in optuna
+
+
 # --- real sweeps ---------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
