@@ -19,7 +19,7 @@ COMPARE ?= compare_scratch/no_pretraining compare_scratch/mlm_pretraining torch_
            compare_pretrained/frozen_backbone compare_pretrained/full_finetune \
            compare_pretrained/gradual_unfreezing compare_pretrained/dapt
 
-.PHONY: install run test lint ui serve lock clean compare report
+.PHONY: install run test lint ui serve lock clean compare report bench
 
 install: $(STAMP)
 
@@ -33,16 +33,21 @@ run: $(STAMP)
 	transferlab run   # dvc repro, with the stages' MLflow runs under one parent run
 
 test: $(STAMP)
-	ruff check src tests tools
+	ruff check src tests tools benchmarks
 	python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	ruff check src tests tools
+	ruff check src tests tools benchmarks
 
 compare: $(STAMP)
 	set -e; for experiment in $(COMPARE); do dvc exp run -S experiment=$$experiment; done
 	transferlab compose && dvc repro   # back to the default config (restored from DVC's run cache)
 	transferlab report $(COMPARE)
+
+# Throughput, MFU, memory, start-up and DVC overhead of the committed tree (clones it): see README.
+BENCH_ARGS ?=
+bench: $(STAMP)
+	python benchmarks/bench.py $(BENCH_ARGS)
 
 report: $(STAMP)
 	transferlab report $(COMPARE)

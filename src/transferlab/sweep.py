@@ -125,7 +125,8 @@ def finish_sweep(*, failed: bool) -> None:
     _open_sweep.clear()
     os.environ.pop(SWEEP_ENV, None)
     objective = cfg.sweep.objective
-    jobs = sorted(child_runs(run), key=lambda job: job.info.start_time)  # ties go to the first job
+    # Ties go to the lowest job number, as Optuna's best trial does.
+    jobs = sorted(child_runs(run), key=lambda job: int(job.data.tags.get("hydra.job.num", 0)))
     scored = [job for job in jobs if job.info.status == "FINISHED"
               and math.isfinite(job.data.metrics.get(objective, math.nan))]
     if scored:

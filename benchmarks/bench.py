@@ -1,0 +1,260 @@
+"""`make bench`: what the workflow costs on this machine, printed and written as JSON.
+
+- matmul peak (fp32, bf16) measured here, now: the denominator of model-FLOP utilisation (MFU);
+- the pipeline's fine-tune (default config, or --override ...) in a throwaway clone: real
+  (non-padding) tokens per second of training, MFU, peak RSS of the process, test accuracy;
+- the same fine-tune written the simple way (benchmarks/plain_trainer.py) and the ratio;
+- per-stage start-up (process start to the stage's MLflow run opening) and `transferlab --help`;
+- a no-op `dvc repro` against `dvc status` on the same repository.
+Noisy figures are repeated: median, min and max.
+
+    python benchmarks/bench.py [--epochs N] [--override key=value ...] [--output FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ("prepare", "train", "finetune", "evaluate")
+
+
+def spread(samples: list[float], digits: int = 3) -> dict:
+    return {"median": round(statistics.median(samples), digits), "min": round(min(samples), digits),
+            "max": round(max(samples), digits), "n": len(samples)}
+
+
+def matmul_peak(dtype_name: str, size: int = 2048, repeats: int = 5) -> dict:
+    """GFLOP/s of a square matmul, the best a dense kernel does here (bf16 uses AMX via oneDNN)."""
+    import torch
+
+    dtype = getattr(torch, {"fp32": "float32", "bf16": "bfloat16"}[dtype_name])
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    for _ in range(3):
+        a @ b  # warm-up: thread pool, kernel selection
+    samples = []
+    for _ in range(repeats):
+        loops, started = 0, time.perf_counter()
+        while time.perf_counter() - started < 1.0:
+            a @ b
+            loops += 1
+        samples.append(2 * size**3 * loops / (time.perf_counter() - started) / 1e9)
+    return spread(samples, 1)
+
+
+def env() -> dict[str, str]:
+    bin_dir = str(Path(sys.executable).parent)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_EXP"))}
+    return clean | {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "HF_HUB_OFFLINE": "1",
+                    "DVC_NO_ANALYTICS": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, cwd=cwd, env=env(), capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"bench: `{' '.join(args)}` failed:\n{result.stderr[-3000:]}")
+    return result
+
+
+def clone(dest: Path, overrides: list[str]) -> Path:
+    """A clone of the committed project with params.yaml composed from `overrides`."""
+    subprocess.run(["git", "clone", "--quiet", str(REPO), str(dest)], check=True)
+    run("transferlab", "compose", *overrides, cwd=dest)
+    return dest
+
+
+def stage_runs(project: Path) -> dict:
+    """The newest MLflow run of each stage in the project's store."""
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{project}/mlflow.db")
+    experiment = client.get_experiment_by_name("transferlab")
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+    return {r.data.tags.get("transferlab.stage"): r for r in runs}
+
+
+def startup(repeats: int) -> dict:
+    """Seconds from spawning `transferlab <stage>` to its MLflow run opening (imports, config
+    checks, store), with experiment=tiny; and `transferlab --help`."""
+    samples: dict[str, list[float]] = {stage: [] for stage in STAGES}
+    with tempfile.TemporaryDirectory(prefix="bench-startup-") as folder:
+        project = clone(Path(folder) / "project", ["experiment=tiny"])
+        for _ in range(repeats):
+            for stage in STAGES:
+                spawned = time.time()
+                run("transferlab", stage, cwd=project)
+                samples[stage].append(stage_runs(project)[stage].info.start_time / 1000 - spawned)
+        dvc = dvc_noop(project, repeats)
+    help_times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run("transferlab", "--help", cwd=REPO)
+        help_times.append(time.perf_counter() - started)
+    return {"stage_startup_seconds": {s: spread(v) for s, v in samples.items()},
+            "help_seconds": spread(help_times), "dvc": dvc}
+
+
+def dvc_noop(project: Path, repeats: int) -> dict:
+    run("dvc", "repro", cwd=project)  # records dvc.lock; afterwards everything is up to date
+    timings: dict[str, list[float]] = {"status": [], "repro": []}
+    for _ in range(repeats):
+        for command in timings:
+            started = time.perf_counter()
+            out = run("dvc", command, cwd=project).stdout
+            timings[command].append(time.perf_counter() - started)
+            if command == "repro" and "Running stage" in out:
+                sys.exit(f"bench: the no-op `dvc repro` ran a stage:\n{out}")
+    result = {f"{c}_seconds": spread(v) for c, v in timings.items()}
+    result["repro_over_status"] = round(result["repro_seconds"]["median"] /
+                                        result["status_seconds"]["median"], 3)
+    return result
+
+
+class PeakRSS:
+    """Samples the resident memory of a process and its children every 50 ms."""
+
+    def __init__(self, pid: int) -> None:
+        import psutil
+
+        self.process, self.peak = psutil.Process(pid), 0
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        import psutil
+
+        while True:
+            try:
+                tree = [self.process, *self.process.children(recursive=True)]
+                self.peak = max(self.peak, sum(p.memory_info().rss for p in tree))
+            except psutil.Error:
+                return
+            time.sleep(0.05)
+
+
+def flops_per_token(model_dir: Path, mean_length: float) -> float:
+    """Training FLOPs per token: 6 x non-embedding parameters + attention (PaLM's 12·L·H·S)."""
+    config = json.loads((model_dir / "config.json").read_text())
+    layers, hidden = config["num_hidden_layers"], config["hidden_size"]
+    intermediate = config.get("intermediate_size", 4 * hidden)
+    per_layer = 4 * hidden * hidden + 2 * hidden * intermediate
+    return 6 * layers * per_layer + 12 * layers * hidden * mean_length
+
+
+def real_tokens(project: Path, max_length: int) -> tuple[int, float]:
+    """Non-padding tokens in one pass over the train split, and their mean per example."""
+    import pandas as pd
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(project / "models/pretrained")
+    texts = pd.read_parquet(project / "data/prepared/train.parquet")["text"].tolist()
+    lengths = [len(ids) for ids in tok(texts, truncation=True, max_length=max_length)["input_ids"]]
+    return sum(lengths), sum(lengths) / len(lengths)
+
+
+def pipeline_finetune(project: Path) -> dict:
+    """prepare, train, then the fine-tune under a memory sampler, then evaluate: the pipeline's own
+    stage commands, timed through the figures they log to MLflow."""
+    for stage in ("prepare", "train"):
+        run("transferlab", stage, cwd=project)
+    process = subprocess.Popen(["transferlab", "finetune"], cwd=project, env=env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    memory = PeakRSS(process.pid)
+    _, stderr = process.communicate()
+    if process.returncode != 0:
+        sys.exit(f"bench: finetune failed:\n{stderr[-3000:]}")
+    run("transferlab", "evaluate", cwd=project)
+    import mlflow
+    import yaml
+
+    runs = stage_runs(project)
+    client = mlflow.MlflowClient(f"sqlite:///{project}/mlflow.db")
+    finetune = runs["finetune"]
+    evaluations = sum(m.value for m in client.get_metric_history(finetune.info.run_id, "eval_runtime"))
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    epochs = json.loads((project / "metrics/finetune.json").read_text())["epochs_run"]
+    tokens, mean_length = real_tokens(project, params["model"]["max_length"])
+    return {
+        "train_seconds": round(finetune.data.metrics["train_seconds"] - evaluations, 3),
+        "real_tokens": tokens * epochs,
+        "mean_tokens_per_example": round(mean_length, 1),
+        "peak_rss_gb": round(memory.peak / 1e9, 3),
+        "test_accuracy": runs["evaluate"].data.metrics["test_accuracy"],
+        "config": {"precision": params["precision"], "max_length": params["model"]["max_length"],
+                   "finetune": params["finetune"]},
+    }
+
+
+def plain_finetune(project: Path, output: Path) -> dict:
+    import yaml
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    ft = params["finetune"]
+    run(sys.executable, str(REPO / "benchmarks/plain_trainer.py"), str(project / "data/prepared"),
+        str(project / "models/pretrained"), str(output), "--epochs", str(ft["epochs"]),
+        "--batch-size", str(ft["batch_size"]), "--max-length", str(params["model"]["max_length"]),
+        "--lr", str(ft["backbone_lr"]), "--seed", str(params["seed"]), cwd=project)
+    return json.loads(output.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--override", action="append", default=[],
+                        help="a Hydra override for the fine-tune, e.g. precision=bf16")
+    parser.add_argument("--epochs", type=int, help="fine-tuning epochs (default: the config's)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip-plain", action="store_true", help="only the pipeline's fine-tune")
+    parser.add_argument("--output", type=Path, default=REPO / "benchmarks/results.json")
+    args = parser.parse_args()
+    overrides = args.override + ([f"finetune.epochs={args.epochs}"] if args.epochs else [])
+
+    import torch
+
+    results: dict = {"machine": {"cpu": platform.processor() or platform.machine(),
+                                 "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                                 "torch": torch.__version__, "cuda": torch.cuda.is_available()},
+                     "overrides": overrides}
+    print("matmul peak ...", flush=True)
+    results["matmul_peak_gflops"] = {d: matmul_peak(d) for d in ("fp32", "bf16")}
+    print("start-up and dvc ...", flush=True)
+    results |= startup(args.repeats)
+    with tempfile.TemporaryDirectory(prefix="bench-finetune-") as folder:
+        project = clone(Path(folder) / "project", overrides)
+        print("pipeline fine-tune ...", flush=True)
+        ours = pipeline_finetune(project)
+        per_token = flops_per_token(project / "models/pretrained", ours["mean_tokens_per_example"])
+        figures = {"pipeline": ours}
+        if not args.skip_plain:
+            print("plain Trainer fine-tune ...", flush=True)
+            figures["plain_trainer"] = plain_finetune(project, Path(folder) / "plain.json")
+        shutil.rmtree(project / ".git", ignore_errors=True)
+    for figure in figures.values():
+        figure["tokens_per_second"] = round(figure["real_tokens"] / figure["train_seconds"], 1)
+        achieved = figure["tokens_per_second"] * per_token / 1e9
+        figure["model_gflops"] = round(achieved, 1)
+        figure["mfu_of_fp32_peak"] = round(achieved / results["matmul_peak_gflops"]["fp32"]["median"], 3)
+        figure["mfu_of_bf16_peak"] = round(achieved / results["matmul_peak_gflops"]["bf16"]["median"], 3)
+    results["finetune"] = figures
+    if "plain_trainer" in figures:
+        results["speedup_over_plain_trainer"] = round(
+            figures["pipeline"]["tokens_per_second"] / figures["plain_trainer"]["tokens_per_second"], 3)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    print(f"written to {args.output}")
+
+
+if __name__ == "__main__":
+    main()
