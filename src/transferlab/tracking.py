@@ -205,6 +205,11 @@ class StageRun:
         if self._mlflow:
             self._mlflow.log_text(text, artifact_file)
 
+    def log_table(self, frame, artifact_file: str) -> None:
+        """A DataFrame as an MLflow table (shown in the UI's artifact view and evaluation tab)."""
+        if self._mlflow:
+            self._mlflow.log_table(data=frame, artifact_file=artifact_file)
+
     @property
     def run_id(self) -> str | None:
         return self._mlflow.active_run().info.run_id if self._mlflow else None
