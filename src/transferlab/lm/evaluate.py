@@ -1,7 +1,8 @@
-"""Stage `evaluate` for task=causal_lm: test perplexity of models/finetuned (all test texts, and
-the domain's), generations from lm.generate.prompts (reports/evaluate/generations.{md,jsonl}, MLflow
-text artifact + table, printed), the fine-tuning learning curves, and the registered pyfunc model
-(text in, text out; champion = lowest test perplexity)."""
+"""Stage `evaluate` for task=causal_lm: test perplexity of models/finetuned and, on the same
+blocks, of models/pretrained (all test texts, and the domain's); generations from
+lm.generate.prompts (reports/evaluate/generations.{md,jsonl}, an MLflow text artifact and table,
+and printed); the fine-tuning learning curves; the registered pyfunc model (text in, text out;
+champion = lowest test perplexity)."""
 
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ def run(cfg) -> dict:
     from transferlab.registry import publish
     from transferlab.runtime import resolve_device
     from transferlab.tracking import stage_run
+    from transferlab.train import PRETRAINED
 
     digest = prepared.files_digest([prepared.split_path("test")])
     with stage_run("evaluate", cfg, tags={"data.digest": digest, "task": cfg.task}) as run_log:
@@ -71,15 +73,22 @@ def run(cfg) -> dict:
         tok = AutoTokenizer.from_pretrained(FINETUNED)
         limit, batch = cfg.lm.max_eval_blocks, cfg.evaluate.batch_size
         test_blocks = corpus.split_blocks("test", tok, cfg, limit=limit)
-        loss = mean_loss(net, test_blocks, batch, device)
-        metrics = {"test_loss": round(loss, 6), "test_perplexity": perplexity(loss),
-                   "test_blocks": len(test_blocks), "block_size": cfg.model.max_length}
+        domain_blocks = None
         if cfg.lm.domain:
             domain_blocks = corpus.split_blocks("test", tok, cfg, domain=cfg.lm.domain, limit=limit)
-            domain_loss = mean_loss(net, domain_blocks, batch, device)
-            metrics |= {"domain": cfg.lm.domain, "domain_test_loss": round(domain_loss, 6),
-                        "domain_test_perplexity": perplexity(domain_loss),
-                        "domain_test_blocks": len(domain_blocks)}
+        metrics = {"block_size": cfg.model.max_length, "test_blocks": len(test_blocks)}
+        # The same test blocks under the model before fine-tuning (models/pretrained): the gain.
+        before = AutoModelForCausalLM.from_pretrained(PRETRAINED)
+        for prefix, model in (("", net), ("pretrained_", before)):
+            loss = mean_loss(model, test_blocks, batch, device)
+            metrics |= {f"{prefix}test_loss": round(loss, 6), f"{prefix}test_perplexity": perplexity(loss)}
+            if domain_blocks is not None:
+                loss = mean_loss(model, domain_blocks, batch, device)
+                metrics |= {f"{prefix}domain_test_loss": round(loss, 6),
+                            f"{prefix}domain_test_perplexity": perplexity(loss)}
+        del before
+        if domain_blocks is not None:
+            metrics |= {"domain": cfg.lm.domain, "domain_test_blocks": len(domain_blocks)}
         prompts = list(cfg.lm.generate.prompts)
         texts = generate(net, tok, prompts, cfg.lm.generate, device)
         rows = [{"prompt": p, "generation": t} for p, t in zip(prompts, texts, strict=True)]
@@ -106,7 +115,8 @@ def run(cfg) -> dict:
     for row in rows:  # the stage's answer, on the console
         print(f"\n>>> {row['prompt']}{row['generation']}")
     print()
-    log.info("test perplexity %.2f%s", metrics["test_perplexity"],
-             f", {cfg.lm.domain} test perplexity {metrics['domain_test_perplexity']:.2f}"
-             if cfg.lm.domain else "")
+    log.info("test perplexity %.2f (before fine-tuning %.2f)%s", metrics["test_perplexity"],
+             metrics["pretrained_test_perplexity"],
+             f"; {cfg.lm.domain} test perplexity {metrics['domain_test_perplexity']:.2f} (before "
+             f"{metrics['pretrained_domain_test_perplexity']:.2f})" if cfg.lm.domain else "")
     return metrics

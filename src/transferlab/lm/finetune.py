@@ -18,6 +18,11 @@ from transferlab.lm.train import language_model_trainer, perplexity
 log = logging.getLogger(__name__)
 
 
+def wall_time(key: str) -> bool:
+    """Trainer log keys that measure time (runtime, per-second rates, preparation time)."""
+    return "runtime" in key or "per_second" in key or key.endswith("_time")
+
+
 def load_decoder():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -85,8 +90,7 @@ def run(cfg) -> dict:
                 trainer.save_model(str(folder))
                 tok.save_pretrained(folder)
                 # Wall times stay out of the model folder, so its DVC hash is the same on a rerun.
-                steady = [{k: v for k, v in entry.items() if "runtime" not in k and "per_second" not in k}
-                          for entry in history]
+                steady = [{k: v for k, v in entry.items() if not wall_time(k)} for entry in history]
                 (folder / TRAINING_LOG).write_text(json.dumps(steady, indent=1) + "\n")
                 outs.path(METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
         run_log.log_metrics({k: v for k, v in metrics.items() if k != "domain"})
