@@ -89,9 +89,9 @@ def make_config(*overrides: str):
     return cfg
 
 
-def serve_and_post(repo: Path, model_uri: str, payload: dict) -> list:
+def serve_and_post(repo: Path, model_uri: str, *payloads: dict) -> list[list]:
     """`mlflow models serve` of a registered model on a free loopback port (as `make serve` does),
-    one POST to /invocations, then the server is stopped; returns the predictions."""
+    a POST to /invocations per payload, then the server is stopped; returns each's predictions."""
     import json
     import socket
     import time
@@ -115,11 +115,14 @@ def serve_and_post(repo: Path, model_uri: str, payload: dict) -> list:
                 time.sleep(1)
         else:
             pytest.fail("mlflow models serve did not come up in 180 s")
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
-                                         data=json.dumps(payload).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=120) as response:
-            return json.loads(response.read())["predictions"]
+        answers = []
+        for payload in payloads:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
+                                             data=json.dumps(payload).encode(),
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=120) as response:
+                answers.append(json.loads(response.read())["predictions"])
+        return answers
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -147,6 +147,23 @@ def test_greedy_generation_is_the_argmax_path_and_is_deterministic(arch):
     assert tok.decode(ids[0, len(tok("the cat")["input_ids"]):], skip_special_tokens=True) == first[0]
 
 
+@pytest.mark.parametrize("arch, embeddings", [("gpt2", {"transformer.wte.weight", "transformer.wpe.weight"}),
+                                               ("llama", {"model.embed_tokens.weight"}),
+                                               ("torch_decoder", {"decoder.tokens.weight",
+                                                                  "decoder.positions.weight"})])
+def test_the_fine_tuning_options_see_a_decoders_embeddings_and_layers(arch, embeddings):
+    from transferlab import layers
+
+    net, _, cfg = tiny_decoder(arch)
+    parts = layers.split(net)
+    assert {name for name, _ in parts.embeddings} == embeddings
+    assert len(parts.layers) == cfg.model.num_layers and all(parts.layers)
+    assert parts.head == []  # the LM head is the (tied) input embedding matrix
+    frozen = layers.freeze(parts, embeddings=True, layers=1, patterns=[], backbone=False)
+    assert set(frozen) == embeddings | {name for name, _ in parts.layers[0]}
+    assert all(p.requires_grad for name, p in parts.all() if name not in frozen)
+
+
 def test_sampling_is_reproducible_for_a_seed_and_changes_with_it():
     from transferlab.lm.generate import generate
 
@@ -291,11 +308,22 @@ def test_the_lm_runs_are_tracked_with_generations_as_text_and_table(lm_repo: Pat
 
 @pytest.mark.slow
 def test_the_registered_language_model_serves_text_over_rest(lm_repo: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from transferlab.lm.generate import generate
+
     rows = generations(lm_repo)
-    predictions = serve_and_post(lm_repo, "models:/transferlab-lm@champion",
-                                 {"inputs": [rows[0]["prompt"], rows[1]["prompt"]]})
+    prompts = [rows[0]["prompt"], rows[1]["prompt"]]
+    same, greedy_short = serve_and_post(
+        lm_repo, "models:/transferlab-lm@champion", {"inputs": prompts},
+        {"inputs": prompts, "params": {"do_sample": False, "max_new_tokens": 2}})
     # The served model generates with the evaluate stage's settings: the same texts.
-    assert [p["text"] for p in predictions] == [rows[0]["generation"], rows[1]["generation"]]
+    assert [p["text"] for p in same] == [rows[0]["generation"], rows[1]["generation"]]
+    # A request's params override them: two greedy tokens are the argmax path, shorter.
+    net, tok = AutoModelForCausalLM.from_pretrained(lm_repo / "models/finetuned"), \
+        AutoTokenizer.from_pretrained(lm_repo / "models/finetuned")
+    expected = generate(net, tok, prompts, greedy(max_new_tokens=2))
+    assert [p["text"] for p in greedy_short] == expected
 
 
 @pytest.mark.slow

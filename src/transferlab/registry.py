@@ -19,9 +19,10 @@ def pip_requirements() -> list[str]:
 
 def publish(run_log, cfg, model_dir: Path, examples: list[str], score: float, test_digest: str, *,
             python_model=None, output_example=None, model_config: dict | None = None,
-            metric: str = "test_accuracy", higher_is_better: bool = True):
+            params: dict | None = None, metric: str = "test_accuracy", higher_is_better: bool = True):
     """Log + register the model; return (version, whether it became the champion). The champion is
-    the version with the best `metric` on the same test data (higher or lower is better)."""
+    the version with the best `metric` on the same test data (higher or lower is better). `params`
+    (name -> default) are the request parameters the served model accepts."""
     if run_log.run_id is None or not cfg.tracking.registered_model:
         return None, False
     import mlflow
@@ -35,7 +36,7 @@ def publish(run_log, cfg, model_dir: Path, examples: list[str], score: float, te
 
         python_model = TextClassifier()
         output_example = pd.DataFrame({"label": ["x"] * len(sample), "score": [0.5] * len(sample)})
-    signature = infer_signature(sample, output_example)
+    signature = infer_signature(sample, output_example, params=params)
     info = mlflow.pyfunc.log_model(
         name="model", python_model=python_model, artifacts={"model": str(model_dir)},
         code_paths=[str(package)], pip_requirements=pip_requirements(), signature=signature,

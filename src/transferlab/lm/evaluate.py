@@ -110,7 +110,8 @@ def run(cfg) -> dict:
         example = pd.DataFrame({"text": ["…"] * min(2, len(prompts))})
         publish(run_log, cfg, FINETUNED, prompts[:2], metrics["test_perplexity"], digest,
                 python_model=TextGenerator(), output_example=example,
-                model_config=serving_config(cfg.lm.generate), metric="test_perplexity",
+                model_config=serving_config(cfg.lm.generate), params=serving_config(cfg.lm.generate),
+                metric="test_perplexity",
                 higher_is_better=False)
     for row in rows:  # the stage's answer, on the console
         print(f"\n>>> {row['prompt']}{row['generation']}")
