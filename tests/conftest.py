@@ -87,3 +87,42 @@ def make_config(*overrides: str):
     cfg = OmegaConf.merge(OmegaConf.structured(Config), compose(list(overrides), REPO / "conf"))
     check(cfg)
     return cfg
+
+
+def serve_and_post(repo: Path, model_uri: str, *payloads: dict) -> list[list]:
+    """`mlflow models serve` of a registered model on a free loopback port (as `make serve` does),
+    a POST to /invocations per payload, then the server is stopped; returns each's predictions."""
+    import json
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = tool_env(MLFLOW_TRACKING_URI=f"sqlite:///{repo / 'mlflow.db'}")
+    server = subprocess.Popen(
+        ["mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local", "--host", "127.0.0.1",
+         "--port", str(port)], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2).close()
+                break
+            except OSError:
+                assert server.poll() is None, server.stdout.read()
+                time.sleep(1)
+        else:
+            pytest.fail("mlflow models serve did not come up in 180 s")
+        answers = []
+        for payload in payloads:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
+                                             data=json.dumps(payload).encode(),
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=120) as response:
+                answers.append(json.loads(response.read())["predictions"])
+        return answers
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -31,10 +31,15 @@ def test_every_group_has_a_config_folder_and_a_schema_section():
             assert group in Config.__dataclass_fields__
 
 
+# What an option needs beside it: a data path, or the task the decoders belong to.
+CONTEXT = {("data", "files"): ["data.path=some.csv"], ("data", "text"): ["data.path=some.txt"],
+           **{("model", decoder): ["task=causal_lm"]
+              for decoder in ("smollm2", "scratch_gpt", "torch_decoder")}}
+
+
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
 def test_every_option_composes_and_passes_the_checks(group, option):
-    extra = ["data.path=some.csv"] if (group, option) == ("data", "files") else []
-    cfg = make_config(f"{group}={option}", *extra)
+    cfg = make_config(f"{group}={option}", *CONTEXT.get((group, option), []))
     # The file's own values really land in the composed config.
     path = REPO / "conf" / group / f"{option}.yaml"
     own = yaml.safe_load(path.read_text()) or {}

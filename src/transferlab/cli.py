@@ -14,8 +14,10 @@ from transferlab.errors import UserError
 STAGES = {
     "prepare": ("transferlab.data.prepare", "split the dataset into train/validation/test"),
     "train": ("transferlab.train", "language-model training (scratch, continued, or pass-through)"),
-    "finetune": ("transferlab.finetune", "fine-tune a classifier with early stopping"),
-    "evaluate": ("transferlab.evaluate", "score the fine-tuned model on the test split"),
+    "finetune": ("transferlab.finetune", "fine-tune a classifier (task=causal_lm: the LM on domain "
+                                         "text) with early stopping"),
+    "evaluate": ("transferlab.evaluate", "score the fine-tuned model on the test split (task=causal_lm: "
+                                         "perplexity and generations)"),
 }
 
 

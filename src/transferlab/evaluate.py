@@ -1,5 +1,7 @@
 """Stage `evaluate`: the fine-tuned model on the held-out test split (read here and only here):
-metrics, a confusion matrix and learning curves, as DVC metrics/plots and PNG files."""
+metrics, a confusion matrix and learning curves, as DVC metrics/plots and PNG files, and the task's
+reports (classification report, misclassified examples) in reports/evaluate/.
+task=causal_lm: test perplexity and generations from prompts (transferlab.lm.evaluate)."""
 
 from __future__ import annotations
 
@@ -14,11 +16,13 @@ from transferlab.finetune import FINETUNED, TRAINING_LOG
 
 log = logging.getLogger(__name__)
 METRICS = "metrics/evaluate.json"
-CONFUSION_CSV = "plots/confusion.csv"
-LOSS_TRAIN_CSV = "plots/loss_train.csv"
-LOSS_VALIDATION_CSV = "plots/loss_validation.csv"
-CONFUSION_PNG = "plots/confusion_matrix.png"
-CURVE_PNG = "plots/learning_curve.png"
+PLOTS = Path("plots")  # one DVC out: the learning curves (every task) and the task's own plots
+REPORTS = Path("reports/evaluate")  # one DVC out: the task's reports
+CONFUSION_CSV = "confusion.csv"
+LOSS_TRAIN_CSV = "loss_train.csv"
+LOSS_VALIDATION_CSV = "loss_validation.csv"
+CONFUSION_PNG = "confusion_matrix.png"
+CURVE_PNG = "learning_curve.png"
 
 
 def predict(net, tok, texts: list[str], max_length: int, batch_size: int, device: str):
@@ -124,7 +128,19 @@ def draw_curves(path: Path, train: list[dict], validation: list[dict]) -> None:
     plt.close(fig)
 
 
+def write_learning_curves(folder: Path, history: list[dict]) -> None:
+    """plots/loss_{train,validation}.csv and the PNG of the fine-tuning log (every task)."""
+    train_curve, validation_curve = loss_curves(history)
+    write_csv(folder / LOSS_TRAIN_CSV, train_curve, ["step", "loss"])
+    write_csv(folder / LOSS_VALIDATION_CSV, validation_curve, ["step", "loss"])
+    draw_curves(folder / CURVE_PNG, train_curve, validation_curve)
+
+
 def run(cfg) -> dict:
+    if cfg.task == "causal_lm":  # perplexity and generations: transferlab.lm.evaluate
+        from transferlab.lm import evaluate as causal_lm
+
+        return causal_lm.run(cfg)
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from transferlab.baseline import tfidf_logistic_regression
@@ -162,27 +178,28 @@ def run(cfg) -> dict:
             run_log.log_metrics({"baseline_test_fit_seconds": fit_seconds})
             log.info("baseline TF-IDF + logistic regression: accuracy %.4f", baseline["accuracy"])
         history = json.loads((FINETUNED / TRAINING_LOG).read_text())
-        train_curve, validation_curve = loss_curves(history)
 
         with staged_outputs() as outs:
             outs.path(METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+            plots = outs.path(PLOTS, is_dir=True)
             pairs = [{"actual": labels[t], "predicted": labels[p]}
                      for t, p in zip(y_true, y_pred, strict=True)]
-            write_csv(outs.path(CONFUSION_CSV), pairs, ["actual", "predicted"])
-            write_csv(outs.path(LOSS_TRAIN_CSV), train_curve, ["step", "loss"])
-            write_csv(outs.path(LOSS_VALIDATION_CSV), validation_curve, ["step", "loss"])
-            draw_confusion(outs.path(CONFUSION_PNG), y_true, y_pred, labels)
-            draw_curves(outs.path(CURVE_PNG), train_curve, validation_curve)
+            write_csv(plots / CONFUSION_CSV, pairs, ["actual", "predicted"])
+            draw_confusion(plots / CONFUSION_PNG, y_true, y_pred, labels)
+            write_learning_curves(plots, history)
+            reports = outs.path(REPORTS, is_dir=True)
+            (reports / "classification_report.txt").write_text(
+                classification_report_text(y_true, y_pred, labels))
+            (reports / "misclassified.csv").write_text(
+                misclassified(test, probabilities, labels, cfg.evaluate.misclassified_samples))
 
         run_log.log_metrics({"test_accuracy": metrics["accuracy"], "test_macro_f1": metrics["macro_f1"]})
         if "baseline_tfidf_logreg" in metrics:
             run_log.log_metrics({f"baseline_test_{k}": v
                                  for k, v in metrics["baseline_tfidf_logreg"].items()})
-        for artifact in (METRICS, CONFUSION_PNG, CURVE_PNG, CONFUSION_CSV):
+        for artifact in (METRICS, PLOTS / CONFUSION_PNG, PLOTS / CURVE_PNG, PLOTS / CONFUSION_CSV,
+                         REPORTS / "classification_report.txt", REPORTS / "misclassified.csv"):
             run_log.log_artifact(artifact)
-        run_log.log_text(classification_report_text(y_true, y_pred, labels), "classification_report.txt")
-        run_log.log_text(misclassified(test, probabilities, labels, cfg.evaluate.misclassified_samples),
-                         "misclassified.csv")
         run_log.set_tags({"test.digest": digest})
         publish(run_log, cfg, FINETUNED, test["text"].head(2).tolist(), metrics["accuracy"], digest)
     log.info("test accuracy %.4f, macro-F1 %.4f", metrics["accuracy"], metrics["macro_f1"])

@@ -1,5 +1,6 @@
 """Stage `finetune`: a new classification head on models/pretrained, trained on the train split
-with early stopping on validation loss; the best epoch's weights go to models/finetuned."""
+with early stopping on validation loss; the best epoch's weights go to models/finetuned.
+task=causal_lm: more next-token training on the domain text (transferlab.lm.finetune)."""
 
 from __future__ import annotations
 
@@ -96,6 +97,10 @@ def run(cfg) -> dict:
     from transferlab.runtime import resolve_device, seed_everything, stop_on_nan, training_arguments
     from transferlab.tracking import stage_run
 
+    if cfg.task == "causal_lm":  # the decoder on the domain text: transferlab.lm.finetune
+        from transferlab.lm import finetune as causal_lm
+
+        return causal_lm.run(cfg)
     splits = [prepared.split_path("train"), prepared.split_path("validation")]
     digest = prepared.files_digest(splits)
     with stage_run("finetune", cfg, tags={"data.digest": digest}) as run_log:
@@ -103,6 +108,10 @@ def run(cfg) -> dict:
         seed_everything(cfg.seed)
         run_log.link("train")
         labels = prepared.read_labels()
+        if len(labels) < 2:
+            raise UserError(f"task=classification needs at least 2 labels; the prepared data has "
+                            f"{len(labels)} ({', '.join(labels)}): set data.label_column, or use "
+                            "task=causal_lm for unlabelled text")
         frames = {name: prepared.read_split(name) for name in ("train", "validation")}
         prepared.log_splits(run_log, frames)
         net, tok = load_classifier(labels)

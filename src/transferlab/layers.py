@@ -1,8 +1,10 @@
 """Fine-tuning techniques that act on a model's layers: freezing, gradual unfreezing, and optimizer
 parameter groups with separate head/backbone learning rates and layer-wise LR decay.
 
-Works for any Hugging Face encoder (BERT-likes, the torch.nn encoder): the backbone is
-`model.base_model`, its layers the longest `nn.ModuleList` inside it, the head everything else.
+Works for any Hugging Face encoder (BERT-likes, the torch.nn encoder) or decoder (GPT-2, Llama,
+the torch.nn decoder): the backbone is `model.base_model`, its layers the longest `nn.ModuleList`
+inside it, the head everything else (nothing for a decoder whose LM head is tied to its input
+embeddings).
 """
 
 from __future__ import annotations
@@ -37,8 +39,7 @@ def split(model) -> Parts:
     layer_ids = []
     if layer_list is not None:
         layer_ids = [{id(p) for p in layer.parameters()} for layer in layer_list]
-    embeddings = getattr(base, "embeddings", None)
-    embedding_ids = {id(p) for p in embeddings.parameters()} if embeddings is not None else set()
+    embedding_ids = {id(p) for m in _embedding_modules(base) for p in m.parameters()}
     base_ids = {id(p) for p in base.parameters()}
 
     parts = Parts(layers=[[] for _ in layer_ids])
@@ -52,6 +53,15 @@ def split(model) -> Parts:
             target = parts.other_backbone if index is None else parts.layers[index]
             target.append((name, param))
     return parts
+
+
+def _embedding_modules(base) -> list:
+    """BERT-likes keep theirs in `embeddings`; decoders have input embeddings (tied to the LM head)
+    and, some of them, learnt positions (GPT-2 `wpe`, the torch.nn decoder's `positions`)."""
+    if getattr(base, "embeddings", None) is not None:
+        return [base.embeddings]
+    modules = [base.get_input_embeddings()]
+    return modules + [m for n, m in base.named_children() if n in ("wpe", "positions", "embed_positions")]
 
 
 def freeze(parts: Parts, *, embeddings: bool, layers: int, patterns: list[str], backbone: bool) -> list[str]:

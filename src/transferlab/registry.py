@@ -17,24 +17,30 @@ def pip_requirements() -> list[str]:
     return [f"{name}=={version(name).split('+')[0]}" for name in SERVED_PACKAGES]
 
 
-def publish(run_log, cfg, model_dir: Path, examples: list[str], accuracy: float, test_digest: str):
-    """Log + register the model; return (version, whether it became the champion)."""
+def publish(run_log, cfg, model_dir: Path, examples: list[str], score: float, test_digest: str, *,
+            python_model=None, output_example=None, model_config: dict | None = None,
+            params: dict | None = None, metric: str = "test_accuracy", higher_is_better: bool = True):
+    """Log + register the model; return (version, whether it became the champion). The champion is
+    the version with the best `metric` on the same test data (higher or lower is better). `params`
+    (name -> default) are the request parameters the served model accepts."""
     if run_log.run_id is None or not cfg.tracking.registered_model:
         return None, False
     import mlflow
     import pandas as pd
     from mlflow.models import infer_signature
 
-    from transferlab.pyfunc_model import TextClassifier
-
     package = Path(__file__).resolve().parent
     sample = examples[:2]
-    prediction = pd.DataFrame({"label": ["x"] * len(sample), "score": [0.5] * len(sample)})
-    signature = infer_signature(sample, prediction)
+    if python_model is None:  # the classifier: texts in, labels and scores out
+        from transferlab.pyfunc_model import TextClassifier
+
+        python_model = TextClassifier()
+        output_example = pd.DataFrame({"label": ["x"] * len(sample), "score": [0.5] * len(sample)})
+    signature = infer_signature(sample, output_example, params=params)
     info = mlflow.pyfunc.log_model(
-        name="model", python_model=TextClassifier(), artifacts={"model": str(model_dir)},
+        name="model", python_model=python_model, artifacts={"model": str(model_dir)},
         code_paths=[str(package)], pip_requirements=pip_requirements(), signature=signature,
-        input_example=sample, model_config={"max_length": cfg.model.max_length})
+        input_example=sample, model_config=model_config or {"max_length": cfg.model.max_length})
     name, alias = cfg.tracking.registered_model, cfg.tracking.champion_alias
     registered = mlflow.register_model(info.model_uri, name)
     client = mlflow.MlflowClient()
@@ -47,7 +53,8 @@ def publish(run_log, cfg, model_dir: Path, examples: list[str], accuracy: float,
         if previous.data.tags.get("test.digest") != test_digest:
             wins = True  # the holder was scored on other test data: not comparable, newest data wins
         else:
-            wins = accuracy > previous.data.metrics.get("test_accuracy", float("-inf"))
+            held = previous.data.metrics.get(metric)
+            wins = held is None or (score > held if higher_is_better else score < held)
     if wins:
         client.set_registered_model_alias(name, alias, registered.version)
     log.info("registered %s version %s%s", name, registered.version,

@@ -220,6 +220,11 @@ class StageRun:
         if self.run_id:
             self._client.log_text(self.run_id, text, artifact_file)
 
+    def log_table(self, frame, artifact_file: str) -> None:
+        """A DataFrame as an MLflow table (shown in the UI's artifact view and evaluation tab)."""
+        if self.run_id:
+            self._client.log_table(self.run_id, data=frame, artifact_file=artifact_file)
+
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
         if self.run_id:
             import time

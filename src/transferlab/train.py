@@ -1,5 +1,6 @@
 """Stage `train`: the language model. Scratch = masked-LM pretraining from random weights;
-pretrained + steps > 0 = continued (domain-adaptive) pretraining; steps = 0 passes weights through."""
+pretrained + steps > 0 = continued (domain-adaptive) pretraining; steps = 0 passes weights through.
+task=causal_lm: the same for a decoder with next-token training (transferlab.lm.train)."""
 
 from __future__ import annotations
 
@@ -57,6 +58,10 @@ def run(cfg) -> dict:
     from transferlab.runtime import resolve_device, seed_everything
     from transferlab.tracking import stage_run
 
+    if cfg.task == "causal_lm":  # next-token training of a decoder: transferlab.lm
+        from transferlab.lm import train as causal_lm
+
+        return causal_lm.run(cfg)
     digest = prepared.files_digest([prepared.split_path("train"), prepared.split_path("validation")])
     with stage_run("train", cfg, tags={"data.digest": digest}) as run_log:
         device = resolve_device(cfg.device)

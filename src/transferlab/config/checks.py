@@ -6,12 +6,15 @@ import re
 
 from transferlab.errors import UserError
 
+ENCODERS = ("bert", "torch_transformer")
+DECODERS = ("gpt2", "llama", "torch_decoder")
 CHOICES = {
+    "task": ("classification", "causal_lm"),
     "device": ("auto", "cpu", "cuda"),
     "precision": ("fp32", "bf16"),
     "data.source": ("bbc_news", "files"),
     "model.init": ("pretrained", "scratch"),
-    "model.arch": ("bert", "torch_transformer"),
+    "model.arch": ENCODERS + DECODERS,
     "model.tokenizer": ("pretrained", "train"),
     "finetune.unfreeze.unit": ("epoch", "step"),
     "sweep.objective": ("best_validation_accuracy", "best_validation_loss"),
@@ -32,9 +35,14 @@ POSITIVE = (
     "model.vocab_size",
     "evaluate.batch_size",
     "sweep.trials",
+    "lm.generate.max_new_tokens",
+    "lm.generate.temperature",
+    "lm.generate.top_p",
+    "lm.generate.repetition_penalty",
 )
 NON_NEGATIVE = ("seed", "train.steps", "train.lr", "finetune.weight_decay", "train.weight_decay",
-                "finetune.freeze.layers", "finetune.unfreeze.every", "evaluate.misclassified_samples")
+                "finetune.freeze.layers", "finetune.unfreeze.every", "evaluate.misclassified_samples",
+                "lm.generate.top_k", "lm.generate.seed")
 FRACTIONS = ("data.validation_fraction", "data.test_fraction", "train.mlm_probability",
              "train.warmup_ratio", "finetune.warmup_ratio", "model.dropout")
 
@@ -86,8 +94,45 @@ def check(cfg) -> None:
             problems.append(f"finetune.freeze.patterns: {pattern!r} is not a regex ({err})")
     if cfg.finetune.early_stopping_patience < 1:
         problems.append("finetune.early_stopping_patience must be >= 1")
+    if cfg.task == "causal_lm" and cfg.sweep.objective != "best_validation_loss":
+        problems.append("task=causal_lm has no accuracy to sweep on: use sweep.objective="
+                        "best_validation_loss sweep.direction=minimize")
     if cfg.sweep.objective.endswith("_loss") != (cfg.sweep.direction == "minimize"):
         problems.append(f"sweep.direction={cfg.sweep.direction} does not suit sweep.objective="
                         f"{cfg.sweep.objective}: losses are minimized, accuracies maximized")
+    problems += _causal_lm_problems(cfg)
     if problems:
         raise UserError("invalid config:\n  " + "\n  ".join(problems))
+
+
+def _causal_lm_problems(cfg) -> list[str]:
+    """The task and the model must fit together: encoders classify, decoders write."""
+    problems = []
+    model, lm = cfg.model, cfg.lm
+    scratch = model.init == "scratch"
+    if cfg.task == "causal_lm":
+        if scratch and model.arch not in DECODERS:
+            problems.append(f"task=causal_lm needs a decoder: model.arch={model.arch!r} is an encoder "
+                            "(use model=scratch_gpt or model=torch_decoder, or model.arch="
+                            f"{'|'.join(DECODERS)})")
+        if not scratch and "minilm" in model.name_or_path.lower():
+            problems.append("task=causal_lm needs a decoder language model: MiniLM is an encoder "
+                            "(use model=smollm2, model=scratch_gpt or model=torch_decoder)")
+        if model.max_length < 8:
+            problems.append("model.max_length (the block length for task=causal_lm) must be >= 8")
+    else:
+        if scratch and model.arch in DECODERS:
+            problems.append(f"model.arch={model.arch!r} is a decoder language model: use task=causal_lm, "
+                            "or an encoder (bert, torch_transformer) for task=classification")
+        if not scratch and model.name_or_path.endswith(".gguf"):
+            problems.append(f"model.name_or_path={model.name_or_path!r} is a GGUF decoder language model: "
+                            "use it with task=causal_lm")
+    for key in ("max_train_blocks", "max_eval_blocks"):
+        value = getattr(lm, key)
+        if value is not None and value < 1:
+            problems.append(f"lm.{key}={value} must be >= 1 or null")
+    if not lm.generate.prompts and cfg.task == "causal_lm":
+        problems.append("lm.generate.prompts is empty: give at least one prompt")
+    if lm.generate.top_p > 1:
+        problems.append(f"lm.generate.top_p={lm.generate.top_p} must be in (0, 1]")
+    return problems

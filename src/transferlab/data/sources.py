@@ -1,4 +1,5 @@
-"""Loaders for the `data.source` choices; each returns a DataFrame with `text` and `label` columns."""
+"""Loaders for the `data.source` choices; each returns a DataFrame with `text` and `label` columns.
+Unlabelled text (for task=causal_lm) gets the one label `all`."""
 
 from __future__ import annotations
 
@@ -9,13 +10,19 @@ from transferlab.errors import UserError
 from transferlab.packages import package_path
 
 log = logging.getLogger(__name__)
-READERS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "json", ".parquet": "parquet"}
+READERS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "json", ".parquet": "parquet",
+           ".txt": "txt"}
+UNLABELLED = "all"
 
 
 def load(cfg_data):
     """The raw labelled texts named by the `data` config group."""
     if cfg_data.source == "bbc_news":
         return bbc_news()
+    if Path(cfg_data.path).is_dir():
+        return text_folder(cfg_data.path)
+    if Path(cfg_data.path).suffix.lower() == ".txt":
+        return text_file(cfg_data.path)
     return table_file(cfg_data.path, cfg_data.text_column, cfg_data.label_column)
 
 
@@ -40,8 +47,35 @@ def bbc_news():
     return pd.DataFrame(rows, columns=["text", "label"])
 
 
-def table_file(path: str, text_column: str, label_column: str):
-    """A CSV / TSV / JSONL / JSON / parquet file with a text and a label column."""
+def text_file(path: str):
+    """A plain text file: one document per paragraph (blank-line separated), unlabelled."""
+    import pandas as pd
+
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"data.path {path} does not exist: point data.path at a data file")
+    paragraphs = [p.strip() for p in decode(file.read_bytes()).replace("\r\n", "\n").split("\n\n")]
+    return pd.DataFrame({"text": [p for p in paragraphs if p], "label": UNLABELLED})
+
+
+def text_folder(path: str):
+    """A folder of .txt files, one document each; a file in a subfolder is labelled with the
+    subfolder's name (a topic, usable as lm.domain), one at the top with `all`."""
+    import pandas as pd
+
+    root = Path(path)
+    files = sorted(root.rglob("*.txt"))
+    if not files:
+        raise UserError(f"data.path {path} is a folder with no .txt files")
+    rows = [{"text": decode(f.read_bytes()).strip(),
+             "label": f.relative_to(root).parts[0] if len(f.relative_to(root).parts) > 1 else UNLABELLED}
+            for f in files]
+    return pd.DataFrame(rows, columns=["text", "label"])
+
+
+def table_file(path: str, text_column: str, label_column: str | None):
+    """A CSV / TSV / JSONL / JSON / parquet file with a text column and a label column (or none:
+    `data.label_column: null` for unlabelled text)."""
     import pandas as pd
 
     file = Path(path)
@@ -66,6 +100,9 @@ def table_file(path: str, text_column: str, label_column: str):
         raise UserError(f"data.path {path} is empty: it needs a header and rows") from None
     except Exception as err:
         raise UserError(f"data.path {path} cannot be read as {kind}: {err}") from None
+    if label_column is None:
+        frame = frame.assign(**{"__label": UNLABELLED})
+        label_column = "__label"
     missing = [c for c in (text_column, label_column) if c not in frame.columns]
     if missing:
         raise UserError(

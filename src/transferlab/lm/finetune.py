@@ -1,0 +1,101 @@
+"""Stage `finetune` for task=causal_lm: more next-token training of models/pretrained on the domain
+text (lm.domain: one label's texts, e.g. a BBC topic), with the classification fine-tune's
+freezing, gradual unfreezing, LR groups, warmup and early stopping; the best epoch is kept.
+Validation perplexity on the domain text is measured before and after."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+
+from transferlab import layers
+from transferlab.data import prepared
+from transferlab.errors import UserError
+from transferlab.lm import corpus
+from transferlab.lm.train import language_model_trainer, perplexity
+
+log = logging.getLogger(__name__)
+
+
+def wall_time(key: str) -> bool:
+    """Trainer log keys that measure time (runtime, per-second rates, preparation time)."""
+    return "runtime" in key or "per_second" in key or key.endswith("_time")
+
+
+def load_decoder():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from transferlab.lm.model import register_architectures
+    from transferlab.train import PRETRAINED
+
+    register_architectures()
+    if not (PRETRAINED / "config.json").is_file():
+        raise UserError(f"{PRETRAINED} has no model: run the train stage first (`dvc repro train`)")
+    return AutoModelForCausalLM.from_pretrained(PRETRAINED), AutoTokenizer.from_pretrained(PRETRAINED)
+
+
+def run(cfg) -> dict:
+    from transformers import EarlyStoppingCallback
+
+    from transferlab.finetune import FINETUNED, METRICS, TRAINING_LOG, configure_layers
+    from transferlab.outputs import staged_outputs
+    from transferlab.runtime import resolve_device, seed_everything
+    from transferlab.tracking import stage_run
+
+    digest = prepared.files_digest([prepared.split_path("train"), prepared.split_path("validation")])
+    domain = cfg.lm.domain
+    with stage_run("finetune", cfg, tags={"data.digest": digest, "task": cfg.task,
+                                          "lm.domain": domain or "all"}) as run_log:
+        run_log.set_tags({"device": resolve_device(cfg.device), "precision": cfg.precision})
+        seed_everything(cfg.seed)
+        run_log.link("train")
+        prepared.log_splits(run_log, {name: prepared.read_split(name) for name in ("train", "validation")})
+        net, tok = load_decoder()
+        train_blocks = corpus.split_blocks("train", tok, cfg, domain=domain, limit=cfg.lm.max_train_blocks)
+        eval_blocks = corpus.split_blocks("validation", tok, cfg, domain=domain, limit=cfg.lm.max_eval_blocks)
+        ft = cfg.finetune
+        optimizer, layer_callbacks, sizes = configure_layers(net, ft, run_log)
+        overfitting = layers.overfitting_callback(run_log)
+        with tempfile.TemporaryDirectory(prefix="transferlab-finetune-") as workdir:
+            trainer = language_model_trainer(
+                cfg, net, workdir, train_blocks, eval_blocks,
+                [EarlyStoppingCallback(ft.early_stopping_patience), overfitting, *layer_callbacks,
+                 run_log.trainer_callback()],
+                num_train_epochs=ft.epochs, per_device_train_batch_size=ft.batch_size,
+                per_device_eval_batch_size=ft.batch_size, learning_rate=ft.backbone_lr,
+                weight_decay=ft.weight_decay, warmup_steps=ft.warmup_ratio, eval_strategy="epoch",
+                save_strategy="epoch", save_total_limit=2, save_only_model=True,
+                load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
+                optimizers=(optimizer, None))  # the scheduler (warmup + linear decay) is Trainer's
+            before = trainer.evaluate()["eval_loss"]  # the starting model on the same blocks
+            log.info("domain validation perplexity before fine-tuning: %.2f", perplexity(before))
+            trainer.train()
+            # train() starts a fresh log: the starting point goes first, as step 0.
+            history = [{"epoch": 0.0, "step": 0, "eval_loss": before}, *trainer.state.log_history]
+            evals = [entry for entry in history if "eval_loss" in entry][1:]
+            best = min(evals, key=lambda entry: entry["eval_loss"])
+            metrics = {
+                "domain": domain or "all",
+                "train_blocks": len(train_blocks), "validation_blocks": len(eval_blocks),
+                "block_size": cfg.model.max_length,
+                "epochs_run": round(evals[-1]["epoch"], 3), "best_epoch": round(best["epoch"], 3),
+                "validation_loss_before": round(before, 6),
+                "validation_perplexity_before": perplexity(before),
+                "best_validation_loss": round(best["eval_loss"], 6),
+                "validation_perplexity_after": perplexity(best["eval_loss"]),
+            } | sizes | {"overfitting_signals": overfitting.signals}
+            with staged_outputs() as outs:
+                folder = outs.path(FINETUNED, is_dir=True)
+                trainer.save_model(str(folder))
+                tok.save_pretrained(folder)
+                # Wall times stay out of the model folder, so its DVC hash is the same on a rerun.
+                steady = [{k: v for k, v in entry.items() if not wall_time(k)} for entry in history]
+                (folder / TRAINING_LOG).write_text(json.dumps(steady, indent=1) + "\n")
+                outs.path(METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+        run_log.log_metrics({k: v for k, v in metrics.items() if k != "domain"})
+        seconds = next(entry["train_runtime"] for entry in history if "train_runtime" in entry)
+        run_log.log_metrics({"train_seconds": seconds})  # MLflow only: the metrics file stays identical
+        run_log.log_artifact(METRICS)
+    log.info("fine-tuned the language model: %s", metrics)
+    return metrics

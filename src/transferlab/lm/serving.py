@@ -1,0 +1,41 @@
+"""The served form of a causal LM: an MLflow pyfunc model, prompts in, generated text out.
+Loaded by `mlflow models serve` in its own process, so it imports only what it needs."""
+
+from __future__ import annotations
+
+import mlflow.pyfunc
+
+KEYS = ("max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "seed")
+
+
+def serving_config(gen) -> dict:
+    """The generation settings the served model uses (a request's `params` may override them)."""
+    return {key: getattr(gen, key) for key in KEYS}
+
+
+class TextGenerator(mlflow.pyfunc.PythonModel):
+    """Wraps a Hugging Face causal LM saved as the artifact `model`."""
+
+    def load_context(self, context):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from transferlab.torch_decoder import register
+
+        register()  # the torch.nn decoder is not a built-in transformers architecture
+        folder = context.artifacts["model"]
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.model = AutoModelForCausalLM.from_pretrained(folder).eval()
+        self.settings = dict(context.model_config or {})
+
+    def predict(self, context, model_input, params=None):
+        from types import SimpleNamespace
+
+        import pandas as pd
+
+        from transferlab.lm.generate import generate
+        from transferlab.pyfunc_model import to_texts
+
+        settings = {key: value for key, value in self.settings.items() if key in KEYS}
+        settings |= {key: value for key, value in (params or {}).items() if key in KEYS}
+        texts = generate(self.model, self.tokenizer, to_texts(model_input), SimpleNamespace(**settings))
+        return pd.DataFrame({"text": texts})

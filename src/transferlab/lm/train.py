@@ -1,0 +1,83 @@
+"""Stage `train` for task=causal_lm: next-token pretraining from random weights (scratch),
+continued pretraining of a pretrained decoder (steps > 0), or with steps = 0 the pretrained weights
+passed through: a GGUF file becomes a regular safetensors checkpoint + tokenizer here, once."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+
+from transferlab.data import prepared
+from transferlab.lm import corpus
+from transferlab.lm import model as decoders
+
+log = logging.getLogger(__name__)
+
+
+def perplexity(loss: float) -> float:
+    return round(math.exp(min(loss, 50)), 4)
+
+
+def language_model_trainer(cfg, net, workdir: str, train_blocks, eval_blocks, callbacks, *,
+                           optimizers=(None, None), **overrides):
+    """A Trainer on packed blocks: the labels are the inputs, shifted inside the model."""
+    from transformers import Trainer, default_data_collator
+
+    from transferlab.runtime import training_arguments
+
+    args = training_arguments(cfg, workdir, **overrides)
+    return Trainer(model=net, args=args, data_collator=default_data_collator,
+                   train_dataset=None if train_blocks is None else corpus.dataset(train_blocks),
+                   eval_dataset=corpus.dataset(eval_blocks), callbacks=callbacks, optimizers=optimizers)
+
+
+def run(cfg) -> dict:
+    from transferlab.outputs import staged_outputs
+    from transferlab.runtime import resolve_device, seed_everything
+    from transferlab.tracking import stage_run
+    from transferlab.train import METRICS, PRETRAINED
+
+    digest = prepared.files_digest([prepared.split_path("train"), prepared.split_path("validation")])
+    with stage_run("train", cfg, tags={"data.digest": digest, "task": cfg.task}) as run_log:
+        device = resolve_device(cfg.device)
+        run_log.set_tags({"device": device, "precision": cfg.precision})
+        seed_everything(cfg.seed)
+        splits = {name: prepared.read_split(name) for name in ("train", "validation")}
+        prepared.log_splits(run_log, splits)
+        run_log.link("prepare")
+        tok = decoders.tokenizer(cfg.model, splits["train"]["text"].tolist())
+        net = decoders.decoder(cfg.model, tok)
+        seed_everything(cfg.seed)
+        eval_blocks = corpus.split_blocks("validation", tok, cfg, limit=cfg.lm.max_eval_blocks)
+        steps = cfg.train.steps
+        with tempfile.TemporaryDirectory(prefix="transferlab-train-") as workdir:
+            train_blocks = corpus.split_blocks("train", tok, cfg) if steps > 0 else None
+            trainer = language_model_trainer(
+                cfg, net, workdir, train_blocks, eval_blocks, [run_log.trainer_callback()],
+                max_steps=max(steps, 1), per_device_train_batch_size=cfg.train.batch_size,
+                per_device_eval_batch_size=cfg.train.batch_size, learning_rate=cfg.train.lr,
+                weight_decay=cfg.train.weight_decay, warmup_steps=cfg.train.warmup_ratio,
+                eval_strategy="steps" if steps > 0 else "no", eval_steps=max(1, steps // 5))
+            metrics = {"steps": steps}
+            if steps > 0:
+                result = trainer.train()
+                metrics["train_loss"] = round(result.training_loss, 6)
+                run_log.log_metrics({"train_seconds": result.metrics["train_runtime"]})  # MLflow only
+            else:
+                log.info("train.steps=0: passing the starting weights through unchanged")
+            evaluation = trainer.evaluate()
+        metrics |= {"validation_loss": round(evaluation["eval_loss"], 6),
+                    "validation_perplexity": perplexity(evaluation["eval_loss"]),
+                    "validation_blocks": len(eval_blocks), "block_size": cfg.model.max_length,
+                    "parameters": net.num_parameters()}
+        run_log.log_metrics(metrics)
+        with staged_outputs() as outs:
+            folder = outs.path(PRETRAINED, is_dir=True)
+            net.save_pretrained(folder)  # safetensors
+            tok.save_pretrained(folder)
+            outs.path(METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+        run_log.log_artifact(METRICS)
+    log.info("language model: %s", metrics)
+    return metrics
