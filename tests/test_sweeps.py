@@ -207,6 +207,18 @@ def test_submitit_local_launcher_runs_the_jobs_as_processes(repo: Path):
     assert [job.info.status for job in children(repo, sweep)] == ["FINISHED", "FINISHED"]
 
 
+@pytest.mark.slow
+def test_a_causal_lm_sweep_selects_on_validation_loss(repo: Path):
+    values = "finetune.backbone_lr=1e-3,3e-3"
+    sh(*APP, "-m", "experiment=lm_tiny", values, cwd=repo)
+    [sweep] = sweeps(repo, "experiment=lm_tiny")
+    jobs = children(repo, sweep)
+    assert sweep.info.status == "FINISHED" and len(jobs) == 2
+    assert sweep.data.tags["sweep.direction"] == "minimize"
+    losses = [job.data.metrics["best_validation_loss"] for job in jobs]
+    assert sweep.data.metrics["best_validation_loss"] == min(losses)
+
+
 def study(repo: Path, name: str):
     import optuna
 
