@@ -89,17 +89,22 @@ def make_config(*overrides: str):
     return cfg
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def serve_and_post(repo: Path, model_uri: str, *payloads: dict) -> list[list]:
     """`mlflow models serve` of a registered model on a free loopback port (as `make serve` does),
     a POST to /invocations per payload, then the server is stopped; returns each's predictions."""
     import json
-    import socket
     import time
     import urllib.request
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = tool_env(MLFLOW_TRACKING_URI=f"sqlite:///{repo / 'mlflow.db'}")
     server = subprocess.Popen(
         ["mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local", "--host", "127.0.0.1",

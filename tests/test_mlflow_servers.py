@@ -13,15 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, sh, tool_env
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import REPO, free_port, sh, tool_env
 
 
 def wait_until_up(url: str, process: subprocess.Popen, seconds: float = 120) -> None:

@@ -181,47 +181,11 @@ def test_forced_repro_gives_identical_metrics_and_weights(tiny_copy: Path):
     assert registry(tiny_copy) == ([1, 2], 1)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_the_champion_serves_predictions_over_rest(tiny_repo: Path):
-    import subprocess
-    import time
-    import urllib.request
+    from conftest import serve_and_post
 
-    from conftest import tool_env
-
-    port = free_port()
-    env = tool_env(MLFLOW_TRACKING_URI=f"sqlite:///{tiny_repo / 'mlflow.db'}")
-    server = subprocess.Popen(
-        ["mlflow", "models", "serve", "-m", "models:/transferlab-classifier@champion",
-         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=tiny_repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2).close()
-                break
-            except OSError:
-                assert server.poll() is None, server.stdout.read()
-                time.sleep(1)
-        else:
-            pytest.fail("mlflow models serve did not come up in 180 s")
-        body = json.dumps({"inputs": ["Shares rose after strong quarterly profits.",
-                                      "The striker scored twice in the cup final."]}).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as response:
-            predictions = json.loads(response.read())["predictions"]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    texts = ["Shares rose after strong quarterly profits.", "The striker scored twice in the cup final."]
+    [predictions] = serve_and_post(tiny_repo, "models:/transferlab-classifier@champion", {"inputs": texts})
     labels = {"business", "entertainment", "politics", "sports", "tech"}
     assert len(predictions) == 2
     for row in predictions:

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
 
-from conftest import make_config
+from conftest import free_port, make_config
 from transferlab.errors import UserError
 from transferlab.tracking import flatten, redact, stage_run
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_unreachable_server_fails_fast_naming_the_uri(workdir):
