@@ -95,6 +95,14 @@ def test_the_app_outside_a_project_says_where_to_run_it(tmp_path):
     assert "conf/config.yaml not found: run it from the project root" in result.stderr
 
 
+def test_a_bad_value_ends_a_single_run_in_one_line(tmp_path):
+    result = subprocess.run([*APP, "finetune.epochs=0", f"hydra.run.dir={tmp_path}/run"], cwd=REPO,
+                            env=tool_env(), capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "python -m transferlab: error: invalid config" in result.stderr
+    assert "finetune.epochs=0 must be > 0" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_cluster_and_optuna_configs_compose():
     """The Slurm launcher cannot run here; its config and the Optuna search space must compose."""
     slurm = subprocess.run([*APP, "hydra/launcher=slurm", "--cfg", "hydra"], cwd=REPO, env=tool_env(),

@@ -38,7 +38,24 @@ def job_config(raw):
 
 
 def job(raw) -> float:
-    """One Hydra job: the stages (cached by content hash) under one MLflow run; returns the objective."""
+    """The Hydra task: a user error ends a single run with one line and exit code 2; in a sweep it
+    fails the job (Optuna records a FAIL trial) with only the message as its traceback."""
+    import sys
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        return run_job(raw)
+    except UserError as err:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise UserError(str(err)) from None
+        print(f"python -m transferlab: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run_job(raw) -> float:
+    """One job: the stages (cached by content hash) under one MLflow run; returns the objective."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -71,9 +88,6 @@ def job(raw) -> float:
         value = float(metrics[cfg.sweep.objective])
         run.log_metrics(metrics)
         run.set_tags({"stages.ran": ",".join(sorted(ran)) or "none (all reused)"})
-    except UserError as err:  # Hydra prints the traceback from here: keep it to the message
-        close_run(run, failed=True)
-        raise UserError(str(err)) from None
     except BaseException:
         close_run(run, failed=True)
         raise
