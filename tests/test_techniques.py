@@ -130,18 +130,21 @@ def test_torch_transformer_runs_through_every_stage(workdir, tokenizer):
     assert tuple(head.shape) == (5, 32)
 
 
-def test_overfitting_signal_fires_when_validation_rises_as_training_falls():
+def test_overfitting_signal_fires_when_validation_rises_as_training_falls(caplog):
     from transformers import TrainerState
 
     from transferlab.tracking import StageRun
 
     watch = layers.overfitting_callback(StageRun())
     state = TrainerState()
-    for train_losses, validation_loss in [([1.0, 0.9], 0.8), ([0.7, 0.6], 0.7), ([0.5, 0.4], 0.75),
-                                          ([0.45, 0.5], 0.9)]:
-        for loss in train_losses:
-            watch.on_log(None, state, None, logs={"loss": loss})
+    for epoch, (train_losses, validation_loss) in enumerate(
+            [([1.0, 0.9], 0.8), ([0.7, 0.6], 0.7), ([0.5, 0.4], 0.75), ([0.45, 0.5], 0.9)], start=1):
+        state.log_history += [{"loss": loss} for loss in train_losses]
+        state.log_history.append({"eval_loss": validation_loss, "epoch": float(epoch)})
         watch.on_evaluate(None, state, None, metrics={"eval_loss": validation_loss})
     # Only the third evaluation: validation up (0.7 -> 0.75) while training fell (0.65 -> 0.45).
     # The fourth has both rising: plain divergence, not the overfitting pattern.
-    assert watch.signals == 1
+    assert layers.overfitting_signals(state.log_history) == 1
+    warned = [r.getMessage() for r in caplog.records if "overfitting signal" in r.getMessage()]
+    assert warned == ["overfitting signal at epoch 3.00: validation loss rose 0.7000 -> 0.7500 while "
+                      "training loss fell 0.6500 -> 0.4500"]

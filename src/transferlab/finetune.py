@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 from pathlib import Path
 
 from transferlab import layers
@@ -93,8 +92,9 @@ def configure_layers(net, ft, run_log):
 def run(cfg) -> dict:
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer
 
+    from transferlab.checkpoints import Checkpointing
     from transferlab.outputs import staged_outputs
-    from transferlab.runtime import resolve_device, seed_everything, stop_on_nan, training_arguments
+    from transferlab.runtime import apply_repro, resolve_device, stop_on_nan, training_arguments
     from transferlab.tracking import stage_run
 
     if cfg.task == "causal_lm":  # the decoder on the domain text: transferlab.lm.finetune
@@ -103,9 +103,11 @@ def run(cfg) -> dict:
         return causal_lm.run(cfg)
     splits = [prepared.split_path("train"), prepared.split_path("validation")]
     digest = prepared.files_digest(splits)
-    with stage_run("finetune", cfg, tags={"data.digest": digest}) as run_log:
+    checkpoints = Checkpointing(cfg, "finetune", inputs=[*splits, prepared.labels_path(), PRETRAINED])
+    with stage_run("finetune", cfg, tags={"data.digest": digest},
+                   resume_run_id=checkpoints.run_id) as run_log:
         run_log.set_tags({"device": resolve_device(cfg.device), "precision": cfg.precision})
-        seed_everything(cfg.seed)
+        run_log.set_tags(apply_repro(cfg))
         run_log.link("train")
         labels = prepared.read_labels()
         if len(labels) < 2:
@@ -121,7 +123,7 @@ def run(cfg) -> dict:
         ft = cfg.finetune
         optimizer, layer_callbacks, sizes = configure_layers(net, ft, run_log)
         overfitting = layers.overfitting_callback(run_log)
-        with tempfile.TemporaryDirectory(prefix="transferlab-finetune-") as workdir:
+        with checkpoints.workdir() as workdir:
             args = training_arguments(
                 cfg, workdir,
                 num_train_epochs=ft.epochs,
@@ -131,12 +133,12 @@ def run(cfg) -> dict:
                 weight_decay=ft.weight_decay,
                 warmup_steps=ft.warmup_ratio,
                 eval_strategy="epoch",
-                save_strategy="epoch",
-                save_total_limit=2,  # the best and the latest
-                save_only_model=True,
                 load_best_model_at_end=True,
                 metric_for_best_model="eval_loss",
                 greater_is_better=False,
+                # checkpointing off: the best and the latest epoch's weights, for the best model
+                **checkpoints.trainer_arguments(save_strategy="epoch", save_total_limit=2,
+                                                save_only_model=True),
             )
             trainer = Trainer(
                 model=net, args=args, train_dataset=train_set, eval_dataset=eval_set,
@@ -146,9 +148,9 @@ def run(cfg) -> dict:
                 callbacks=[stop_on_nan("finetune"), EarlyStoppingCallback(ft.early_stopping_patience),
                            overfitting, *layer_callbacks, run_log.trainer_callback()],
             )
-            trainer.train()
+            checkpoints.train(trainer, run_log)
             history = trainer.state.log_history
-            metrics = summary(history) | sizes | {"overfitting_signals": overfitting.signals}
+            metrics = summary(history) | sizes | {"overfitting_signals": layers.overfitting_signals(history)}
             with staged_outputs() as outs:
                 folder = outs.path(FINETUNED, is_dir=True)
                 trainer.save_model(str(folder))
@@ -156,7 +158,8 @@ def run(cfg) -> dict:
                 # Wall times stay out of the model folder, so its DVC hash is the same on a rerun.
                 steady = [{k: v for k, v in entry.items() if "runtime" not in k and "per_second" not in k}
                           for entry in history]
-                (folder / TRAINING_LOG).write_text(json.dumps(steady, indent=1) + "\n")
+                # Sorted keys: a resumed run reads the entries before its checkpoint back sorted.
+                (folder / TRAINING_LOG).write_text(json.dumps(steady, indent=1, sort_keys=True) + "\n")
                 outs.path(METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
         run_log.log_metrics(metrics)
         # Wall time goes to MLflow only: the metrics file must be identical on a rerun.

@@ -158,31 +158,40 @@ def gradual_unfreezing_callback(parts: Parts, every: int, unit: str, keep_frozen
     return GradualUnfreezing()
 
 
+def overfitting_events(history: list[dict]) -> list[dict]:
+    """The evaluations in a Trainer log history at which validation loss rose while the mean
+    training loss since the previous evaluation fell (with its index in `history`)."""
+    events, window, previous = [], [], None
+    for index, entry in enumerate(history):
+        if "loss" in entry:
+            window.append(float(entry["loss"]))
+        elif "eval_loss" in entry and window:
+            current = (sum(window) / len(window), float(entry["eval_loss"]))
+            window = []
+            if previous and current[1] > previous[1] and current[0] < previous[0]:
+                events.append({"index": index, "epoch": entry.get("epoch") or 0,
+                               "train": (previous[0], current[0]), "validation": (previous[1], current[1])})
+            previous = current
+    return events
+
+
+def overfitting_signals(history: list[dict]) -> int:
+    return len(overfitting_events(history))
+
+
 def overfitting_callback(run_log):
-    """Logs a signal whenever validation loss rises while the training loss falls."""
+    """Warns and logs a signal whenever validation loss rises while the training loss falls. It
+    reads Trainer's log history, which a resumed run restores, so it keeps no state of its own."""
     from transformers import TrainerCallback
 
     class OverfittingWatch(TrainerCallback):
-        def __init__(self):
-            self.window: list[float] = []
-            self.previous: tuple[float, float] | None = None  # (train loss, validation loss)
-            self.signals = 0
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "loss" in logs:
-                self.window.append(float(logs["loss"]))
-
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-            if not metrics or "eval_loss" not in metrics or not self.window:
-                return
-            current = (sum(self.window) / len(self.window), float(metrics["eval_loss"]))
-            self.window = []
-            if self.previous and current[1] > self.previous[1] and current[0] < self.previous[0]:
-                self.signals += 1
+            events = overfitting_events(state.log_history)
+            if events and events[-1]["index"] == len(state.log_history) - 1:  # this evaluation
+                event = events[-1]
                 log.warning("overfitting signal at epoch %.2f: validation loss rose %.4f -> %.4f "
-                            "while training loss fell %.4f -> %.4f", state.epoch or 0,
-                            self.previous[1], current[1], self.previous[0], current[0])
+                            "while training loss fell %.4f -> %.4f", event["epoch"], *event["validation"],
+                            *event["train"])
                 run_log.log_metrics({"overfitting_signal": 1}, step=state.global_step)
-            self.previous = current
 
     return OverfittingWatch()

@@ -32,6 +32,11 @@ class StagedOutputs:
         return tmp
 
     def commit(self) -> None:
+        from transferlab.runtime import is_main_process
+
+        if not is_main_process():  # under torchrun every process runs the stage; rank 0 writes
+            self.discard()
+            return
         for final, tmp in self._staged.items():
             if not tmp.exists():
                 raise RuntimeError(f"stage did not write its output {final}")

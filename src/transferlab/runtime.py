@@ -1,8 +1,10 @@
-"""Device, precision and seeding: the few facts about the machine every stage needs."""
+"""Device, precision, seeding and determinism, and the process's place in a distributed launch:
+the few facts about the machine every stage needs."""
 
 from __future__ import annotations
 
 import logging
+import os
 
 from transferlab.errors import UserError
 
@@ -26,6 +28,54 @@ def seed_everything(seed: int) -> None:
     set_seed(seed)
 
 
+DETERMINISTIC_CUBLAS = (":4096:8", ":16:8")  # the cuBLAS workspace settings that make it deterministic
+
+
+def apply_repro(cfg) -> dict[str, str]:
+    """Seed everything and set the determinism switches `cfg.repro` asks for; returns them, for
+    the run's tags. strict: deterministic algorithms (an op without one raises), cuDNN
+    deterministic, no TF32, the cuBLAS workspace pinned: reruns are bit-identical on one machine.
+    fast: seeds only, with cudnn.benchmark and TF32 matmuls allowed (GPU speed; small run-to-run
+    differences). DataLoader workers are seeded by Trainer (seed_worker) and the order by data_seed."""
+    import torch
+
+    seed_everything(cfg.seed)
+    strict = cfg.repro == "strict"
+    if strict and os.environ.get("CUBLAS_WORKSPACE_CONFIG") not in DETERMINISTIC_CUBLAS:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = DETERMINISTIC_CUBLAS[0]  # read when cuBLAS starts
+    torch.use_deterministic_algorithms(strict)
+    torch.backends.cudnn.deterministic = strict
+    torch.backends.cudnn.benchmark = not strict
+    torch.backends.cuda.matmul.allow_tf32 = not strict
+    torch.backends.cudnn.allow_tf32 = not strict
+    settings = {"repro": cfg.repro, "repro.seed": cfg.seed, "repro.deterministic_algorithms": strict,
+                "repro.cudnn_benchmark": not strict, "repro.tf32": not strict,
+                "repro.cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG", "")}
+    log.info("repro=%s: %s", cfg.repro, ", ".join(f"{k}={v}" for k, v in settings.items()))
+    return {k: str(v) for k, v in settings.items()}
+
+
+def world_size() -> int:
+    """Processes in this launch (torchrun sets WORLD_SIZE); 1 for a plain run."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """Rank 0 (or a plain run): the one process that logs to MLflow and writes outputs."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def per_device(batch_size: int) -> int:
+    """The config's batch sizes are global: each of N processes takes batch_size / N, so one step
+    sees the same examples however many processes share it."""
+    world = world_size()
+    if batch_size % world:
+        raise UserError(f"the batch size {batch_size} cannot be split evenly over {world} processes: "
+                        f"set train.batch_size / finetune.batch_size to a multiple of {world}, or "
+                        "change --nproc_per_node")
+    return batch_size // world
+
+
 def trainer_device_args(device: str, precision: str) -> dict:
     """TrainingArguments entries for the chosen device and precision."""
     args = {"use_cpu": device == "cpu", "bf16": precision == "bf16"}
@@ -42,6 +92,9 @@ def training_arguments(cfg, output_dir: str, **overrides):
     from transformers import TrainingArguments
 
     device = resolve_device(cfg.device)
+    for key in ("per_device_train_batch_size", "per_device_eval_batch_size"):
+        if key in overrides:
+            overrides[key] = per_device(overrides[key])
     settings = {
         "output_dir": output_dir,
         "seed": cfg.seed,
@@ -52,8 +105,12 @@ def training_arguments(cfg, output_dir: str, **overrides):
         "logging_first_step": True,
         "save_strategy": "no",
         "dataloader_num_workers": 0,
+        # A NaN step loss must reach the log (stop_on_nan), not be papered over with the average.
+        "logging_nan_inf_filter": False,
         **trainer_device_args(device, cfg.precision),
     }
+    if world_size() > 1:  # set only under torchrun: in a single process it fails (no process group)
+        settings["ddp_backend"] = "gloo" if device == "cpu" else "nccl"
     return TrainingArguments(**(settings | overrides))
 
 

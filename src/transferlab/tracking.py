@@ -278,10 +278,32 @@ def _run_identity(cfg) -> tuple[dict, dict]:
     return config, {**_git_tags(), **_dvc_tags(), **_version_tags()}
 
 
+def _resumable(run_id: str | None, experiment_id: str) -> str | None:
+    """`run_id` if it is a live run of this experiment (the run a checkpoint was made in), else None."""
+    if not run_id:
+        return None
+    import mlflow
+
+    try:
+        run = mlflow.MlflowClient().get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        run = None
+    if run is None or run.info.experiment_id != experiment_id or run.info.lifecycle_stage != "active":
+        log.warning("MLflow run %s of the checkpoint is not in experiment %s: logging to a new run",
+                    run_id, experiment_id)
+        return None
+    return run_id
+
+
 @contextmanager
-def stage_run(stage: str, cfg, *, tags: dict | None = None):
-    """An MLflow run for one stage execution, with the config, git state and versions recorded."""
-    if not cfg.tracking.enabled:
+def stage_run(stage: str, cfg, *, tags: dict | None = None, resume_run_id: str | None = None):
+    """An MLflow run for one stage execution, with the config, git state and versions recorded.
+    `resume_run_id`: the run an interrupted attempt of this stage logged to (stored with its
+    checkpoint); it is re-opened, so a resumed stage has one run. In a distributed launch only
+    rank 0 logs; the other processes get a disabled run."""
+    from transferlab.runtime import is_main_process
+
+    if not cfg.tracking.enabled or not is_main_process():
         yield StageRun()
         return
     import mlflow
@@ -292,13 +314,18 @@ def stage_run(stage: str, cfg, *, tags: dict | None = None):
     # A pipeline, sweep or job run is the parent; MLFLOW_RUN_ID must not hijack the nesting.
     os.environ.pop("MLFLOW_RUN_ID", None)
     parent = os.environ.get(PARENT_ENV) or None
-    with mlflow.start_run(run_name=stage, parent_run_id=parent, log_system_metrics=True) as active, \
-            _captured_log() as stage_log:
-        mlflow.log_params(flatten(config))
-        mlflow.log_text(OmegaConf.to_yaml(config), "config.yaml")
-        mlflow.set_tags({"transferlab.stage": stage, "transferlab.fingerprint": fingerprint(cfg, stage),
-                         **identity, **{k: str(v) for k, v in (tags or {}).items()}})
-        log.info("MLflow run %s (%s) in %s", active.info.run_id, stage, masked(tracking_uri(cfg)))
+    resumed = _resumable(resume_run_id, experiment_id)
+    with mlflow.start_run(run_id=resumed, run_name=None if resumed else stage, parent_run_id=None if resumed
+                          else parent, log_system_metrics=True) as active, _captured_log() as stage_log:
+        if resumed:  # its params and tags are there from the first attempt (same config: same key)
+            mlflow.set_tags({"mlflow.parentRunId": parent} if parent else {})
+        else:
+            mlflow.log_params(flatten(config))
+            mlflow.log_text(OmegaConf.to_yaml(config), "config.yaml")
+            mlflow.set_tags({"transferlab.stage": stage, "transferlab.fingerprint": fingerprint(cfg, stage),
+                             **identity, **{k: str(v) for k, v in (tags or {}).items()}})
+        log.info("MLflow run %s (%s%s) in %s", active.info.run_id, stage, ", resumed" if resumed else "",
+                 masked(tracking_uri(cfg)))
         try:
             yield StageRun(cfg, experiment_id, active.info.run_id)
         finally:

@@ -4,10 +4,10 @@ task=causal_lm: the same for a decoder with next-token training (transferlab.lm.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
-import tempfile
 from pathlib import Path
 
 from transferlab import model as models
@@ -18,8 +18,41 @@ PRETRAINED = Path("models/pretrained")
 METRICS = "metrics/train.json"
 
 
-def train_masked_lm(cfg, net, tok, run_log, workdir: str, splits: dict) -> dict:
-    from transformers import DataCollatorForLanguageModeling, Trainer
+def masking_collator(tok, probability: float, seed: int):
+    """MLM masking seeded per example from (seed, epoch, the example's tokens): each example's
+    mask is the same whichever batch or process it lands in and whether or not the run was
+    resumed mid-epoch (a collator with one generator would restart it on resume), and it still
+    changes every epoch (dynamic masking)."""
+    import torch
+    from transformers import DataCollatorForLanguageModeling, TrainerCallback
+
+    class ExampleSeededMasking(DataCollatorForLanguageModeling):
+        epoch = 0
+
+        def torch_mask_tokens(self, inputs, special_tokens_mask=None, offset_mapping=None):
+            labels = torch.full_like(inputs, -100)
+            inputs = inputs.clone()
+            for i, row in enumerate(inputs):
+                kept = (row != self.tokenizer.pad_token_id).nonzero()
+                length = int(kept.max()) + 1 if len(kept) else 0  # padding is on the right
+                tokens = row[:length]
+                key = hashlib.sha256(f"{seed}/{self.epoch}/{tokens.tolist()}".encode()).digest()
+                self.generator = torch.Generator().manual_seed(int.from_bytes(key[:8], "little"))
+                special = None if special_tokens_mask is None else special_tokens_mask[i:i + 1, :length]
+                inputs[i:i + 1, :length], labels[i:i + 1, :length] = super().torch_mask_tokens(
+                    tokens[None].clone(), special)
+            return inputs, labels
+
+    class EpochToCollator(TrainerCallback):
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            collator.epoch = int((state.epoch or 0) + 1e-6)
+
+    collator = ExampleSeededMasking(tok, mlm_probability=probability)
+    return collator, EpochToCollator()
+
+
+def train_masked_lm(cfg, net, tok, run_log, checkpoints, workdir: str, splits: dict) -> dict:
+    from transformers import Trainer
 
     from transferlab.runtime import stop_on_nan, training_arguments
 
@@ -36,12 +69,13 @@ def train_masked_lm(cfg, net, tok, run_log, workdir: str, splits: dict) -> dict:
         warmup_steps=cfg.train.warmup_ratio,
         eval_strategy="steps",  # a validation MLM-loss curve, five points over the run
         eval_steps=max(1, cfg.train.steps // 5),
+        **checkpoints.trainer_arguments(),
     )
-    collator = DataCollatorForLanguageModeling(tok, mlm_probability=cfg.train.mlm_probability,
-                                               seed=cfg.seed)
+    collator, epoch_callback = masking_collator(tok, cfg.train.mlm_probability, cfg.seed)
     trainer = Trainer(model=net, args=args, train_dataset=train_set, eval_dataset=eval_set,
-                      data_collator=collator, callbacks=[stop_on_nan("train"), run_log.trainer_callback()])
-    result = trainer.train()
+                      data_collator=collator,
+                      callbacks=[stop_on_nan("train"), epoch_callback, run_log.trainer_callback()])
+    result = checkpoints.train(trainer, run_log)
     evaluation = trainer.evaluate()
     metrics = {
         "steps": cfg.train.steps,
@@ -54,36 +88,39 @@ def train_masked_lm(cfg, net, tok, run_log, workdir: str, splits: dict) -> dict:
 
 
 def run(cfg) -> dict:
+    from transferlab.checkpoints import Checkpointing
     from transferlab.outputs import staged_outputs
-    from transferlab.runtime import resolve_device, seed_everything
+    from transferlab.runtime import apply_repro, resolve_device
     from transferlab.tracking import stage_run
 
     if cfg.task == "causal_lm":  # next-token training of a decoder: transferlab.lm
         from transferlab.lm import train as causal_lm
 
         return causal_lm.run(cfg)
-    digest = prepared.files_digest([prepared.split_path("train"), prepared.split_path("validation")])
-    with stage_run("train", cfg, tags={"data.digest": digest}) as run_log:
+    split_files = [prepared.split_path("train"), prepared.split_path("validation")]
+    digest = prepared.files_digest(split_files)
+    checkpoints = Checkpointing(cfg, "train", inputs=split_files)
+    with stage_run("train", cfg, tags={"data.digest": digest}, resume_run_id=checkpoints.run_id) as run_log:
         device = resolve_device(cfg.device)
         run_log.set_tags({"device": device, "precision": cfg.precision})
-        seed_everything(cfg.seed)
+        run_log.set_tags(apply_repro(cfg))
         splits = {name: prepared.read_split(name) for name in ("train", "validation")}
         prepared.log_splits(run_log, splits)
         run_log.link("prepare")
         tok = models.tokenizer(cfg.model, splits["train"]["text"].tolist())
         net = models.encoder(cfg.model, tok, masked_lm=cfg.train.steps > 0)
-        if cfg.train.steps > 0:
-            with tempfile.TemporaryDirectory(prefix="transferlab-train-") as workdir:
-                metrics = train_masked_lm(cfg, net, tok, run_log, workdir, splits)
-        else:
-            log.info("train.steps=0: passing the starting weights through unchanged")
-            metrics = {"steps": 0}
-        metrics["parameters"] = net.num_parameters()
-        run_log.log_metrics(metrics)
-        with staged_outputs() as outs:
-            folder = outs.path(PRETRAINED, is_dir=True)
-            net.save_pretrained(folder)  # safetensors
-            tok.save_pretrained(folder)
-            outs.path(METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+        with checkpoints.workdir() as workdir:
+            if cfg.train.steps > 0:
+                metrics = train_masked_lm(cfg, net, tok, run_log, checkpoints, workdir, splits)
+            else:
+                log.info("train.steps=0: passing the starting weights through unchanged")
+                metrics = {"steps": 0}
+            metrics["parameters"] = net.num_parameters()
+            run_log.log_metrics(metrics)
+            with staged_outputs() as outs:
+                folder = outs.path(PRETRAINED, is_dir=True)
+                net.save_pretrained(folder)  # safetensors
+                tok.save_pretrained(folder)
+                outs.path(METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
         run_log.log_artifact(METRICS)
     return metrics

@@ -12,6 +12,7 @@ CHOICES = {
     "task": ("classification", "causal_lm"),
     "device": ("auto", "cpu", "cuda"),
     "precision": ("fp32", "bf16"),
+    "repro": ("strict", "fast"),
     "data.source": ("bbc_news", "files"),
     "model.init": ("pretrained", "scratch"),
     "model.arch": ENCODERS + DECODERS,
@@ -42,7 +43,7 @@ POSITIVE = (
 )
 NON_NEGATIVE = ("seed", "train.steps", "train.lr", "finetune.weight_decay", "train.weight_decay",
                 "finetune.freeze.layers", "finetune.unfreeze.every", "evaluate.misclassified_samples",
-                "lm.generate.top_k", "lm.generate.seed")
+                "lm.generate.top_k", "lm.generate.seed", "checkpoint.every_steps")
 FRACTIONS = ("data.validation_fraction", "data.test_fraction", "train.mlm_probability",
              "train.warmup_ratio", "finetune.warmup_ratio", "model.dropout")
 

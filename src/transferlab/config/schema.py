@@ -141,11 +141,23 @@ class SweepConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    """Resumable training (train, finetune): not a DVC param, so changing it never reruns a stage."""
+
+    every_steps: int = 50  # a full checkpoint (model, optimizer, scheduler, RNG, data position); 0: off
+    dir: str = ".checkpoints"  # <dir>/<stage>/checkpoint-N; removed once the stage succeeded
+    resume: bool = True  # a rerun continues from the newest complete checkpoint of the same config
+
+
+@dataclass
 class Config:
     task: str = "classification"  # classification | causal_lm (what train/finetune/evaluate do)
     seed: int = 42
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "fp32"  # fp32 | bf16
+    # strict: deterministic algorithms, seeded workers, cuBLAS workspace (bit-identical reruns);
+    # fast: seeds only, TF32 and cudnn.benchmark allowed on a GPU
+    repro: str = "strict"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -154,6 +166,7 @@ class Config:
     lm: LMConfig = field(default_factory=LMConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
 
 def register() -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 
 from transferlab import layers
 from transferlab.data import prepared
@@ -38,17 +37,22 @@ def load_decoder():
 def run(cfg) -> dict:
     from transformers import EarlyStoppingCallback
 
+    from transferlab.checkpoints import Checkpointing
     from transferlab.finetune import FINETUNED, METRICS, TRAINING_LOG, configure_layers
     from transferlab.outputs import staged_outputs
-    from transferlab.runtime import resolve_device, seed_everything
+    from transferlab.runtime import apply_repro, resolve_device
     from transferlab.tracking import stage_run
+    from transferlab.train import PRETRAINED
 
-    digest = prepared.files_digest([prepared.split_path("train"), prepared.split_path("validation")])
+    splits = [prepared.split_path("train"), prepared.split_path("validation")]
+    digest = prepared.files_digest(splits)
     domain = cfg.lm.domain
+    checkpoints = Checkpointing(cfg, "finetune", inputs=[*splits, PRETRAINED])
     with stage_run("finetune", cfg, tags={"data.digest": digest, "task": cfg.task,
-                                          "lm.domain": domain or "all"}) as run_log:
+                                          "lm.domain": domain or "all"},
+                   resume_run_id=checkpoints.run_id) as run_log:
         run_log.set_tags({"device": resolve_device(cfg.device), "precision": cfg.precision})
-        seed_everything(cfg.seed)
+        run_log.set_tags(apply_repro(cfg))
         run_log.link("train")
         prepared.log_splits(run_log, {name: prepared.read_split(name) for name in ("train", "validation")})
         net, tok = load_decoder()
@@ -57,7 +61,7 @@ def run(cfg) -> dict:
         ft = cfg.finetune
         optimizer, layer_callbacks, sizes = configure_layers(net, ft, run_log)
         overfitting = layers.overfitting_callback(run_log)
-        with tempfile.TemporaryDirectory(prefix="transferlab-finetune-") as workdir:
+        with checkpoints.workdir() as workdir:
             trainer = language_model_trainer(
                 cfg, net, workdir, train_blocks, eval_blocks,
                 [EarlyStoppingCallback(ft.early_stopping_patience), overfitting, *layer_callbacks,
@@ -65,12 +69,13 @@ def run(cfg) -> dict:
                 num_train_epochs=ft.epochs, per_device_train_batch_size=ft.batch_size,
                 per_device_eval_batch_size=ft.batch_size, learning_rate=ft.backbone_lr,
                 weight_decay=ft.weight_decay, warmup_steps=ft.warmup_ratio, eval_strategy="epoch",
-                save_strategy="epoch", save_total_limit=2, save_only_model=True,
                 load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
-                optimizers=(optimizer, None))  # the scheduler (warmup + linear decay) is Trainer's
+                optimizers=(optimizer, None),  # the scheduler (warmup + linear decay) is Trainer's
+                **checkpoints.trainer_arguments(save_strategy="epoch", save_total_limit=2,
+                                                save_only_model=True))
             before = trainer.evaluate()["eval_loss"]  # the starting model on the same blocks
             log.info("domain validation perplexity before fine-tuning: %.2f", perplexity(before))
-            trainer.train()
+            checkpoints.train(trainer, run_log)
             # train() starts a fresh log: the starting point goes first, as step 0.
             history = [{"epoch": 0.0, "step": 0, "eval_loss": before}, *trainer.state.log_history]
             evals = [entry for entry in history if "eval_loss" in entry][1:]
@@ -84,14 +89,15 @@ def run(cfg) -> dict:
                 "validation_perplexity_before": perplexity(before),
                 "best_validation_loss": round(best["eval_loss"], 6),
                 "validation_perplexity_after": perplexity(best["eval_loss"]),
-            } | sizes | {"overfitting_signals": overfitting.signals}
+            } | sizes | {"overfitting_signals": layers.overfitting_signals(trainer.state.log_history)}
             with staged_outputs() as outs:
                 folder = outs.path(FINETUNED, is_dir=True)
                 trainer.save_model(str(folder))
                 tok.save_pretrained(folder)
                 # Wall times stay out of the model folder, so its DVC hash is the same on a rerun.
                 steady = [{k: v for k, v in entry.items() if not wall_time(k)} for entry in history]
-                (folder / TRAINING_LOG).write_text(json.dumps(steady, indent=1) + "\n")
+                # Sorted keys: a resumed run reads the entries before its checkpoint back sorted.
+                (folder / TRAINING_LOG).write_text(json.dumps(steady, indent=1, sort_keys=True) + "\n")
                 outs.path(METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
         run_log.log_metrics({k: v for k, v in metrics.items() if k != "domain"})
         seconds = next(entry["train_runtime"] for entry in history if "train_runtime" in entry)

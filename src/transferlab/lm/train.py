@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import tempfile
 
 from transferlab.data import prepared
 from transferlab.lm import corpus
@@ -34,16 +33,20 @@ def language_model_trainer(cfg, net, workdir: str, train_blocks, eval_blocks, ca
 
 
 def run(cfg) -> dict:
+    from transferlab.checkpoints import Checkpointing
     from transferlab.outputs import staged_outputs
-    from transferlab.runtime import resolve_device, seed_everything
+    from transferlab.runtime import apply_repro, resolve_device, seed_everything
     from transferlab.tracking import stage_run
     from transferlab.train import METRICS, PRETRAINED
 
-    digest = prepared.files_digest([prepared.split_path("train"), prepared.split_path("validation")])
-    with stage_run("train", cfg, tags={"data.digest": digest, "task": cfg.task}) as run_log:
+    split_files = [prepared.split_path("train"), prepared.split_path("validation")]
+    digest = prepared.files_digest(split_files)
+    checkpoints = Checkpointing(cfg, "train", inputs=split_files)
+    with stage_run("train", cfg, tags={"data.digest": digest, "task": cfg.task},
+                   resume_run_id=checkpoints.run_id) as run_log:
         device = resolve_device(cfg.device)
         run_log.set_tags({"device": device, "precision": cfg.precision})
-        seed_everything(cfg.seed)
+        run_log.set_tags(apply_repro(cfg))
         splits = {name: prepared.read_split(name) for name in ("train", "validation")}
         prepared.log_splits(run_log, splits)
         run_log.link("prepare")
@@ -52,32 +55,33 @@ def run(cfg) -> dict:
         seed_everything(cfg.seed)
         eval_blocks = corpus.split_blocks("validation", tok, cfg, limit=cfg.lm.max_eval_blocks)
         steps = cfg.train.steps
-        with tempfile.TemporaryDirectory(prefix="transferlab-train-") as workdir:
+        with checkpoints.workdir() as workdir:
             train_blocks = corpus.split_blocks("train", tok, cfg) if steps > 0 else None
             trainer = language_model_trainer(
                 cfg, net, workdir, train_blocks, eval_blocks, [run_log.trainer_callback()],
                 max_steps=max(steps, 1), per_device_train_batch_size=cfg.train.batch_size,
                 per_device_eval_batch_size=cfg.train.batch_size, learning_rate=cfg.train.lr,
                 weight_decay=cfg.train.weight_decay, warmup_steps=cfg.train.warmup_ratio,
-                eval_strategy="steps" if steps > 0 else "no", eval_steps=max(1, steps // 5))
+                eval_strategy="steps" if steps > 0 else "no", eval_steps=max(1, steps // 5),
+                **checkpoints.trainer_arguments())
             metrics = {"steps": steps}
             if steps > 0:
-                result = trainer.train()
+                result = checkpoints.train(trainer, run_log)
                 metrics["train_loss"] = round(result.training_loss, 6)
                 run_log.log_metrics({"train_seconds": result.metrics["train_runtime"]})  # MLflow only
             else:
                 log.info("train.steps=0: passing the starting weights through unchanged")
             evaluation = trainer.evaluate()
-        metrics |= {"validation_loss": round(evaluation["eval_loss"], 6),
-                    "validation_perplexity": perplexity(evaluation["eval_loss"]),
-                    "validation_blocks": len(eval_blocks), "block_size": cfg.model.max_length,
-                    "parameters": net.num_parameters()}
-        run_log.log_metrics(metrics)
-        with staged_outputs() as outs:
-            folder = outs.path(PRETRAINED, is_dir=True)
-            net.save_pretrained(folder)  # safetensors
-            tok.save_pretrained(folder)
-            outs.path(METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+            metrics |= {"validation_loss": round(evaluation["eval_loss"], 6),
+                        "validation_perplexity": perplexity(evaluation["eval_loss"]),
+                        "validation_blocks": len(eval_blocks), "block_size": cfg.model.max_length,
+                        "parameters": net.num_parameters()}
+            run_log.log_metrics(metrics)
+            with staged_outputs() as outs:  # inside: the checkpoints go only once these are written
+                folder = outs.path(PRETRAINED, is_dir=True)
+                net.save_pretrained(folder)  # safetensors
+                tok.save_pretrained(folder)
+                outs.path(METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
         run_log.log_artifact(METRICS)
     log.info("language model: %s", metrics)
     return metrics
