@@ -109,11 +109,11 @@ def test_a_corrupt_checkpoint_is_named_and_nothing_is_overwritten(finished: Path
     result = sh("transferlab", "finetune", cwd=finished, check=False)
     assert result.returncode == 2
     rel = newest.relative_to(finished)
-    assert result.stderr.strip().splitlines()[-1] == (
+    assert [line for line in result.stderr.splitlines() if "error:" in line] == [
         f"transferlab finetune: error: corrupt checkpoint: {rel}/model.safetensors does not match the "
         "digest recorded when it was saved (truncated or overwritten): delete "
         f"{rel} (training resumes from an earlier checkpoint, or starts over), or rerun with "
-        "checkpoint.resume=false")
+        "checkpoint.resume=false"]
     assert snapshot(finished) == before
     # Following the advice, the next one back is used; here it carries a pickle that would run
     # code (with a forged digest): it is refused before Trainer sees it, and the code never runs.
@@ -147,7 +147,7 @@ def test_a_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(finis
        "finetune.head_lr=1e30", cwd=finished)
     result = sh("transferlab", "finetune", cwd=finished, check=False)
     assert result.returncode == 2
-    last = result.stderr.strip().splitlines()[-1]
+    [last] = [line for line in result.stderr.splitlines() if "error:" in line]
     assert last.startswith("transferlab finetune: error: finetune: the training loss is nan at step ")
     step = int(last.split(" at step ")[1].split()[0])
     assert "the last good checkpoint is kept in .checkpoints/finetune; no outputs were written" in last
