@@ -14,7 +14,7 @@ from transferlab.config.compose import compose, to_yaml
 from transferlab.config.load import load_params
 from transferlab.errors import UserError
 
-GROUPS = ("data", "model", "train", "finetune", "evaluate", "tracking", "experiment")
+GROUPS = ("data", "model", "train", "finetune", "evaluate", "tracking", "checkpoint", "experiment")
 
 
 def options(group: str) -> list[str]:
@@ -91,6 +91,8 @@ def test_composition_rejects_unknown_keys_choices_and_wrong_types(override, expe
     ("train.steps=-1", "train.steps=-1 must be >= 0"),
     ("data.test_fraction=1.5", "data.test_fraction=1.5 must be in [0, 1)"),
     ("device=tpu", "device='tpu' is not one of auto, cpu, cuda"),
+    ("repro=exact", "repro='exact' is not one of strict, fast"),
+    ("checkpoint.every_steps=-1", "checkpoint.every_steps=-1 must be >= 0"),
     ("model.tokenizer=train", "model.tokenizer=train needs model.init=scratch"),
     ("finetune.unfreeze.unit=week", "finetune.unfreeze.unit='week' is not one of epoch, step"),
     ("finetune.layer_lr_decay=1.5", "finetune.layer_lr_decay must be in (0, 1]"),

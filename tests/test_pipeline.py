@@ -169,11 +169,23 @@ def registry(repo: Path) -> tuple[list[int], int | None]:
 
 
 def test_forced_repro_gives_identical_metrics_and_weights(tiny_copy: Path):
-    def snapshot():
-        return ((tiny_copy / "metrics/evaluate.json").read_text(),
-                (tiny_copy / "models/finetuned/model.safetensors").read_bytes())
+    import hashlib
 
+    def snapshot():  # every metrics file and the hash of every model file
+        files = sorted([*tiny_copy.glob("metrics/*.json"), *(tiny_copy / "models").rglob("*")])
+        return {str(p.relative_to(tiny_copy)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in files if p.is_file()}
+
+    # repro=strict is the default, and a training run records what it set.
+    assert yaml.safe_load((tiny_copy / "params.yaml").read_text())["repro"] == "strict"
+    db = sqlite3.connect(tiny_copy / "mlflow.db")
+    tags = dict(db.execute("select t.key, t.value from tags t join runs r on r.run_uuid = t.run_uuid "
+                           "where r.name = 'finetune' and t.key like 'repro%'"))
+    assert tags == {"repro": "strict", "repro.seed": "42", "repro.deterministic_algorithms": "True",
+                    "repro.cudnn_benchmark": "False", "repro.tf32": "False",
+                    "repro.cublas_workspace_config": ":4096:8"}
     before = snapshot()
+    assert "models/finetuned/model.safetensors" in before and "models/pretrained/model.safetensors" in before
     assert registry(tiny_copy) == ([1], 1)
     sh("dvc", "repro", "--force", cwd=tiny_copy)
     assert snapshot() == before
