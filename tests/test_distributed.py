@@ -38,13 +38,15 @@ def test_torchrun_two_processes_match_one(tiny_repo: Path, tmp_path: Path):
         (repo / f"metrics/{stage}.json").unlink()
         sh("torchrun", "--standalone", "--nproc_per_node=2", "-m", "transferlab.cli", stage, cwd=repo)
     after = counts(repo)
-    assert {name: after[name] - before.get(name, 0) for name in after} == {"train": 1, "finetune": 1}
+    new = {name: after[name] - before.get(name, 0) for name in after}
+    assert {name: n for name, n in new.items() if n} == {"train": 1, "finetune": 1}
     assert not list(repo.glob("**/.*.tmp-*")), "a process left a staged output behind"
     assert (repo / "models/finetuned/model.safetensors").is_file()
     distributed = {stage: json.loads((repo / f"metrics/{stage}.json").read_text()) for stage in single}
     for stage, keys in {"train": ("train_loss", "validation_loss"),
                         "finetune": ("best_validation_loss", "best_validation_accuracy")}.items():
         for key in keys:
+            print(f"{stage}.{key}: one process {single[stage][key]}, two {distributed[stage][key]}")
             assert distributed[stage][key] == pytest.approx(single[stage][key], rel=TOLERANCE), (stage, key)
     assert distributed["finetune"]["epochs_run"] == single["finetune"]["epochs_run"]
 
