@@ -253,6 +253,5 @@ class Checkpointing:
         if not math.isfinite(value):
             kept = f"; the last good checkpoint is kept in {self.folder}" if any(
                 self.folder.glob(f"{PREFIX}*/{MARKER}")) else ""
-            raise UserError(f"{self.stage}: the training loss is {value} at step {state.global_step} "
-                            f"(between steps {trainer._globalstep_last_logged + 1} and {state.global_step}): "
+            raise UserError(f"{self.stage}: the training loss is {value} at step {state.global_step}: "
                             f"the run diverged (lower the learning rate){kept}; no outputs were written")
