@@ -149,7 +149,7 @@ def test_a_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(finis
     assert result.returncode == 2
     [last] = [line for line in result.stderr.splitlines() if "error:" in line]
     assert last.startswith("transferlab finetune: error: finetune: the training loss is nan at step ")
-    step = int(last.split(" at step ")[1].split()[0])
+    step = int(last.split(" at step ")[1].split(":")[0])
     assert "the last good checkpoint is kept in .checkpoints/finetune; no outputs were written" in last
     kept = sorted(int(p.parent.name.split("-")[1])
                   for p in (finished / ".checkpoints/finetune").glob("*/transferlab.json"))
