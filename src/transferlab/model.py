@@ -29,7 +29,8 @@ def tokenizer(cfg_model, texts=None):
 
     if cfg_model.init == "scratch" and cfg_model.tokenizer == "train":
         return train_wordpiece(texts, cfg_model.vocab_size)
-    return _load(AutoTokenizer, cfg_model.name_or_path, "tokenizer")
+    return _load(AutoTokenizer, cfg_model.name_or_path, "tokenizer",
+                 trust_remote_code=cfg_model.trust_remote_code)
 
 
 def train_wordpiece(texts, vocab_size: int):
@@ -97,7 +98,7 @@ def encoder(cfg_model, tok, *, masked_lm: bool):
     if cfg_model.init == "scratch":
         log.info("building a randomly initialised %s from config (init=scratch)", cfg_model.arch)
         return auto.from_config(scratch_config(cfg_model, tok))
-    model = _load(auto, cfg_model.name_or_path, "model")
+    model = _load(auto, cfg_model.name_or_path, "model", trust_remote_code=cfg_model.trust_remote_code)
     if masked_lm and "MaskedLM" not in "".join(model.config.architectures or []):
         log.warning("%s ships no masked-LM head weights: training starts with a fresh head",
                     cfg_model.name_or_path)

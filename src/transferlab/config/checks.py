@@ -101,6 +101,8 @@ def check(cfg) -> None:
         problems.append(f"sweep.direction={cfg.sweep.direction} does not suit sweep.objective="
                         f"{cfg.sweep.objective}: losses are minimized, accuracies maximized")
     problems += _causal_lm_problems(cfg)
+    if len(problems) == 1:
+        raise UserError(f"invalid config: {problems[0]}")
     if problems:
         raise UserError("invalid config:\n  " + "\n  ".join(problems))
 
