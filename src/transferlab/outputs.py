@@ -43,9 +43,9 @@ class StagedOutputs:
 
     def write_error(self, err: OSError) -> UserError:
         """A failed write (disk full, read-only, no permission) as one message naming the output."""
-        written = Path(err.filename or "")
+        written = Path(err.filename) if err.filename else None
         finals = [str(final) for final, tmp in self._staged.items()
-                  if written == tmp or tmp in written.parents] or [str(f) for f in self._staged]
+                  if written and (written == tmp or tmp in written.parents)] or list(map(str, self._staged))
         return UserError(f"cannot write output {', '.join(finals)}: {_reason(err)}")
 
     def discard(self) -> None:
@@ -78,9 +78,10 @@ def staged_outputs():
     try:
         yield outs
     except OSError as err:
+        message = outs.write_error(err) if err.errno in WRITE_ERRORS else None
         outs.discard()
-        if err.errno in WRITE_ERRORS:
-            raise outs.write_error(err) from None
+        if message:
+            raise message from None
         raise
     except BaseException:
         outs.discard()
