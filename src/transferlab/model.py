@@ -15,11 +15,18 @@ def _load(loader, name_or_path: str, what: str, **kwargs):
     try:
         return loader.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(
-            f"model.name_or_path={name_or_path!r}: cannot load the {what} ({first}). Use a local "
-            "checkpoint folder, a package: path, or a hub id (hubs need network)"
-        ) from None
+        raise cannot_load(name_or_path, what, err, "a local checkpoint folder") from None
+
+
+def cannot_load(name_or_path: str, what: str, err: Exception, kinds: str) -> UserError:
+    """One message for a checkpoint that from_pretrained refused; `kinds` lists what would work."""
+    if "custom code" in str(err):  # transformers refuses code shipped with it (trust_remote_code)
+        return UserError(
+            f"model.name_or_path={name_or_path!r} ships its own Python code (auto_map in config.json), "
+            "which runs only with model.trust_remote_code=true: set it if you trust its author")
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return UserError(f"model.name_or_path={name_or_path!r}: cannot load the {what} ({first}). Use {kinds}, "
+                     "a package: path, or a hub id (hubs need network)")
 
 
 def tokenizer(cfg_model, texts=None):

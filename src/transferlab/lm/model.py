@@ -27,11 +27,9 @@ def _load(loader, name_or_path: str, what: str, *, trust_remote_code: bool = Fal
     try:
         return loader.from_pretrained(path, trust_remote_code=trust_remote_code, **extra)
     except (OSError, ValueError, ImportError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(
-            f"model.name_or_path={name_or_path!r}: cannot load the {what} ({first}). Use a local "
-            "checkpoint folder, a .gguf file, a package: path, or a hub id (hubs need network)"
-        ) from None
+        from transferlab.model import cannot_load
+
+        raise cannot_load(name_or_path, what, err, "a local checkpoint folder, a .gguf file") from None
 
 
 def tokenizer(cfg_model, texts=None):
