@@ -67,9 +67,10 @@ serve: $(STAMP)
 	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} mlflow models serve \
 	  -m "models:/$(MODEL)@champion" --env-manager local --host 127.0.0.1 --port $(SERVE_PORT)
 
+UI_PORT ?= 5000
 ui: $(STAMP)
-	@echo "MLflow UI: http://127.0.0.1:5000  (Ctrl-C stops it)"
-	mlflow ui --host 127.0.0.1 --port 5000 --workers 1 --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}
+	@echo "MLflow UI: http://127.0.0.1:$(UI_PORT)  (Ctrl-C stops it)"
+	mlflow ui --host 127.0.0.1 --port $(UI_PORT) --workers 1 --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}
 
 # Re-resolve the direct dependencies of pyproject.toml; rewrite requirements.lock and
 # environment.yml with the same pins (needs the package index).

@@ -67,6 +67,14 @@ def tiny_repo(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
+def tiny_copy(tiny_repo: Path, tmp_path: Path) -> Path:
+    """A private copy of the finished tiny repo (with its DVC cache) to change things in."""
+    copy = tmp_path / "project"
+    shutil.copytree(tiny_repo, copy, symlinks=True)
+    return copy
+
+
+@pytest.fixture
 def workdir(tmp_path, monkeypatch) -> Path:
     """An empty directory as the current one, with MLflow pointed at a store inside it."""
     monkeypatch.chdir(tmp_path)

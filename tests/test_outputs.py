@@ -34,3 +34,18 @@ def test_replacing_an_output_drops_its_stale_files(tmp_path):
     with staged_outputs() as outs:
         (outs.path(final, is_dir=True) / "fresh").write_text("y")
     assert [p.name for p in final.iterdir()] == ["fresh"]
+
+
+def test_a_full_disk_mid_write_names_the_output_and_leaves_nothing(tmp_path):
+    """/dev/full fails every write with ENOSPC, root included: a real full disk for one file."""
+    from transferlab.errors import UserError
+
+    final = tmp_path / "out.json"
+    final.write_text("good")
+    with pytest.raises(UserError, match=f"cannot write output {final}: cannot be written: No space left"), \
+            staged_outputs() as outs:
+        staged = outs.path(final)
+        staged.symlink_to("/dev/full")
+        with open(staged, "w") as file:
+            file.write("x" * 10_000)
+    assert final.read_text() == "good" and sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]

@@ -69,8 +69,8 @@ def test_secrets_in_the_environment_never_reach_the_store(workdir, monkeypatch):
     from transferlab.data import prepare
 
     secret = "tok-4f1c9e2b7d"
-    monkeypatch.setenv("FOO_TOKEN", secret)
-    monkeypatch.setenv("HF_TOKEN", secret)
+    for name in ("FOO_TOKEN", "HF_TOKEN", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+        monkeypatch.setenv(name, secret)
     prepare.run(make_config(f"tracking.uri=sqlite:///{workdir}/store.db", "data.max_per_label=4"))
     written = [p for p in workdir.rglob("*") if p.is_file()]
     assert any(p.name == "store.db" for p in written) and any("mlruns" in p.parts for p in written)

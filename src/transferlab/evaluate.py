@@ -161,8 +161,9 @@ def run(cfg) -> dict:
         test = prepared.read_split("test")
         prepared.log_splits(run_log, {"test": test})
         register_architectures()
-        net = AutoModelForSequenceClassification.from_pretrained(FINETUNED)
-        tok = AutoTokenizer.from_pretrained(FINETUNED)
+        trust = cfg.model.trust_remote_code
+        net = AutoModelForSequenceClassification.from_pretrained(FINETUNED, trust_remote_code=trust)
+        tok = AutoTokenizer.from_pretrained(FINETUNED, trust_remote_code=trust)
         probabilities = predict(net, tok, test["text"].tolist(), cfg.model.max_length,
                                 cfg.evaluate.batch_size, device)
         y_true, y_pred = test["label"].to_numpy(), probabilities.argmax(-1)

@@ -19,7 +19,7 @@ TRAINING_LOG = "training_log.json"  # Trainer's log history, saved with the mode
 METRICS = "metrics/finetune.json"
 
 
-def load_classifier(labels: list[str]):
+def load_classifier(labels: list[str], trust_remote_code: bool = False):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from transferlab.model import register_architectures
@@ -27,10 +27,11 @@ def load_classifier(labels: list[str]):
     register_architectures()
     if not (PRETRAINED / "config.json").is_file():
         raise UserError(f"{PRETRAINED} has no model: run the train stage first (`dvc repro train`)")
-    tok = AutoTokenizer.from_pretrained(PRETRAINED)
+    tok = AutoTokenizer.from_pretrained(PRETRAINED, trust_remote_code=trust_remote_code)
     # The checkpoint's own head (MLM or none) is dropped; a fresh one sized to these labels is built.
     net = AutoModelForSequenceClassification.from_pretrained(
         PRETRAINED,
+        trust_remote_code=trust_remote_code,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={name: i for i, name in enumerate(labels)},
@@ -116,7 +117,7 @@ def run(cfg) -> dict:
                             "task=causal_lm for unlabelled text")
         frames = {name: prepared.read_split(name) for name in ("train", "validation")}
         prepared.log_splits(run_log, frames)
-        net, tok = load_classifier(labels)
+        net, tok = load_classifier(labels, cfg.model.trust_remote_code)
         max_length = cfg.model.max_length
         train_set = prepared.tokenized(frames["train"], tok, max_length)
         eval_set = prepared.tokenized(frames["validation"], tok, max_length)

@@ -15,11 +15,18 @@ def _load(loader, name_or_path: str, what: str, **kwargs):
     try:
         return loader.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(
-            f"model.name_or_path={name_or_path!r}: cannot load the {what} ({first}). Use a local "
-            "checkpoint folder, a package: path, or a hub id (hubs need network)"
-        ) from None
+        raise cannot_load(name_or_path, what, err, "a local checkpoint folder") from None
+
+
+def cannot_load(name_or_path: str, what: str, err: Exception, kinds: str) -> UserError:
+    """One message for a checkpoint that from_pretrained refused; `kinds` lists what would work."""
+    if "custom code" in str(err):  # transformers refuses code shipped with it (trust_remote_code)
+        return UserError(
+            f"model.name_or_path={name_or_path!r} ships its own Python code (auto_map in config.json), "
+            "which runs only with model.trust_remote_code=true: set it if you trust its author")
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return UserError(f"model.name_or_path={name_or_path!r}: cannot load the {what} ({first}). Use {kinds}, "
+                     "a package: path, or a hub id (hubs need network)")
 
 
 def tokenizer(cfg_model, texts=None):
@@ -29,7 +36,8 @@ def tokenizer(cfg_model, texts=None):
 
     if cfg_model.init == "scratch" and cfg_model.tokenizer == "train":
         return train_wordpiece(texts, cfg_model.vocab_size)
-    return _load(AutoTokenizer, cfg_model.name_or_path, "tokenizer")
+    return _load(AutoTokenizer, cfg_model.name_or_path, "tokenizer",
+                 trust_remote_code=cfg_model.trust_remote_code)
 
 
 def train_wordpiece(texts, vocab_size: int):
@@ -97,7 +105,7 @@ def encoder(cfg_model, tok, *, masked_lm: bool):
     if cfg_model.init == "scratch":
         log.info("building a randomly initialised %s from config (init=scratch)", cfg_model.arch)
         return auto.from_config(scratch_config(cfg_model, tok))
-    model = _load(auto, cfg_model.name_or_path, "model")
+    model = _load(auto, cfg_model.name_or_path, "model", trust_remote_code=cfg_model.trust_remote_code)
     if masked_lm and "MaskedLM" not in "".join(model.config.architectures or []):
         log.warning("%s ships no masked-LM head weights: training starts with a fresh head",
                     cfg_model.name_or_path)

@@ -3,6 +3,7 @@ when the whole stage succeeded, so a crash never leaves half-written outs."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from contextlib import contextmanager
@@ -27,7 +28,7 @@ class StagedOutputs:
             if is_dir:
                 tmp.mkdir()
         except OSError as err:
-            raise UserError(f"cannot write output {final}: {err.strerror}") from None
+            raise UserError(f"cannot write output {final}: {final.parent}/ {_reason(err)}") from None
         self._staged[final] = tmp
         return tmp
 
@@ -45,10 +46,27 @@ class StagedOutputs:
             os.replace(tmp, final)
         self._staged.clear()
 
+    def write_error(self, err: OSError) -> UserError:
+        """A failed write (disk full, read-only, no permission) as one message naming the output."""
+        written = Path(err.filename) if err.filename else None
+        finals = [str(final) for final, tmp in self._staged.items()
+                  if written and (written == tmp or tmp in written.parents)] or list(map(str, self._staged))
+        return UserError(f"cannot write output {', '.join(finals)}: {_reason(err)}")
+
     def discard(self) -> None:
         for tmp in self._staged.values():
             _remove(tmp)
         self._staged.clear()
+
+
+# Errors of the place written to, not of the program: full disk, quota, read-only, permissions.
+WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _reason(err: OSError) -> str:
+    if err.errno in (errno.ENOTDIR, errno.EEXIST):
+        return "is not a writable folder (a file is in the way)"
+    return f"cannot be written: {err.strerror}"
 
 
 def _remove(path: Path) -> None:
@@ -64,6 +82,12 @@ def staged_outputs():
     outs = StagedOutputs()
     try:
         yield outs
+    except OSError as err:
+        message = outs.write_error(err) if err.errno in WRITE_ERRORS else None
+        outs.discard()
+        if message:
+            raise message from None
+        raise
     except BaseException:
         outs.discard()
         raise

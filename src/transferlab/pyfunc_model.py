@@ -17,8 +17,10 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
 
         register()  # the torch.nn encoder is not a built-in transformers architecture
         folder = context.artifacts["model"]
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        self.model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+        # The server never runs code shipped inside a model folder.
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            folder, trust_remote_code=False).eval()
         self.max_length = int(context.model_config.get("max_length", 128))
         self.torch = torch
 

@@ -66,6 +66,7 @@ def run_job(raw) -> float:
 
     hydra = HydraConfig.get()
     cfg = job_config(raw)
+    _own_process()
     output_dir = Path(hydra.runtime.output_dir)
     number = hydra.job.num if hydra.mode == RunMode.MULTIRUN else 0  # unset outside multirun
     name = f"job-{number}" if hydra.mode == RunMode.MULTIRUN else "job"
@@ -94,6 +95,16 @@ def run_job(raw) -> float:
     close_run(run, failed=not math.isfinite(value))
     log.info("%s [%s]: %s = %s", name, overrides, cfg.sweep.objective, value)
     return value
+
+
+def _own_process() -> None:
+    """A job in a parallel launcher's worker process (joblib/loky) trains like a main process.
+    transformers' seeded data collators take any process not named MainProcess for a DataLoader
+    worker and refuse to seed ("Worker process information is not available ..."), which failed
+    every joblib job that had to train the language model."""
+    import multiprocessing
+
+    multiprocessing.current_process().name = "MainProcess"
 
 
 class SweepRunCallback(Callback):

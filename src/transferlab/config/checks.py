@@ -101,7 +101,15 @@ def check(cfg) -> None:
     if cfg.sweep.objective.endswith("_loss") != (cfg.sweep.direction == "minimize"):
         problems.append(f"sweep.direction={cfg.sweep.direction} does not suit sweep.objective="
                         f"{cfg.sweep.objective}: losses are minimized, accuracies maximized")
+    from transferlab.tracking import URL_PASSWORD
+
+    if cfg.tracking.uri and URL_PASSWORD.search(cfg.tracking.uri):
+        problems.append("tracking.uri holds a password, and params.yaml is committed and logged: set "
+                        "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) "
+                        "in the environment instead")
     problems += _causal_lm_problems(cfg)
+    if len(problems) == 1:
+        raise UserError(f"invalid config: {problems[0]}")
     if problems:
         raise UserError("invalid config:\n  " + "\n  ".join(problems))
 

@@ -28,10 +28,23 @@ def compose(overrides: list[str] = (), config_dir: str | Path = "conf", config_n
         OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.to_container(cfg))
         return cfg
     except (HydraException, OmegaConfBaseException) as err:
-        message = str(err).strip()
-        if err.__cause__ is not None:  # Hydra wraps the precise reason, e.g. the failed conversion
-            message += f" ({str(err.__cause__).splitlines()[0]})"
-        raise UserError(f"cannot compose config: {message}") from None
+        raise UserError(f"cannot compose config: {one_line(err)}") from None
+
+
+def one_line(err: Exception) -> str:
+    """Hydra's message on one line: its first line, the alternatives of a missing option, and the
+    precise reason it wraps (e.g. the failed conversion). Its hint to append with `+key=` is
+    dropped: the schema refuses unknown keys either way."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    message = lines[0].rstrip(".")
+    if "Available options in" in str(err):
+        start = next(i for i, line in enumerate(lines) if line.startswith("Available options in"))
+        options = [line for line in lines[start + 1:]
+                   if not line.startswith(("Config search path", "provider="))]
+        message += f" (options: {', '.join(options)})"
+    if err.__cause__ is not None:
+        message += f" ({str(err.__cause__).strip().splitlines()[0]})"
+    return message
 
 
 def to_yaml(cfg) -> str:

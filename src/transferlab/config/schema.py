@@ -42,6 +42,9 @@ class ModelConfig:
     num_heads: int = 12
     intermediate_size: int = 1536
     dropout: float = 0.1
+    # Python code shipped with a checkpoint (config.json `auto_map`) runs only when this is set
+    # explicitly: it is code from whoever published the weights.
+    trust_remote_code: bool = False
 
 
 @dataclass

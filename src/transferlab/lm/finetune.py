@@ -22,7 +22,7 @@ def wall_time(key: str) -> bool:
     return "runtime" in key or "per_second" in key or key.endswith("_time")
 
 
-def load_decoder():
+def load_decoder(trust_remote_code: bool = False):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from transferlab.lm.model import register_architectures
@@ -31,7 +31,8 @@ def load_decoder():
     register_architectures()
     if not (PRETRAINED / "config.json").is_file():
         raise UserError(f"{PRETRAINED} has no model: run the train stage first (`dvc repro train`)")
-    return AutoModelForCausalLM.from_pretrained(PRETRAINED), AutoTokenizer.from_pretrained(PRETRAINED)
+    return (AutoModelForCausalLM.from_pretrained(PRETRAINED, trust_remote_code=trust_remote_code),
+            AutoTokenizer.from_pretrained(PRETRAINED, trust_remote_code=trust_remote_code))
 
 
 def run(cfg) -> dict:
@@ -55,7 +56,7 @@ def run(cfg) -> dict:
         run_log.set_tags(apply_repro(cfg))
         run_log.link("train")
         prepared.log_splits(run_log, {name: prepared.read_split(name) for name in ("train", "validation")})
-        net, tok = load_decoder()
+        net, tok = load_decoder(cfg.model.trust_remote_code)
         train_blocks = corpus.split_blocks("train", tok, cfg, domain=domain, limit=cfg.lm.max_train_blocks)
         eval_blocks = corpus.split_blocks("validation", tok, cfg, domain=domain, limit=cfg.lm.max_eval_blocks)
         ft = cfg.finetune

@@ -22,16 +22,14 @@ def _gguf(path: str) -> tuple[str, dict]:
     return path, {}
 
 
-def _load(loader, name_or_path: str, what: str):
+def _load(loader, name_or_path: str, what: str, *, trust_remote_code: bool = False):
     path, extra = _gguf(resolve(name_or_path))
     try:
-        return loader.from_pretrained(path, **extra)
+        return loader.from_pretrained(path, trust_remote_code=trust_remote_code, **extra)
     except (OSError, ValueError, ImportError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(
-            f"model.name_or_path={name_or_path!r}: cannot load the {what} ({first}). Use a local "
-            "checkpoint folder, a .gguf file, a package: path, or a hub id (hubs need network)"
-        ) from None
+        from transferlab.model import cannot_load
+
+        raise cannot_load(name_or_path, what, err, "a local checkpoint folder, a .gguf file") from None
 
 
 def tokenizer(cfg_model, texts=None):
@@ -42,7 +40,8 @@ def tokenizer(cfg_model, texts=None):
     if cfg_model.init == "scratch" and cfg_model.tokenizer == "train":
         tok = train_bpe(texts, cfg_model.vocab_size)
     else:
-        tok = _load(AutoTokenizer, cfg_model.name_or_path, "tokenizer")
+        tok = _load(AutoTokenizer, cfg_model.name_or_path, "tokenizer",
+                    trust_remote_code=cfg_model.trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -109,7 +108,8 @@ def decoder(cfg_model, tok):
     path = resolve(cfg_model.name_or_path)
     if path.endswith(".gguf"):
         return from_gguf(cfg_model.name_or_path)
-    return _load(AutoModelForCausalLM, cfg_model.name_or_path, "model")
+    return _load(AutoModelForCausalLM, cfg_model.name_or_path, "model",
+                 trust_remote_code=cfg_model.trust_remote_code)
 
 
 def from_gguf(name_or_path: str):

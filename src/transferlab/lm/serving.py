@@ -23,8 +23,9 @@ class TextGenerator(mlflow.pyfunc.PythonModel):
 
         register()  # the torch.nn decoder is not a built-in transformers architecture
         folder = context.artifacts["model"]
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        self.model = AutoModelForCausalLM.from_pretrained(folder).eval()
+        # The server never runs code shipped inside a model folder.
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+        self.model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=False).eval()
         self.settings = dict(context.model_config or {})
 
     def predict(self, context, model_input, params=None):
