@@ -37,6 +37,37 @@ def trainer_device_args(device: str, precision: str) -> dict:
     return args
 
 
+def speed_arguments(runtime, device: str) -> dict:
+    """TrainingArguments entries for the speed levers of `runtime` (the config's runtime group)."""
+    if runtime.threads:
+        import torch
+
+        torch.set_num_threads(runtime.threads)
+    cuda = device == "cuda"
+    return {
+        "dataloader_num_workers": runtime.dataloader_workers,
+        "dataloader_persistent_workers": runtime.dataloader_workers > 0,
+        "dataloader_pin_memory": cuda and runtime.pin_memory,
+        "train_sampling_strategy": "group_by_length" if runtime.group_by_length else "random",
+        "torch_compile": runtime.compile,
+        "tf32": runtime.tf32 if cuda else None,
+    }
+
+
+def adamw_options(runtime) -> dict:
+    """torch.optim.AdamW keyword arguments for the configured kernel."""
+    return {"fused": {"fused": True}, "foreach": {"foreach": True},
+            "for_loop": {"foreach": False}}[runtime.optimizer]
+
+
+def adamw(runtime, lr: float):
+    """(class, kwargs) for Trainer(optimizer_cls_and_kwargs=...): Trainer's own parameter groups
+    (no weight decay on biases and norms) with the configured AdamW kernel."""
+    import torch
+
+    return torch.optim.AdamW, {"lr": lr, **adamw_options(runtime)}
+
+
 def training_arguments(cfg, output_dir: str, **overrides):
     """TrainingArguments shared by every training stage: seeds, device, precision, logging."""
     from transformers import TrainingArguments
@@ -51,8 +82,8 @@ def training_arguments(cfg, output_dir: str, **overrides):
         "logging_steps": 10,
         "logging_first_step": True,
         "save_strategy": "no",
-        "dataloader_num_workers": 0,
         **trainer_device_args(device, cfg.precision),
+        **speed_arguments(cfg.runtime, device),
     }
     return TrainingArguments(**(settings | overrides))
 

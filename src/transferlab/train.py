@@ -21,7 +21,7 @@ METRICS = "metrics/train.json"
 def train_masked_lm(cfg, net, tok, run_log, workdir: str, splits: dict) -> dict:
     from transformers import DataCollatorForLanguageModeling, Trainer
 
-    from transferlab.runtime import stop_on_nan, training_arguments
+    from transferlab.runtime import adamw, stop_on_nan, training_arguments
 
     max_length = cfg.model.max_length
     train_set = prepared.tokenized(splits["train"], tok, max_length, labels=False)
@@ -40,7 +40,8 @@ def train_masked_lm(cfg, net, tok, run_log, workdir: str, splits: dict) -> dict:
     collator = DataCollatorForLanguageModeling(tok, mlm_probability=cfg.train.mlm_probability,
                                                seed=cfg.seed)
     trainer = Trainer(model=net, args=args, train_dataset=train_set, eval_dataset=eval_set,
-                      data_collator=collator, callbacks=[stop_on_nan("train"), run_log.trainer_callback()])
+                      data_collator=collator, callbacks=[stop_on_nan("train"), run_log.trainer_callback()],
+                      optimizer_cls_and_kwargs=adamw(cfg.runtime, cfg.train.lr))
     result = trainer.train()
     evaluation = trainer.evaluate()
     metrics = {
