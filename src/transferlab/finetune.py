@@ -56,11 +56,12 @@ def summary(history: list[dict]) -> dict:
     }
 
 
-def configure_layers(net, ft, run_log):
+def configure_layers(net, ft, runtime, run_log):
     """Freeze what the config says, build the optimizer's LR groups, and the unfreezing callback."""
     import torch
 
     from transferlab import layers
+    from transferlab.runtime import adamw_options
 
     parts = layers.split(net)
     frozen = set(layers.freeze(parts, embeddings=ft.freeze.embeddings, layers=ft.freeze.layers,
@@ -82,7 +83,7 @@ def configure_layers(net, ft, run_log):
     groups = layers.parameter_groups(parts, backbone_lr=ft.backbone_lr, head_lr=ft.head_lr,
                                      layer_decay=ft.layer_lr_decay, weight_decay=ft.weight_decay,
                                      include=lambda p: id(p) not in frozen_ids)
-    optimizer = torch.optim.AdamW(groups, lr=ft.backbone_lr)
+    optimizer = torch.optim.AdamW(groups, lr=ft.backbone_lr, **adamw_options(runtime))
     total = sum(p.numel() for _, p in parts.all())
     trainable = sum(p.numel() for n, p in parts.all() if n not in frozen_now)
     run_log.log_metrics({"parameters_total": total, "parameters_trainable_at_start": trainable})
@@ -122,7 +123,7 @@ def run(cfg) -> dict:
         train_set = prepared.tokenized(frames["train"], tok, max_length)
         eval_set = prepared.tokenized(frames["validation"], tok, max_length)
         ft = cfg.finetune
-        optimizer, layer_callbacks, sizes = configure_layers(net, ft, run_log)
+        optimizer, layer_callbacks, sizes = configure_layers(net, ft, cfg.runtime, run_log)
         overfitting = layers.overfitting_callback(run_log)
         with checkpoints.workdir() as workdir:
             args = training_arguments(

@@ -35,21 +35,23 @@ def apply_repro(cfg) -> dict[str, str]:
     """Seed everything and set the determinism switches `cfg.repro` asks for; returns them, for
     the run's tags. strict: deterministic algorithms (an op without one raises), cuDNN
     deterministic, no TF32, the cuBLAS workspace pinned: reruns are bit-identical on one machine.
-    fast: seeds only, with cudnn.benchmark and TF32 matmuls allowed (GPU speed; small run-to-run
-    differences). DataLoader workers are seeded by Trainer (seed_worker) and the order by data_seed."""
+    fast: seeds only, with cudnn.benchmark and (when runtime.tf32) TF32 matmuls allowed (GPU
+    speed; small run-to-run differences). DataLoader workers are seeded by Trainer (seed_worker)
+    and the order by data_seed."""
     import torch
 
     seed_everything(cfg.seed)
     strict = cfg.repro == "strict"
+    tf32 = not strict and cfg.runtime.tf32
     if strict and os.environ.get("CUBLAS_WORKSPACE_CONFIG") not in DETERMINISTIC_CUBLAS:
         os.environ["CUBLAS_WORKSPACE_CONFIG"] = DETERMINISTIC_CUBLAS[0]  # read when cuBLAS starts
     torch.use_deterministic_algorithms(strict)
     torch.backends.cudnn.deterministic = strict
     torch.backends.cudnn.benchmark = not strict
-    torch.backends.cuda.matmul.allow_tf32 = not strict
-    torch.backends.cudnn.allow_tf32 = not strict
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
     settings = {"repro": cfg.repro, "repro.seed": cfg.seed, "repro.deterministic_algorithms": strict,
-                "repro.cudnn_benchmark": not strict, "repro.tf32": not strict,
+                "repro.cudnn_benchmark": not strict, "repro.tf32": tf32,
                 "repro.cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG", "")}
     log.info("repro=%s: %s", cfg.repro, ", ".join(f"{k}={v}" for k, v in settings.items()))
     return {k: str(v) for k, v in settings.items()}
@@ -87,6 +89,36 @@ def trainer_device_args(device: str, precision: str) -> dict:
     return args
 
 
+def speed_arguments(runtime, device: str) -> dict:
+    """TrainingArguments entries for the speed levers of `runtime` (the config's runtime group)."""
+    if runtime.threads:
+        import torch
+
+        torch.set_num_threads(runtime.threads)
+    cuda = device == "cuda"
+    return {
+        "dataloader_num_workers": runtime.dataloader_workers,
+        "dataloader_persistent_workers": runtime.dataloader_workers > 0,
+        "dataloader_pin_memory": cuda and runtime.pin_memory,
+        "train_sampling_strategy": "group_by_length" if runtime.group_by_length else "random",
+        "torch_compile": runtime.compile,  # TF32 is set with the determinism switches (apply_repro)
+    }
+
+
+def adamw_options(runtime) -> dict:
+    """torch.optim.AdamW keyword arguments for the configured kernel."""
+    return {"fused": {"fused": True}, "foreach": {"foreach": True},
+            "for_loop": {"foreach": False}}[runtime.optimizer]
+
+
+def adamw(runtime, lr: float):
+    """(class, kwargs) for Trainer(optimizer_cls_and_kwargs=...): Trainer's own parameter groups
+    (no weight decay on biases and norms) with the configured AdamW kernel."""
+    import torch
+
+    return torch.optim.AdamW, {"lr": lr, **adamw_options(runtime)}
+
+
 def training_arguments(cfg, output_dir: str, **overrides):
     """TrainingArguments shared by every training stage: seeds, device, precision, logging."""
     from transformers import TrainingArguments
@@ -104,10 +136,10 @@ def training_arguments(cfg, output_dir: str, **overrides):
         "logging_steps": 10,
         "logging_first_step": True,
         "save_strategy": "no",
-        "dataloader_num_workers": 0,
         # A NaN step loss must reach the log (stop_on_nan), not be papered over with the average.
         "logging_nan_inf_filter": False,
         **trainer_device_args(device, cfg.precision),
+        **speed_arguments(cfg.runtime, device),
     }
     if world_size() > 1:  # set only under torchrun: in a single process it fails (no process group)
         settings["ddp_backend"] = "gloo" if device == "cpu" else "nccl"

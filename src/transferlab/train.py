@@ -54,7 +54,7 @@ def masking_collator(tok, probability: float, seed: int):
 def train_masked_lm(cfg, net, tok, run_log, checkpoints, workdir: str, splits: dict) -> dict:
     from transformers import Trainer
 
-    from transferlab.runtime import stop_on_nan, training_arguments
+    from transferlab.runtime import adamw, stop_on_nan, training_arguments
 
     max_length = cfg.model.max_length
     train_set = prepared.tokenized(splits["train"], tok, max_length, labels=False)
@@ -74,7 +74,8 @@ def train_masked_lm(cfg, net, tok, run_log, checkpoints, workdir: str, splits: d
     collator, epoch_callback = masking_collator(tok, cfg.train.mlm_probability, cfg.seed)
     trainer = Trainer(model=net, args=args, train_dataset=train_set, eval_dataset=eval_set,
                       data_collator=collator,
-                      callbacks=[stop_on_nan("train"), epoch_callback, run_log.trainer_callback()])
+                      callbacks=[stop_on_nan("train"), epoch_callback, run_log.trainer_callback()],
+                      optimizer_cls_and_kwargs=adamw(cfg.runtime, cfg.train.lr))
     result = checkpoints.train(trainer, run_log)
     evaluation = trainer.evaluate()
     metrics = {

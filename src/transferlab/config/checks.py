@@ -18,6 +18,7 @@ CHOICES = {
     "model.arch": ENCODERS + DECODERS,
     "model.tokenizer": ("pretrained", "train"),
     "finetune.unfreeze.unit": ("epoch", "step"),
+    "runtime.optimizer": ("fused", "foreach", "for_loop"),
     "sweep.objective": ("best_validation_accuracy", "best_validation_loss"),
     "sweep.direction": ("maximize", "minimize"),
 }
@@ -43,7 +44,8 @@ POSITIVE = (
 )
 NON_NEGATIVE = ("seed", "train.steps", "train.lr", "finetune.weight_decay", "train.weight_decay",
                 "finetune.freeze.layers", "finetune.unfreeze.every", "evaluate.misclassified_samples",
-                "lm.generate.top_k", "lm.generate.seed", "checkpoint.every_steps")
+                "lm.generate.top_k", "lm.generate.seed", "checkpoint.every_steps",
+                "runtime.dataloader_workers")
 FRACTIONS = ("data.validation_fraction", "data.test_fraction", "train.mlm_probability",
              "train.warmup_ratio", "finetune.warmup_ratio", "model.dropout")
 
@@ -93,6 +95,8 @@ def check(cfg) -> None:
             re.compile(pattern)
         except re.error as err:
             problems.append(f"finetune.freeze.patterns: {pattern!r} is not a regex ({err})")
+    if cfg.runtime.threads is not None and cfg.runtime.threads < 1:
+        problems.append(f"runtime.threads={cfg.runtime.threads} must be >= 1 or null")
     if cfg.finetune.early_stopping_patience < 1:
         problems.append("finetune.early_stopping_patience must be >= 1")
     if cfg.task == "causal_lm" and cfg.sweep.objective != "best_validation_loss":

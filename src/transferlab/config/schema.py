@@ -123,6 +123,20 @@ class LMConfig:
 
 
 @dataclass
+class RuntimeConfig:
+    """Speed levers for the training stages (transferlab.runtime). Each default is measured on a
+    2-core AMX CPU: README, "Performance"."""
+
+    threads: int | None = None  # torch intra-op threads; None: torch's default (one per core)
+    dataloader_workers: int = 0  # batches are tokenized up front: workers only add processes
+    group_by_length: bool = False  # batches of similar length: less padding (dynamic padding is on)
+    optimizer: str = "fused"  # AdamW kernel: fused | foreach | for_loop
+    compile: bool = False  # torch.compile the model (inductor)
+    pin_memory: bool = True  # CUDA only: page-locked batches, asynchronous copies to the GPU
+    tf32: bool = True  # CUDA only (Ampere+), repro=fast only: TF32 tensor cores for fp32 matmuls
+
+
+@dataclass
 class TrackingConfig:
     enabled: bool = True
     experiment: str = "transferlab"
@@ -167,6 +181,7 @@ class Config:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     lm: LMConfig = field(default_factory=LMConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)

@@ -60,7 +60,7 @@ def run(cfg) -> dict:
         train_blocks = corpus.split_blocks("train", tok, cfg, domain=domain, limit=cfg.lm.max_train_blocks)
         eval_blocks = corpus.split_blocks("validation", tok, cfg, domain=domain, limit=cfg.lm.max_eval_blocks)
         ft = cfg.finetune
-        optimizer, layer_callbacks, sizes = configure_layers(net, ft, run_log)
+        optimizer, layer_callbacks, sizes = configure_layers(net, ft, cfg.runtime, run_log)
         overfitting = layers.overfitting_callback(run_log)
         with checkpoints.workdir() as workdir:
             trainer = language_model_trainer(

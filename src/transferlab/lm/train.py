@@ -24,12 +24,14 @@ def language_model_trainer(cfg, net, workdir: str, train_blocks, eval_blocks, ca
     """A Trainer on packed blocks: the labels are the inputs, shifted inside the model."""
     from transformers import Trainer, default_data_collator
 
-    from transferlab.runtime import training_arguments
+    from transferlab.runtime import adamw, training_arguments
 
     args = training_arguments(cfg, workdir, **overrides)
+    own_optimizer = None if optimizers[0] else adamw(cfg.runtime, args.learning_rate)
     return Trainer(model=net, args=args, data_collator=default_data_collator,
                    train_dataset=None if train_blocks is None else corpus.dataset(train_blocks),
-                   eval_dataset=corpus.dataset(eval_blocks), callbacks=callbacks, optimizers=optimizers)
+                   eval_dataset=corpus.dataset(eval_blocks), callbacks=callbacks, optimizers=optimizers,
+                   optimizer_cls_and_kwargs=own_optimizer)
 
 
 def run(cfg) -> dict:
