@@ -5,10 +5,11 @@
   (non-padding) tokens per second of training, MFU, peak RSS of the process, test accuracy;
 - the same fine-tune written the simple way (benchmarks/plain_trainer.py) and the ratio;
 - per-stage start-up (process start to the stage's MLflow run opening) and `transferlab --help`;
-- a no-op `dvc repro` against `dvc status` on the same repository.
-Noisy figures are repeated: median, min and max.
+- a no-op `dvc repro` against `dvc status` on the same repository;
+- with --levers: a one-epoch fine-tune per speed lever, each the default with one switch flipped.
+Noisy figures are repeated: median, min and max (throughput: one sample per training epoch).
 
-    python benchmarks/bench.py [--epochs N] [--override key=value ...] [--output FILE]
+    python benchmarks/bench.py [--epochs N] [--override key=value ...] [--levers] [--output FILE]
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("prepare", "train", "finetune", "evaluate")
+# One switch each, flipped from the default config (conf/runtime, precision, finetune).
+LEVERS = ("precision=fp32", "finetune.attention_dropout=null", "runtime.attention=sdpa",
+          "runtime.optimizer=foreach", "runtime.optimizer=for_loop", "runtime.compile=true",
+          "runtime.group_by_length=true", "runtime.dataloader_workers=2", "runtime.threads=1",
+          "repro=fast")
 
 
 def spread(samples: list[float], digits: int = 3) -> dict:
@@ -182,12 +188,14 @@ def pipeline_finetune(project: Path) -> dict:
     client = mlflow.MlflowClient(f"sqlite:///{project}/mlflow.db")
     finetune = runs["finetune"]
     evaluations = sum(m.value for m in client.get_metric_history(finetune.info.run_id, "eval_runtime"))
+    rates = [m.value for m in client.get_metric_history(finetune.info.run_id, "train_tokens_per_second")]
     params = yaml.safe_load((project / "params.yaml").read_text())
     epochs = json.loads((project / "metrics/finetune.json").read_text())["epochs_run"]
     tokens, mean_length = real_tokens(project, params["model"]["max_length"])
     return {
         "train_seconds": round(finetune.data.metrics["train_seconds"] - evaluations, 3),
         "real_tokens": tokens * epochs,
+        "epoch_tokens_per_second": rates,
         "mean_tokens_per_example": round(mean_length, 1),
         "peak_rss_gb": round(memory.peak / 1e9, 3),
         "test_accuracy": runs["evaluate"].data.metrics["test_accuracy"],
@@ -208,6 +216,29 @@ def plain_finetune(project: Path, output: Path) -> dict:
     return json.loads(output.read_text())
 
 
+def levers(project: Path) -> dict:
+    """One-epoch fine-tunes in the prepared project: the default, then each lever flipped."""
+    import mlflow
+
+    results = {}
+    for lever in ("default", *LEVERS):
+        print(f"  lever {lever} ...", flush=True)
+        run("transferlab", "compose", "finetune.epochs=1", *([] if lever == "default" else [lever]),
+            cwd=project)
+        started = time.perf_counter()
+        run("transferlab", "finetune", cwd=project)
+        finetune = stage_runs(project)["finetune"]
+        client = mlflow.MlflowClient(f"sqlite:///{project}/mlflow.db")
+        rate = client.get_metric_history(finetune.info.run_id, "train_tokens_per_second")[0].value
+        results[lever] = {"tokens_per_second": round(rate, 1),
+                          "stage_seconds": round(time.perf_counter() - started, 1),
+                          "validation_accuracy": finetune.data.metrics["best_validation_accuracy"]}
+    default = results["default"]["tokens_per_second"]
+    for figures in results.values():
+        figures["vs_default"] = round(figures["tokens_per_second"] / default, 3)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -216,6 +247,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="fine-tuning epochs (default: the config's)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-plain", action="store_true", help="only the pipeline's fine-tune")
+    parser.add_argument("--levers", action="store_true",
+                        help="also a one-epoch fine-tune per speed lever (about 15 minutes here)")
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks/results.json")
     args = parser.parse_args()
     overrides = args.override + ([f"finetune.epochs={args.epochs}"] if args.epochs else [])
@@ -239,17 +272,23 @@ def main() -> None:
         if not args.skip_plain:
             print("plain Trainer fine-tune ...", flush=True)
             figures["plain_trainer"] = plain_finetune(project, Path(folder) / "plain.json")
+        if args.levers:
+            print("levers ...", flush=True)
+            results["levers"] = levers(project)
         shutil.rmtree(project / ".git", ignore_errors=True)
     for figure in figures.values():
-        figure["tokens_per_second"] = round(figure["real_tokens"] / figure["train_seconds"], 1)
-        achieved = figure["tokens_per_second"] * per_token / 1e9
+        # Per-epoch rates exclude evaluation and checkpoint saving; the overall figure includes saving.
+        figure["tokens_per_second"] = spread(figure.pop("epoch_tokens_per_second"), 1)
+        figure["overall_tokens_per_second"] = round(figure["real_tokens"] / figure["train_seconds"], 1)
+        achieved = figure["tokens_per_second"]["median"] * per_token / 1e9
         figure["model_gflops"] = round(achieved, 1)
         figure["mfu_of_fp32_peak"] = round(achieved / results["matmul_peak_gflops"]["fp32"]["median"], 3)
         figure["mfu_of_bf16_peak"] = round(achieved / results["matmul_peak_gflops"]["bf16"]["median"], 3)
     results["finetune"] = figures
     if "plain_trainer" in figures:
         results["speedup_over_plain_trainer"] = round(
-            figures["pipeline"]["tokens_per_second"] / figures["plain_trainer"]["tokens_per_second"], 3)
+            figures["pipeline"]["tokens_per_second"]["median"]
+            / figures["plain_trainer"]["tokens_per_second"]["median"], 3)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

@@ -32,6 +32,8 @@ def main() -> None:
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
 
+    from transferlab.runtime import epoch_throughput  # measurement only: times each epoch
+
     labels = json.loads((args.prepared / "labels.json").read_text())
     tok = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=len(labels))
@@ -43,6 +45,8 @@ def main() -> None:
                                       max_length=args.max_length), batched=True)
 
     train, validation, test = encode("train"), encode("validation"), encode("test")
+    real_tokens = int(np.asarray(train["attention_mask"]).sum())  # padding is not a real token
+    rates: list[float] = []
     trainer = Trainer(
         model=model,
         args=TrainingArguments(
@@ -52,18 +56,19 @@ def main() -> None:
             save_strategy="no", report_to="none", seed=args.seed, use_cpu=True, logging_steps=10),
         train_dataset=train, eval_dataset=validation,
         compute_metrics=lambda p: {"accuracy": float((p.predictions.argmax(-1) == p.label_ids).mean())},
+        callbacks=[epoch_throughput(real_tokens, lambda epoch, rate: rates.append(rate))],
     )
     started = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - started
     evaluations = sum(e["eval_runtime"] for e in trainer.state.log_history if "eval_runtime" in e)
     steps = trainer.state.global_step
-    real_tokens = int(np.asarray(train["attention_mask"]).sum())  # padding is not a real token
     predictions = trainer.predict(test)
     args.output.write_text(json.dumps({
         "train_seconds": round(wall - evaluations, 3),
         "steps": steps,
         "real_tokens": real_tokens * trainer.state.epoch,
+        "epoch_tokens_per_second": rates,
         "test_accuracy": float((predictions.predictions.argmax(-1) == predictions.label_ids).mean()),
     }, indent=2))
 

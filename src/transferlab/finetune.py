@@ -19,10 +19,11 @@ TRAINING_LOG = "training_log.json"  # Trainer's log history, saved with the mode
 METRICS = "metrics/finetune.json"
 
 
-def load_classifier(labels: list[str], trust_remote_code: bool = False):
+def load_classifier(labels: list[str], trust_remote_code: bool = False,
+                    attention_dropout: float | None = None):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from transferlab.model import register_architectures
+    from transferlab.model import attention_dropout_override, register_architectures
 
     register_architectures()
     if not (PRETRAINED / "config.json").is_file():
@@ -36,6 +37,7 @@ def load_classifier(labels: list[str], trust_remote_code: bool = False):
         id2label=dict(enumerate(labels)),
         label2id={name: i for i, name in enumerate(labels)},
         ignore_mismatched_sizes=True,
+        **attention_dropout_override(PRETRAINED, attention_dropout),
     )
     return net, tok
 
@@ -94,9 +96,9 @@ def configure_layers(net, ft, runtime, run_log):
 def run(cfg) -> dict:
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer
 
+    from transferlab import runtime
     from transferlab.checkpoints import Checkpointing
     from transferlab.outputs import staged_outputs
-    from transferlab.runtime import apply_repro, resolve_device, stop_on_nan, training_arguments
     from transferlab.tracking import stage_run
 
     if cfg.task == "causal_lm":  # the decoder on the domain text: transferlab.lm.finetune
@@ -108,8 +110,8 @@ def run(cfg) -> dict:
     checkpoints = Checkpointing(cfg, "finetune", inputs=[*splits, prepared.labels_path(), PRETRAINED])
     with stage_run("finetune", cfg, tags={"data.digest": digest},
                    resume_run_id=checkpoints.run_id) as run_log:
-        run_log.set_tags({"device": resolve_device(cfg.device), "precision": cfg.precision})
-        run_log.set_tags(apply_repro(cfg))
+        run_log.set_tags({"device": runtime.resolve_device(cfg.device), "precision": cfg.precision})
+        run_log.set_tags(runtime.apply_repro(cfg))
         run_log.link("train")
         labels = prepared.read_labels()
         if len(labels) < 2:
@@ -118,15 +120,19 @@ def run(cfg) -> dict:
                             "task=causal_lm for unlabelled text")
         frames = {name: prepared.read_split(name) for name in ("train", "validation")}
         prepared.log_splits(run_log, frames)
-        net, tok = load_classifier(labels, cfg.model.trust_remote_code)
+        net, tok = load_classifier(labels, cfg.model.trust_remote_code, cfg.finetune.attention_dropout)
+        runtime.use_attention(net, cfg)
         max_length = cfg.model.max_length
         train_set = prepared.tokenized(frames["train"], tok, max_length)
         eval_set = prepared.tokenized(frames["validation"], tok, max_length)
         ft = cfg.finetune
         optimizer, layer_callbacks, sizes = configure_layers(net, ft, cfg.runtime, run_log)
         overfitting = layers.overfitting_callback(run_log)
+        throughput = runtime.epoch_throughput(  # MLflow only: wall time must stay out of the outputs
+            sum(map(len, train_set["input_ids"])),
+            lambda epoch, rate: run_log.log_metrics({"train_tokens_per_second": rate}, step=epoch))
         with checkpoints.workdir() as workdir:
-            args = training_arguments(
+            args = runtime.training_arguments(
                 cfg, workdir,
                 num_train_epochs=ft.epochs,
                 per_device_train_batch_size=ft.batch_size,
@@ -147,8 +153,8 @@ def run(cfg) -> dict:
                 data_collator=DataCollatorWithPadding(tok), processing_class=tok,
                 compute_metrics=accuracy,
                 optimizers=(optimizer, None),  # the scheduler (warmup + linear decay) is Trainer's
-                callbacks=[stop_on_nan("finetune"), EarlyStoppingCallback(ft.early_stopping_patience),
-                           overfitting, *layer_callbacks, run_log.trainer_callback()],
+                callbacks=[runtime.stop_on_nan("finetune"), EarlyStoppingCallback(ft.early_stopping_patience),
+                           overfitting, *layer_callbacks, throughput, run_log.trainer_callback()],
             )
             checkpoints.train(trainer, run_log)
             history = trainer.state.log_history

@@ -29,6 +29,26 @@ def cannot_load(name_or_path: str, what: str, err: Exception, kinds: str) -> Use
                      "a package: path, or a hub id (hubs need network)")
 
 
+ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")
+
+
+def attention_dropout_override(folder, probability: float | None) -> dict:
+    """from_pretrained keywords that set the checkpoint's attention-probability dropout to
+    `probability` (None: keep it). Each architecture names it differently; one without a separate
+    attention dropout (the torch.nn models) is left as it is."""
+    import json
+    from pathlib import Path
+
+    if probability is None:
+        return {}
+    config = json.loads((Path(folder) / "config.json").read_text())
+    keys = [key for key in ATTENTION_DROPOUT_KEYS if key in config]
+    if not keys:
+        log.info("%s has no separate attention dropout: finetune.attention_dropout does not apply",
+                 config.get("model_type", folder))
+    return dict.fromkeys(keys, probability)
+
+
 def tokenizer(cfg_model, texts=None):
     """The tokenizer of model.name_or_path, or for `model.tokenizer: train` a WordPiece vocabulary
     learnt from `texts` (the training split), so a scratch model needs no pretrained files."""

@@ -91,7 +91,7 @@ def train_masked_lm(cfg, net, tok, run_log, checkpoints, workdir: str, splits: d
 def run(cfg) -> dict:
     from transferlab.checkpoints import Checkpointing
     from transferlab.outputs import staged_outputs
-    from transferlab.runtime import apply_repro, resolve_device
+    from transferlab.runtime import apply_repro, resolve_device, use_attention
     from transferlab.tracking import stage_run
 
     if cfg.task == "causal_lm":  # next-token training of a decoder: transferlab.lm
@@ -110,6 +110,7 @@ def run(cfg) -> dict:
         run_log.link("prepare")
         tok = models.tokenizer(cfg.model, splits["train"]["text"].tolist())
         net = models.encoder(cfg.model, tok, masked_lm=cfg.train.steps > 0)
+        use_attention(net, cfg)
         with checkpoints.workdir() as workdir:
             if cfg.train.steps > 0:
                 metrics = train_masked_lm(cfg, net, tok, run_log, checkpoints, workdir, splits)

@@ -19,6 +19,7 @@ CHOICES = {
     "model.tokenizer": ("pretrained", "train"),
     "finetune.unfreeze.unit": ("epoch", "step"),
     "runtime.optimizer": ("fused", "foreach", "for_loop"),
+    "runtime.attention": ("auto", "eager", "sdpa"),
     "sweep.objective": ("best_validation_accuracy", "best_validation_loss"),
     "sweep.direction": ("maximize", "minimize"),
 }
@@ -97,6 +98,9 @@ def check(cfg) -> None:
             problems.append(f"finetune.freeze.patterns: {pattern!r} is not a regex ({err})")
     if cfg.runtime.threads is not None and cfg.runtime.threads < 1:
         problems.append(f"runtime.threads={cfg.runtime.threads} must be >= 1 or null")
+    dropout = cfg.finetune.attention_dropout
+    if dropout is not None and not 0 <= dropout < 1:
+        problems.append(f"finetune.attention_dropout={dropout} must be in [0, 1) or null")
     if cfg.finetune.early_stopping_patience < 1:
         problems.append("finetune.early_stopping_patience must be >= 1")
     if cfg.task == "causal_lm" and cfg.sweep.objective != "best_validation_loss":

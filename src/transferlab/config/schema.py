@@ -86,6 +86,9 @@ class FinetuneConfig:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     early_stopping_patience: int = 2
+    # Dropout on the attention probabilities while fine-tuning; None keeps the checkpoint's (MiniLM:
+    # 0.1). 0 skips a Bernoulli mask as large as every attention map: README, "Performance".
+    attention_dropout: float | None = 0.0
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
     unfreeze: UnfreezeConfig = field(default_factory=UnfreezeConfig)
 
@@ -134,6 +137,9 @@ class RuntimeConfig:
     compile: bool = False  # torch.compile the model (inductor)
     pin_memory: bool = True  # CUDA only: page-locked batches, asynchronous copies to the GPU
     tf32: bool = True  # CUDA only (Ampere+), repro=fast only: TF32 tensor cores for fp32 matmuls
+    # Attention kernel of Hugging Face models: auto = eager on CPU (two batched matmuls + softmax
+    # beat CPU flash attention's backward here), sdpa on CUDA (flash / memory-efficient kernels).
+    attention: str = "auto"
 
 
 @dataclass

@@ -22,17 +22,19 @@ def wall_time(key: str) -> bool:
     return "runtime" in key or "per_second" in key or key.endswith("_time")
 
 
-def load_decoder(trust_remote_code: bool = False):
+def load_decoder(trust_remote_code: bool = False, attention_dropout: float | None = None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from transferlab.lm.model import register_architectures
+    from transferlab.model import attention_dropout_override
     from transferlab.train import PRETRAINED
 
     register_architectures()
     if not (PRETRAINED / "config.json").is_file():
         raise UserError(f"{PRETRAINED} has no model: run the train stage first (`dvc repro train`)")
-    return (AutoModelForCausalLM.from_pretrained(PRETRAINED, trust_remote_code=trust_remote_code),
-            AutoTokenizer.from_pretrained(PRETRAINED, trust_remote_code=trust_remote_code))
+    net = AutoModelForCausalLM.from_pretrained(PRETRAINED, trust_remote_code=trust_remote_code,
+                                               **attention_dropout_override(PRETRAINED, attention_dropout))
+    return net, AutoTokenizer.from_pretrained(PRETRAINED, trust_remote_code=trust_remote_code)
 
 
 def run(cfg) -> dict:
@@ -41,7 +43,7 @@ def run(cfg) -> dict:
     from transferlab.checkpoints import Checkpointing
     from transferlab.finetune import FINETUNED, METRICS, TRAINING_LOG, configure_layers
     from transferlab.outputs import staged_outputs
-    from transferlab.runtime import apply_repro, resolve_device
+    from transferlab.runtime import apply_repro, resolve_device, use_attention
     from transferlab.tracking import stage_run
     from transferlab.train import PRETRAINED
 
@@ -56,7 +58,8 @@ def run(cfg) -> dict:
         run_log.set_tags(apply_repro(cfg))
         run_log.link("train")
         prepared.log_splits(run_log, {name: prepared.read_split(name) for name in ("train", "validation")})
-        net, tok = load_decoder(cfg.model.trust_remote_code)
+        net, tok = load_decoder(cfg.model.trust_remote_code, cfg.finetune.attention_dropout)
+        use_attention(net, cfg)
         train_blocks = corpus.split_blocks("train", tok, cfg, domain=domain, limit=cfg.lm.max_train_blocks)
         eval_blocks = corpus.split_blocks("validation", tok, cfg, domain=domain, limit=cfg.lm.max_eval_blocks)
         ft = cfg.finetune

@@ -37,7 +37,7 @@ def language_model_trainer(cfg, net, workdir: str, train_blocks, eval_blocks, ca
 def run(cfg) -> dict:
     from transferlab.checkpoints import Checkpointing
     from transferlab.outputs import staged_outputs
-    from transferlab.runtime import apply_repro, resolve_device, seed_everything
+    from transferlab.runtime import apply_repro, resolve_device, seed_everything, use_attention
     from transferlab.tracking import stage_run
     from transferlab.train import METRICS, PRETRAINED
 
@@ -54,6 +54,7 @@ def run(cfg) -> dict:
         run_log.link("prepare")
         tok = decoders.tokenizer(cfg.model, splits["train"]["text"].tolist())
         net = decoders.decoder(cfg.model, tok)
+        use_attention(net, cfg)
         seed_everything(cfg.seed)
         eval_blocks = corpus.split_blocks("validation", tok, cfg, limit=cfg.lm.max_eval_blocks)
         steps = cfg.train.steps
