@@ -177,7 +177,7 @@ class Config:
     task: str = "classification"  # classification | causal_lm (what train/finetune/evaluate do)
     seed: int = 42
     device: str = "auto"  # auto | cpu | cuda
-    precision: str = "fp32"  # fp32 | bf16
+    precision: str = "bf16"  # bf16 | fp32
     # strict: deterministic algorithms, seeded workers, cuBLAS workspace (bit-identical reruns);
     # fast: seeds only, TF32 and cudnn.benchmark allowed on a GPU
     repro: str = "strict"
