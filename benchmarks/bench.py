@@ -32,7 +32,8 @@ STAGES = ("prepare", "train", "finetune", "evaluate")
 # One switch each, flipped from the default config (conf/runtime, precision, finetune).
 LEVERS = ("precision=fp32", "finetune.attention_dropout=null", "runtime.attention=sdpa",
           "runtime.optimizer=foreach", "runtime.optimizer=for_loop", "runtime.compile=true",
-          "runtime.group_by_length=true", "runtime.dataloader_workers=2", "runtime.threads=1",
+          "runtime.reuse_freed_memory=false", "runtime.group_by_length=true",
+          "runtime.dataloader_workers=2", "runtime.threads=1",
           "repro=fast")
 
 

@@ -140,6 +140,9 @@ class RuntimeConfig:
     # Attention kernel of Hugging Face models: auto = eager on CPU (two batched matmuls + softmax
     # beat CPU flash attention's backward here), sdpa on CUDA (flash / memory-efficient kernels).
     attention: str = "auto"
+    # glibc only: serve every allocation from the heap and never hand freed memory back, so the
+    # big per-step tensors reuse pages instead of being page-faulted in afresh every step.
+    reuse_freed_memory: bool = True
 
 
 @dataclass
