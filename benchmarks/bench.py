@@ -217,15 +217,15 @@ def plain_finetune(project: Path, output: Path) -> dict:
     return json.loads(output.read_text())
 
 
-def levers(project: Path) -> dict:
-    """One-epoch fine-tunes in the prepared project: the default, then each lever flipped."""
+def levers(project: Path, overrides: list[str]) -> dict:
+    """One-epoch fine-tunes in the prepared project: the config, then each lever flipped."""
     import mlflow
 
     results = {}
     for lever in ("default", *LEVERS):
         print(f"  lever {lever} ...", flush=True)
-        run("transferlab", "compose", "finetune.epochs=1", *([] if lever == "default" else [lever]),
-            cwd=project)
+        flipped = [] if lever == "default" else [lever]
+        run("transferlab", "compose", *overrides, "finetune.epochs=1", *flipped, cwd=project)
         started = time.perf_counter()
         run("transferlab", "finetune", cwd=project)
         finetune = stage_runs(project)["finetune"]
@@ -275,7 +275,7 @@ def main() -> None:
             figures["plain_trainer"] = plain_finetune(project, Path(folder) / "plain.json")
         if args.levers:
             print("levers ...", flush=True)
-            results["levers"] = levers(project)
+            results["levers"] = levers(project, overrides)
         shutil.rmtree(project / ".git", ignore_errors=True)
     for figure in figures.values():
         # Per-epoch rates exclude evaluation and checkpoint saving; the overall figure includes saving.
