@@ -141,8 +141,6 @@ def run(cfg) -> dict:
         from transferlab.lm import evaluate as causal_lm
 
         return causal_lm.run(cfg)
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     from transferlab.baseline import tfidf_logistic_regression
     from transferlab.model import register_architectures
     from transferlab.outputs import staged_outputs
@@ -160,6 +158,9 @@ def run(cfg) -> dict:
         labels = prepared.read_labels()
         test = prepared.read_split("test")
         prepared.log_splits(run_log, {"test": test})
+        # Imported once the run is open, so the run's start time marks the end of start-up.
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
         register_architectures()
         trust = cfg.model.trust_remote_code
         net = AutoModelForSequenceClassification.from_pretrained(FINETUNED, trust_remote_code=trust)

@@ -94,8 +94,6 @@ def configure_layers(net, ft, runtime, run_log):
 
 
 def run(cfg) -> dict:
-    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer
-
     from transferlab import runtime
     from transferlab.checkpoints import Checkpointing
     from transferlab.outputs import staged_outputs
@@ -113,6 +111,9 @@ def run(cfg) -> dict:
         run_log.set_tags({"device": runtime.resolve_device(cfg.device), "precision": cfg.precision})
         run_log.set_tags(runtime.apply_repro(cfg))
         run_log.link("train")
+        # Imported once the run is open, so the run's start time marks the end of start-up.
+        from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer
+
         labels = prepared.read_labels()
         if len(labels) < 2:
             raise UserError(f"task=classification needs at least 2 labels; the prepared data has "
