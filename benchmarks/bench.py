@@ -217,26 +217,32 @@ def plain_finetune(project: Path, output: Path) -> dict:
     return json.loads(output.read_text())
 
 
-def levers(project: Path, overrides: list[str]) -> dict:
-    """One-epoch fine-tunes in the prepared project: the config, then each lever flipped."""
+def levers(project: Path, overrides: list[str], repeats: int) -> dict:
+    """One-epoch fine-tunes in the prepared project: the config, then each lever flipped; the
+    rounds are interleaved so that drift in the machine's speed hits every lever alike."""
     import mlflow
 
-    results = {}
-    for lever in ("default", *LEVERS):
-        print(f"  lever {lever} ...", flush=True)
-        flipped = [] if lever == "default" else [lever]
-        run("transferlab", "compose", *overrides, "finetune.epochs=1", *flipped, cwd=project)
-        started = time.perf_counter()
-        run("transferlab", "finetune", cwd=project)
-        finetune = stage_runs(project)["finetune"]
-        client = mlflow.MlflowClient(f"sqlite:///{project}/mlflow.db")
-        rate = client.get_metric_history(finetune.info.run_id, "train_tokens_per_second")[0].value
-        results[lever] = {"tokens_per_second": round(rate, 1),
-                          "stage_seconds": round(time.perf_counter() - started, 1),
-                          "validation_accuracy": finetune.data.metrics["best_validation_accuracy"]}
-    default = results["default"]["tokens_per_second"]
+    samples: dict[str, dict[str, list[float]]] = {}
+    for round_number in range(repeats):
+        for lever in ("default", *LEVERS):
+            print(f"  lever {lever} ({round_number + 1}/{repeats}) ...", flush=True)
+            flipped = [] if lever == "default" else [lever]
+            run("transferlab", "compose", *overrides, "finetune.epochs=1", *flipped, cwd=project)
+            started = time.perf_counter()
+            run("transferlab", "finetune", cwd=project)
+            finetune = stage_runs(project)["finetune"]
+            client = mlflow.MlflowClient(f"sqlite:///{project}/mlflow.db")
+            rate = client.get_metric_history(finetune.info.run_id, "train_tokens_per_second")[0].value
+            figures = samples.setdefault(lever, {"tokens_per_second": [], "stage_seconds": [],
+                                                 "validation_accuracy": []})
+            figures["tokens_per_second"].append(rate)
+            figures["stage_seconds"].append(time.perf_counter() - started)
+            figures["validation_accuracy"].append(finetune.data.metrics["best_validation_accuracy"])
+    results = {lever: {key: spread(values, 4 if key == "validation_accuracy" else 1)
+                       for key, values in figures.items()} for lever, figures in samples.items()}
+    default = results["default"]["tokens_per_second"]["median"]
     for figures in results.values():
-        figures["vs_default"] = round(figures["tokens_per_second"] / default, 3)
+        figures["vs_default"] = round(figures["tokens_per_second"]["median"] / default, 3)
     return results
 
 
@@ -249,7 +255,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-plain", action="store_true", help="only the pipeline's fine-tune")
     parser.add_argument("--levers", action="store_true",
-                        help="also a one-epoch fine-tune per speed lever (about 15 minutes here)")
+                        help="also a one-epoch fine-tune per speed lever (about 12 minutes a round here)")
+    parser.add_argument("--lever-rounds", type=int, default=3)
+    parser.add_argument("--only-levers", action="store_true", help="prepare, train, then the levers")
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks/results.json")
     args = parser.parse_args()
     overrides = args.override + ([f"finetune.epochs={args.epochs}"] if args.epochs else [])
@@ -260,6 +268,13 @@ def main() -> None:
                                  "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                                  "torch": torch.__version__, "cuda": torch.cuda.is_available()},
                      "overrides": overrides}
+    if args.only_levers:
+        with tempfile.TemporaryDirectory(prefix="bench-levers-") as folder:
+            project = clone(Path(folder) / "project", overrides)
+            for stage in ("prepare", "train"):
+                run("transferlab", stage, cwd=project)
+            results["levers"] = levers(project, overrides, args.lever_rounds)
+        return write(results, args.output)
     print("matmul peak ...", flush=True)
     results["matmul_peak_gflops"] = {d: matmul_peak(d) for d in ("fp32", "bf16")}
     print("start-up and dvc ...", flush=True)
@@ -275,7 +290,7 @@ def main() -> None:
             figures["plain_trainer"] = plain_finetune(project, Path(folder) / "plain.json")
         if args.levers:
             print("levers ...", flush=True)
-            results["levers"] = levers(project, overrides)
+            results["levers"] = levers(project, overrides, args.lever_rounds)
         shutil.rmtree(project / ".git", ignore_errors=True)
     for figure in figures.values():
         # Per-epoch rates exclude evaluation and checkpoint saving; the overall figure includes saving.
@@ -290,10 +305,14 @@ def main() -> None:
         results["speedup_over_plain_trainer"] = round(
             figures["pipeline"]["tokens_per_second"]["median"]
             / figures["plain_trainer"]["tokens_per_second"]["median"], 3)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    write(results, args.output)
+
+
+def write(results: dict, output: Path) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
-    print(f"written to {args.output}")
+    print(f"written to {output}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,106 @@
+"""The speed levers (conf/runtime, precision, finetune.attention_dropout) reach the training they
+are meant to change: real TrainingArguments, real optimizers, a real MiniLM fine-tune."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import make_config
+from transferlab import finetune, runtime, train
+from transferlab.data import prepare
+from transferlab.errors import UserError
+
+TINY_MINILM = ("data.max_per_label=5", "model.max_length=32", "finetune.batch_size=4",
+               "finetune.epochs=1")
+
+
+def test_each_lever_reaches_the_training_arguments(tmp_path):
+    default = runtime.training_arguments(make_config(), str(tmp_path))
+    assert default.bf16 and default.dataloader_num_workers == 0 and not default.dataloader_pin_memory
+    assert default.train_sampling_strategy == "random" and not default.torch_compile
+    flipped = runtime.training_arguments(
+        make_config("precision=fp32", "runtime.dataloader_workers=2", "runtime.group_by_length=true",
+                    "runtime.compile=true"), str(tmp_path))
+    assert not flipped.bf16 and flipped.dataloader_num_workers == 2
+    assert flipped.dataloader_persistent_workers and flipped.train_sampling_strategy == "group_by_length"
+    assert flipped.torch_compile
+
+
+@pytest.mark.parametrize(("kernel", "expected"), [("fused", {"fused": True}),
+                                                   ("foreach", {"foreach": True}),
+                                                   ("for_loop", {"foreach": False})])
+def test_the_optimizer_kernel_is_the_configured_one(kernel, expected):
+    import torch
+
+    optimizer_cls, kwargs = runtime.adamw(make_config(f"runtime.optimizer={kernel}").runtime, 1e-4)
+    optimizer = optimizer_cls([torch.nn.Parameter(torch.zeros(3))], **kwargs)
+    assert {key: optimizer.defaults[key] for key in expected} == expected
+
+
+def test_tf32_follows_repro_and_the_switch():
+    import torch
+
+    try:
+        runtime.apply_repro(make_config("repro=fast"))
+        assert torch.backends.cuda.matmul.allow_tf32
+        runtime.apply_repro(make_config("repro=fast", "runtime.tf32=false"))
+        assert not torch.backends.cuda.matmul.allow_tf32
+        runtime.apply_repro(make_config("repro=strict"))
+        assert not torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+def test_freed_memory_stays_in_the_heap_on_glibc():
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's")
+    assert runtime.keep_freed_memory()
+
+
+@pytest.mark.parametrize("bad", ["runtime.attention=flash", "runtime.optimizer=sgd",
+                                 "finetune.attention_dropout=1.5", "runtime.threads=0",
+                                 "runtime.dataloader_workers=-1"])
+def test_a_bad_lever_value_is_one_clear_error(bad):
+    key = bad.split("=")[0]
+    with pytest.raises(UserError, match=key.replace(".", r"\.")):
+        make_config(bad)
+
+
+def test_minilm_fine_tunes_with_eager_attention_and_no_attention_dropout(workdir):
+    cfg = make_config(*TINY_MINILM, "tracking.enabled=false")
+    prepare.run(cfg)
+    train.run(cfg)
+    labels = json.loads(Path("data/prepared/labels.json").read_text())
+    net, _ = finetune.load_classifier(labels, attention_dropout=cfg.finetune.attention_dropout)
+    assert net.config.attention_probs_dropout_prob == 0.0
+    assert net.config.hidden_dropout_prob == 0.1  # only the attention dropout is the lever
+    runtime.use_attention(net, cfg)
+    assert net.config._attn_implementation == "eager"  # auto on a CPU
+    runtime.use_attention(net, make_config("runtime.attention=sdpa"))
+    assert net.config._attn_implementation == "sdpa"
+    kept, _ = finetune.load_classifier(labels, attention_dropout=None)
+    assert kept.config.attention_probs_dropout_prob == 0.1  # MiniLM's own
+
+    finetune.run(cfg)
+    saved = json.loads(Path("models/finetuned/config.json").read_text())
+    assert saved["attention_probs_dropout_prob"] == 0.0
+
+
+def test_finetune_logs_real_token_throughput_per_epoch(workdir):
+    import mlflow
+
+    cfg = make_config(*TINY_MINILM, "finetune.epochs=2", f"tracking.uri=sqlite:///{workdir}/store.db")
+    prepare.run(cfg)
+    train.run(cfg)
+    finetune.run(cfg)
+    client = mlflow.MlflowClient(f"sqlite:///{workdir}/store.db")
+    run = client.search_runs([client.get_experiment_by_name("transferlab").experiment_id],
+                             filter_string="tags.`transferlab.stage` = 'finetune'")[0]
+    history = client.get_metric_history(run.info.run_id, "train_tokens_per_second")
+    assert sorted(m.step for m in history) == [1, 2]
+    assert all(m.value > 0 for m in history)
