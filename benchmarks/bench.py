@@ -43,7 +43,7 @@ def spread(samples: list[float], digits: int = 3) -> dict:
 
 
 def matmul_peak(dtype_name: str, size: int = 2048, repeats: int = 5) -> dict:
-    """GFLOP/s of a square matmul, the best a dense kernel does here (bf16 uses AMX via oneDNN)."""
+    """GFLOP/s of a square matmul, the best a dense kernel does here (bf16: oneDNN, AVX512-BF16/AMX)."""
     import torch
 
     dtype = getattr(torch, {"fp32": "float32", "bf16": "bfloat16"}[dtype_name])

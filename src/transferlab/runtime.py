@@ -127,7 +127,7 @@ def attention_kernel(runtime, device: str) -> str:
     """The attention implementation `runtime.attention` asks for on this device."""
     if runtime.attention != "auto":
         return runtime.attention
-    # Measured (MiniLM, 32x128, bf16, 2 AMX cores): eager 0.75 s/step, sdpa 1.02 s/step: CPU flash
+    # Measured (MiniLM, 32x128, bf16, 2 cores): eager 0.75 s/step, sdpa 1.02 s/step: CPU flash
     # attention's backward is slow at these sizes. On CUDA the flash kernels win.
     return "sdpa" if device == "cuda" else "eager"
 

@@ -128,7 +128,7 @@ class LMConfig:
 @dataclass
 class RuntimeConfig:
     """Speed levers for the training stages (transferlab.runtime). Each default is measured on a
-    2-core AMX CPU: README, "Performance"."""
+    2-core CPU with bf16 instructions: README, "Performance"."""
 
     threads: int | None = None  # torch intra-op threads; None: torch's default (one per core)
     dataloader_workers: int = 0  # batches are tokenized up front: workers only add processes
