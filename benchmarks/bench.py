@@ -258,6 +258,8 @@ def main() -> None:
                         help="also a one-epoch fine-tune per speed lever (about 12 minutes a round here)")
     parser.add_argument("--lever-rounds", type=int, default=3)
     parser.add_argument("--only-levers", action="store_true", help="prepare, train, then the levers")
+    parser.add_argument("--only-startup", action="store_true",
+                        help="only the stage start-up, --help and dvc figures (about 5 minutes here)")
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks/results.json")
     args = parser.parse_args()
     overrides = args.override + ([f"finetune.epochs={args.epochs}"] if args.epochs else [])
@@ -275,6 +277,8 @@ def main() -> None:
                 run("transferlab", stage, cwd=project)
             results["levers"] = levers(project, overrides, args.lever_rounds)
         return write(results, args.output)
+    if args.only_startup:
+        return write(results | startup(args.repeats), args.output)
     print("matmul peak ...", flush=True)
     results["matmul_peak_gflops"] = {d: matmul_peak(d) for d in ("fp32", "bf16")}
     print("start-up and dvc ...", flush=True)
