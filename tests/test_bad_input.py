@@ -3,9 +3,9 @@
 Every case must end with exit code != 0, exactly one `error:` line naming what is wrong and where,
 no traceback, no temporary files left behind, and the previous outputs byte for byte as they were.
 
-Under `dvc repro` / `dvc exp run` DVC itself deletes a stage's outputs before it runs the stage's
-command (they come back with `dvc checkout`); so cases that get past composition run the stage
-command DVC would run, which is where the project's own promise is kept."""
+Cases that get past composition run the stage command DVC would run; the last test runs such
+mistakes through `dvc exp run` and `dvc repro` themselves, where the outputs survive because they
+are `persist: true` in dvc.yaml (DVC would otherwise delete them before the failing stage starts)."""
 
 from __future__ import annotations
 
@@ -154,3 +154,43 @@ def test_bad_input_ends_in_one_clear_error_and_keeps_the_good_outputs(tiny_copy:
     assert "Traceback" not in output, output
     assert not leftovers(tiny_copy)
     assert snapshot(tiny_copy, case.keeps_params) == before
+
+
+DVC_ROUTE = {  # name: (a hand edit of params.yaml or None, the command, the stage's error)
+    # passes composition (the type is right), then the finetune stage refuses the value
+    "dvc exp run -S finetune.batch_size=0": (
+        None, (*DVC_EXP, "finetune.batch_size=0"),
+        "transferlab finetune: error: invalid config: finetune.batch_size=0 must be > 0"),
+    # params.yaml edited by hand, then `dvc repro`: the train stage cannot find the checkpoint
+    "dvc repro after a hand edit of model.name_or_path": (
+        (("model", "name_or_path"), "/does/not/exist"), ("dvc", "repro"),
+        "transferlab train: error: model.name_or_path='/does/not/exist' does not exist"),
+}
+
+
+def edit_params(repo: Path, key: tuple[str, ...], value) -> None:
+    import yaml
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    node = params
+    for part in key[:-1]:
+        node = node[part]
+    node[key[-1]] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.mark.parametrize("name", DVC_ROUTE)
+def test_a_stage_that_fails_under_dvc_keeps_the_last_good_outputs(tiny_copy: Path, name: str):
+    edit, command, expected = DVC_ROUTE[name]
+    if edit:
+        edit_params(tiny_copy, *edit)
+    before = snapshot(tiny_copy, with_params=False)
+    result = sh(*command, cwd=tiny_copy, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert expected in output
+    assert "Traceback" not in output, output
+    assert not leftovers(tiny_copy)
+    assert snapshot(tiny_copy, with_params=False) == before, "DVC or the stage touched the last good outputs"
+    status = sh("dvc", "status", cwd=tiny_copy).stdout
+    assert "changed" in status, "dvc status must still show the failed stage as out of date"
