@@ -222,6 +222,7 @@ def levers(project: Path, overrides: list[str], repeats: int) -> dict:
     rounds are interleaved so that drift in the machine's speed hits every lever alike."""
     import mlflow
 
+    client = mlflow.MlflowClient(f"sqlite:///{project}/mlflow.db")
     samples: dict[str, dict[str, list[float]]] = {}
     for round_number in range(repeats):
         for lever in ("default", *LEVERS):
@@ -231,7 +232,6 @@ def levers(project: Path, overrides: list[str], repeats: int) -> dict:
             started = time.perf_counter()
             run("transferlab", "finetune", cwd=project)
             finetune = stage_runs(project)["finetune"]
-            client = mlflow.MlflowClient(f"sqlite:///{project}/mlflow.db")
             rate = client.get_metric_history(finetune.info.run_id, "train_tokens_per_second")[0].value
             figures = samples.setdefault(lever, {"tokens_per_second": [], "stage_seconds": [],
                                                  "validation_accuracy": []})

@@ -156,34 +156,23 @@ def test_bad_input_ends_in_one_clear_error_and_keeps_the_good_outputs(tiny_copy:
     assert snapshot(tiny_copy, case.keeps_params) == before
 
 
-DVC_ROUTE = {  # name: (a hand edit of params.yaml or None, the command, the stage's error)
+DVC_ROUTE = {  # name: (`transferlab compose` overrides or (), the command, the stage's error)
     # passes composition (the type is right), then the finetune stage refuses the value
     "dvc exp run -S finetune.batch_size=0": (
-        None, (*DVC_EXP, "finetune.batch_size=0"),
+        (), (*DVC_EXP, "finetune.batch_size=0"),
         "transferlab finetune: error: invalid config: finetune.batch_size=0 must be > 0"),
-    # params.yaml edited by hand, then `dvc repro`: the train stage cannot find the checkpoint
-    "dvc repro after a hand edit of model.name_or_path": (
-        (("model", "name_or_path"), "/does/not/exist"), ("dvc", "repro"),
+    # a valid params.yaml naming a checkpoint that is not there, then `dvc repro`
+    "dvc repro with a missing model.name_or_path": (
+        ("experiment=tiny", "model.name_or_path=/does/not/exist"), ("dvc", "repro"),
         "transferlab train: error: model.name_or_path='/does/not/exist' does not exist"),
 }
 
 
-def edit_params(repo: Path, key: tuple[str, ...], value) -> None:
-    import yaml
-
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    node = params
-    for part in key[:-1]:
-        node = node[part]
-    node[key[-1]] = value
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
 @pytest.mark.parametrize("name", DVC_ROUTE)
 def test_a_stage_that_fails_under_dvc_keeps_the_last_good_outputs(tiny_copy: Path, name: str):
-    edit, command, expected = DVC_ROUTE[name]
-    if edit:
-        edit_params(tiny_copy, *edit)
+    compose, command, expected = DVC_ROUTE[name]
+    if compose:
+        sh("transferlab", "compose", *compose, cwd=tiny_copy)
     before = snapshot(tiny_copy, with_params=False)
     result = sh(*command, cwd=tiny_copy, check=False)
     output = result.stdout + result.stderr
