@@ -19,14 +19,79 @@ TINY_MINILM = ("data.max_per_label=5", "model.max_length=32", "finetune.batch_si
 
 def test_each_lever_reaches_the_training_arguments(tmp_path):
     default = runtime.training_arguments(make_config(), str(tmp_path))
-    assert default.bf16 and default.dataloader_num_workers == 0 and not default.dataloader_pin_memory
+    # precision=auto: bf16 exactly where this CPU runs it natively
+    assert default.bf16 == runtime.cpu_has_native_bf16() and not default.fp16
+    assert default.dataloader_num_workers == 0 and not default.dataloader_pin_memory
     assert default.train_sampling_strategy == "random" and not default.torch_compile
+    assert runtime.training_arguments(make_config("precision=bf16"), str(tmp_path)).bf16
     flipped = runtime.training_arguments(
         make_config("precision=fp32", "runtime.dataloader_workers=2", "runtime.group_by_length=true",
                     "runtime.compile=true"), str(tmp_path))
     assert not flipped.bf16 and flipped.dataloader_num_workers == 2
     assert flipped.dataloader_persistent_workers and flipped.train_sampling_strategy == "group_by_length"
     assert flipped.torch_compile
+
+
+def test_auto_precision_follows_the_cpu_flags(monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2", "avx512f"})  # an AVX512 CPU without BF16
+    assert runtime.resolve_precision("auto", "cpu") == "fp32"
+    for native in ({"avx2", "avx512_bf16"}, {"amx_bf16"}, {"asimd", "bf16"}):  # Intel, AMX, Arm
+        monkeypatch.setattr(runtime, "cpu_flags", lambda native=native: native)
+        assert runtime.resolve_precision("auto", "cpu") == "bf16"
+    assert runtime.resolve_precision("fp32", "cpu") == "fp32"
+
+
+def test_this_machines_flags_are_read():
+    import platform
+
+    if platform.system() != "Linux":
+        pytest.skip("/proc/cpuinfo is Linux's")
+    flags = runtime.cpu_flags()
+    assert flags and ("sse2" in flags or "asimd" in flags or "fp" in flags)
+
+
+def test_emulated_bf16_runs_with_one_warning(monkeypatch, caplog):
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2"})
+    runtime._warn_emulated_bf16.cache_clear()
+    with caplog.at_level("WARNING", logger="transferlab.runtime"):
+        assert runtime.resolve_precision("bf16", "cpu") == "bf16"
+        assert runtime.resolve_precision("bf16", "cpu") == "bf16"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "emulated" in warnings[0] and "30x slower" in warnings[0]
+
+
+def test_fp16_on_a_cpu_is_one_clear_error():
+    with pytest.raises(UserError, match="fp16 needs a CUDA device"):
+        runtime.resolve_precision("fp16", "cpu")
+    with pytest.raises(UserError, match="precision"):
+        make_config("precision=fp8")
+
+
+def test_machine_tags_record_the_resolved_precision():
+    tags = runtime.machine_tags(make_config())
+    assert tags["precision.requested"] == "auto" and tags["device"] == "cpu"
+    assert tags["precision"] == ("bf16" if runtime.cpu_has_native_bf16() else "fp32")
+
+
+def test_padding_share_counts_what_random_batches_pad():
+    assert runtime.padding_share([128] * 100, 32, seed=0) == 0
+    assert runtime.padding_share([10, 100], 2, seed=0) == pytest.approx(1 - 110 / 200)
+    assert runtime.padding_share([10, 100], 1, seed=0) == 0
+
+
+def test_group_by_length_auto_groups_only_where_padding_dominates(tmp_path):
+    import random
+
+    cfg = make_config()
+    articles = [128] * 500 + [90, 120]  # BBC: almost every article fills max_length
+    quotes = [random.Random(i).randint(8, 128) for i in range(500)]  # short texts of varied length
+    assert runtime.sampling_strategy(cfg.runtime, articles, 32, 42) == "random"
+    assert runtime.sampling_strategy(cfg.runtime, quotes, 32, 42) == "group_by_length"
+    assert runtime.sampling_strategy(cfg.runtime, None, 32, 42) == "random"  # packed blocks
+    forced = make_config("runtime.group_by_length=false").runtime
+    assert runtime.sampling_strategy(forced, quotes, 32, 42) == "random"
+    args = runtime.training_arguments(cfg, str(tmp_path), lengths=quotes, per_device_train_batch_size=32)
+    assert args.train_sampling_strategy == "group_by_length"
 
 
 @pytest.mark.parametrize(("kernel", "expected"), [("fused", {"fused": True}),

@@ -108,7 +108,7 @@ def run(cfg) -> dict:
     checkpoints = Checkpointing(cfg, "finetune", inputs=[*splits, prepared.labels_path(), PRETRAINED])
     with stage_run("finetune", cfg, tags={"data.digest": digest},
                    resume_run_id=checkpoints.run_id) as run_log:
-        run_log.set_tags({"device": runtime.resolve_device(cfg.device), "precision": cfg.precision})
+        run_log.set_tags(runtime.machine_tags(cfg))
         run_log.set_tags(runtime.apply_repro(cfg))
         run_log.link("train")
         # Imported once the run is open, so the run's start time marks the end of start-up.
@@ -134,7 +134,7 @@ def run(cfg) -> dict:
             lambda epoch, rate: run_log.log_metrics({"train_tokens_per_second": rate}, step=epoch))
         with checkpoints.workdir() as workdir:
             args = runtime.training_arguments(
-                cfg, workdir,
+                cfg, workdir, lengths=list(map(len, train_set["input_ids"])),
                 num_train_epochs=ft.epochs,
                 per_device_train_batch_size=ft.batch_size,
                 per_device_eval_batch_size=ft.batch_size,
@@ -149,6 +149,7 @@ def run(cfg) -> dict:
                 **checkpoints.trainer_arguments(save_strategy="epoch", save_total_limit=2,
                                                 save_only_model=True),
             )
+            run_log.set_tags({"train_sampling": args.train_sampling_strategy})
             trainer = Trainer(
                 model=net, args=args, train_dataset=train_set, eval_dataset=eval_set,
                 data_collator=DataCollatorWithPadding(tok), processing_class=tok,

@@ -60,7 +60,7 @@ def train_masked_lm(cfg, net, tok, run_log, checkpoints, workdir: str, splits: d
     train_set = prepared.tokenized(splits["train"], tok, max_length, labels=False)
     eval_set = prepared.tokenized(splits["validation"], tok, max_length, labels=False)
     args = training_arguments(
-        cfg, workdir,
+        cfg, workdir, lengths=list(map(len, train_set["input_ids"])),
         max_steps=cfg.train.steps,
         per_device_train_batch_size=cfg.train.batch_size,
         per_device_eval_batch_size=cfg.train.batch_size,
@@ -91,7 +91,7 @@ def train_masked_lm(cfg, net, tok, run_log, checkpoints, workdir: str, splits: d
 def run(cfg) -> dict:
     from transferlab.checkpoints import Checkpointing
     from transferlab.outputs import staged_outputs
-    from transferlab.runtime import apply_repro, resolve_device, use_attention
+    from transferlab.runtime import apply_repro, machine_tags, use_attention
     from transferlab.tracking import stage_run
 
     if cfg.task == "causal_lm":  # next-token training of a decoder: transferlab.lm
@@ -102,8 +102,7 @@ def run(cfg) -> dict:
     digest = prepared.files_digest(split_files)
     checkpoints = Checkpointing(cfg, "train", inputs=split_files)
     with stage_run("train", cfg, tags={"data.digest": digest}, resume_run_id=checkpoints.run_id) as run_log:
-        device = resolve_device(cfg.device)
-        run_log.set_tags({"device": device, "precision": cfg.precision})
+        run_log.set_tags(machine_tags(cfg))
         run_log.set_tags(apply_repro(cfg))
         splits = {name: prepared.read_split(name) for name in ("train", "validation")}
         prepared.log_splits(run_log, splits)

@@ -11,7 +11,7 @@ DECODERS = ("gpt2", "llama", "torch_decoder")
 CHOICES = {
     "task": ("classification", "causal_lm"),
     "device": ("auto", "cpu", "cuda"),
-    "precision": ("fp32", "bf16"),
+    "precision": ("auto", "fp32", "bf16", "fp16"),
     "repro": ("strict", "fast"),
     "data.source": ("bbc_news", "files"),
     "model.init": ("pretrained", "scratch"),

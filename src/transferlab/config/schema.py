@@ -132,7 +132,9 @@ class RuntimeConfig:
 
     threads: int | None = None  # torch intra-op threads; None: torch's default (one per core)
     dataloader_workers: int = 0  # batches are tokenized up front: workers only add processes
-    group_by_length: bool = False  # batches of similar length: less padding (dynamic padding is on)
+    # Batches of similar length (dynamic padding is on). None (auto): only when random batches would
+    # be more than 20% padding (short texts of varied length); grouped batches are less random.
+    group_by_length: bool | None = None
     optimizer: str = "fused"  # AdamW kernel: fused | foreach | for_loop
     compile: bool = False  # torch.compile the model (inductor)
     pin_memory: bool = True  # CUDA only: page-locked batches, asynchronous copies to the GPU
@@ -180,7 +182,9 @@ class Config:
     task: str = "classification"  # classification | causal_lm (what train/finetune/evaluate do)
     seed: int = 42
     device: str = "auto"  # auto | cpu | cuda
-    precision: str = "bf16"  # bf16 | fp32
+    # auto: bf16 where the hardware runs it natively (CUDA with bf16; CPUs with AVX512-BF16, AMX or
+    # Arm BF16), fp16 on older CUDA GPUs, else fp32. Resolved per run, recorded as the `precision` tag.
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (CUDA only)
     # strict: deterministic algorithms, seeded workers, cuBLAS workspace (bit-identical reruns);
     # fast: seeds only, TF32 and cudnn.benchmark allowed on a GPU
     repro: str = "strict"

@@ -43,7 +43,7 @@ def run(cfg) -> dict:
     from transferlab.checkpoints import Checkpointing
     from transferlab.finetune import FINETUNED, METRICS, TRAINING_LOG, configure_layers
     from transferlab.outputs import staged_outputs
-    from transferlab.runtime import apply_repro, resolve_device, use_attention
+    from transferlab.runtime import apply_repro, machine_tags, use_attention
     from transferlab.tracking import stage_run
     from transferlab.train import PRETRAINED
 
@@ -54,7 +54,7 @@ def run(cfg) -> dict:
     with stage_run("finetune", cfg, tags={"data.digest": digest, "task": cfg.task,
                                           "lm.domain": domain or "all"},
                    resume_run_id=checkpoints.run_id) as run_log:
-        run_log.set_tags({"device": resolve_device(cfg.device), "precision": cfg.precision})
+        run_log.set_tags(machine_tags(cfg))
         run_log.set_tags(apply_repro(cfg))
         run_log.link("train")
         prepared.log_splits(run_log, {name: prepared.read_split(name) for name in ("train", "validation")})

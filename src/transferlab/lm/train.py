@@ -37,7 +37,7 @@ def language_model_trainer(cfg, net, workdir: str, train_blocks, eval_blocks, ca
 def run(cfg) -> dict:
     from transferlab.checkpoints import Checkpointing
     from transferlab.outputs import staged_outputs
-    from transferlab.runtime import apply_repro, resolve_device, seed_everything, use_attention
+    from transferlab.runtime import apply_repro, machine_tags, seed_everything, use_attention
     from transferlab.tracking import stage_run
     from transferlab.train import METRICS, PRETRAINED
 
@@ -46,8 +46,7 @@ def run(cfg) -> dict:
     checkpoints = Checkpointing(cfg, "train", inputs=split_files)
     with stage_run("train", cfg, tags={"data.digest": digest, "task": cfg.task},
                    resume_run_id=checkpoints.run_id) as run_log:
-        device = resolve_device(cfg.device)
-        run_log.set_tags({"device": device, "precision": cfg.precision})
+        run_log.set_tags(machine_tags(cfg))
         run_log.set_tags(apply_repro(cfg))
         splits = {name: prepared.read_split(name) for name in ("train", "validation")}
         prepared.log_splits(run_log, splits)
