@@ -1,9 +1,12 @@
 """`make bench`: what the workflow costs on this machine, printed and written as JSON.
 
-- matmul peak (fp32, bf16) measured here, now: the denominator of model-FLOP utilisation (MFU);
+- the CPU's relevant ISA (avx2, avx512, avx512_bf16, amx) and the precision `auto` resolves to;
+- matmul peak (fp32, bf16) measured here, now: the denominator of model-FLOP utilisation (MFU),
+  taken against the peak of the precision the fine-tune actually used;
 - the pipeline's fine-tune (default config, or --override ...) in a throwaway clone: real
   (non-padding) tokens per second of training, MFU, peak RSS of the process, test accuracy;
-- the same fine-tune written the simple way (benchmarks/plain_trainer.py) and the ratio;
+- the same fine-tune written the simple way (benchmarks/plain_trainer.py), with --bf16 where the
+  machine runs bf16 natively (the best a user would pick), and the ratio;
 - per-stage start-up (process start to the stage's MLflow run opening) and `transferlab --help`;
 - a no-op `dvc repro` against `dvc status` on the same repository;
 - with --levers: a one-epoch fine-tune per speed lever, each the default with one switch flipped.
@@ -30,9 +33,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("prepare", "train", "finetune", "evaluate")
 # One switch each, flipped from the default config (conf/runtime, precision, finetune).
-LEVERS = ("precision=fp32", "finetune.attention_dropout=null", "runtime.attention=sdpa",
+LEVERS = ("precision=fp32", "precision=bf16", "finetune.attention_dropout=null", "runtime.attention=sdpa",
           "runtime.optimizer=foreach", "runtime.optimizer=for_loop", "runtime.compile=true",
           "runtime.reuse_freed_memory=false", "runtime.group_by_length=true",
+          "runtime.group_by_length=false",
           "runtime.dataloader_workers=2", "runtime.threads=1",
           "repro=fast")
 
@@ -42,8 +46,27 @@ def spread(samples: list[float], digits: int = 3) -> dict:
             "max": round(max(samples), digits), "n": len(samples)}
 
 
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "asimd", "bf16")
+
+
+def machine() -> dict:
+    """The CPU and what torch makes of it: the facts every figure here depends on."""
+    import torch
+
+    from transferlab.runtime import cpu_flags, cpu_has_native_bf16, resolve_precision
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model_name = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
+                       .splitlines() if line.startswith("model name")), platform.processor())
+    return {"cpu": model_name or platform.machine(), "cores": os.cpu_count(),
+            "isa": sorted(cpu_flags() & set(ISA_FLAGS)), "native_bf16": cpu_has_native_bf16(),
+            "precision_auto": resolve_precision("auto", device), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "cuda": torch.cuda.is_available()}
+
+
 def matmul_peak(dtype_name: str, size: int = 2048, repeats: int = 5) -> dict:
-    """GFLOP/s of a square matmul, the best a dense kernel does here (bf16: oneDNN, AVX512-BF16/AMX)."""
+    """GFLOP/s of a square matmul, the best a dense kernel does here (bf16: oneDNN, AVX512-BF16/AMX).
+    Emulated bf16 (0.3 GFLOP/s on AVX2) is measured on a small matrix: 2048^2 takes a minute a product."""
     import torch
 
     dtype = getattr(torch, {"fp32": "float32", "bf16": "bfloat16"}[dtype_name])
@@ -200,12 +223,15 @@ def pipeline_finetune(project: Path) -> dict:
         "mean_tokens_per_example": round(mean_length, 1),
         "peak_rss_gb": round(memory.peak / 1e9, 3),
         "test_accuracy": runs["evaluate"].data.metrics["test_accuracy"],
+        "precision": finetune.data.tags["precision"],  # what precision=auto resolved to
+        "train_sampling": finetune.data.tags.get("train_sampling"),
+        "attention": finetune.data.tags.get("attention"),
         "config": {"precision": params["precision"], "max_length": params["model"]["max_length"],
                    "finetune": params["finetune"]},
     }
 
 
-def plain_finetune(project: Path, output: Path) -> dict:
+def plain_finetune(project: Path, output: Path, bf16: bool) -> dict:
     import yaml
 
     params = yaml.safe_load((project / "params.yaml").read_text())
@@ -213,7 +239,8 @@ def plain_finetune(project: Path, output: Path) -> dict:
     run(sys.executable, str(REPO / "benchmarks/plain_trainer.py"), str(project / "data/prepared"),
         str(project / "models/pretrained"), str(output), "--epochs", str(ft["epochs"]),
         "--batch-size", str(ft["batch_size"]), "--max-length", str(params["model"]["max_length"]),
-        "--lr", str(ft["backbone_lr"]), "--seed", str(params["seed"]), cwd=project)
+        "--lr", str(ft["backbone_lr"]), "--seed", str(params["seed"]), *(["--bf16"] if bf16 else []),
+        cwd=project)
     return json.loads(output.read_text())
 
 
@@ -264,12 +291,8 @@ def main() -> None:
     args = parser.parse_args()
     overrides = args.override + ([f"finetune.epochs={args.epochs}"] if args.epochs else [])
 
-    import torch
-
-    results: dict = {"machine": {"cpu": platform.processor() or platform.machine(),
-                                 "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                                 "torch": torch.__version__, "cuda": torch.cuda.is_available()},
-                     "overrides": overrides}
+    results: dict = {"machine": machine(), "overrides": overrides}
+    print(json.dumps(results["machine"]), flush=True)
     if args.only_levers:
         with tempfile.TemporaryDirectory(prefix="bench-levers-") as folder:
             project = clone(Path(folder) / "project", overrides)
@@ -280,7 +303,9 @@ def main() -> None:
     if args.only_startup:
         return write(results | startup(args.repeats), args.output)
     print("matmul peak ...", flush=True)
-    results["matmul_peak_gflops"] = {d: matmul_peak(d) for d in ("fp32", "bf16")}
+    native = results["machine"]["native_bf16"]
+    results["matmul_peak_gflops"] = {"fp32": matmul_peak("fp32"),
+                                     "bf16": matmul_peak("bf16", *(() if native else (256, 2)))}
     print("start-up and dvc ...", flush=True)
     results |= startup(args.repeats)
     with tempfile.TemporaryDirectory(prefix="bench-finetune-") as folder:
@@ -291,7 +316,8 @@ def main() -> None:
         figures = {"pipeline": ours}
         if not args.skip_plain:
             print("plain Trainer fine-tune ...", flush=True)
-            figures["plain_trainer"] = plain_finetune(project, Path(folder) / "plain.json")
+            figures["plain_trainer"] = plain_finetune(project, Path(folder) / "plain.json",
+                                                      bf16=results["machine"]["native_bf16"])
         if args.levers:
             print("levers ...", flush=True)
             results["levers"] = levers(project, overrides, args.lever_rounds)
@@ -302,8 +328,9 @@ def main() -> None:
         figure["overall_tokens_per_second"] = round(figure["real_tokens"] / figure["train_seconds"], 1)
         achieved = figure["tokens_per_second"]["median"] * per_token / 1e9
         figure["model_gflops"] = round(achieved, 1)
-        figure["mfu_of_fp32_peak"] = round(achieved / results["matmul_peak_gflops"]["fp32"]["median"], 3)
-        figure["mfu_of_bf16_peak"] = round(achieved / results["matmul_peak_gflops"]["bf16"]["median"], 3)
+        used = figure["precision"]  # MFU against the peak of the precision the run actually used
+        figure["mfu"] = round(achieved / results["matmul_peak_gflops"][used]["median"], 3)
+        figure["mfu_of"] = f"{used} matmul peak"
     results["finetune"] = figures
     if "plain_trainer" in figures:
         results["speedup_over_plain_trainer"] = round(

@@ -1,9 +1,10 @@
 """The reference point: fine-tuning written the simple way a user would, with transformers.Trainer
-and its defaults (fp32, padding to max_length, no length grouping), on the same prepared data,
-model, batch size, sequence length, epochs and learning rate as the pipeline's fine-tune.
+and its defaults (padding to max_length, no length grouping), on the same prepared data, model,
+batch size, sequence length, epochs and learning rate as the pipeline's fine-tune. --bf16 is what a
+user passes where the machine runs bf16 natively (make bench does so there: the fair comparison).
 
     python benchmarks/plain_trainer.py PREPARED_DIR MODEL_DIR OUT.json --epochs 3 --batch-size 32 \
-        --max-length 128 --lr 1e-4 --seed 42
+        --max-length 128 --lr 1e-4 --seed 42 [--bf16]
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--max-steps", type=int, default=-1)
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (Trainer's --bf16)")
     args = parser.parse_args()
 
     import numpy as np
@@ -53,7 +55,8 @@ def main() -> None:
             output_dir=str(args.output.parent / "plain-trainer-out"), num_train_epochs=args.epochs,
             max_steps=args.max_steps, per_device_train_batch_size=args.batch_size,
             per_device_eval_batch_size=args.batch_size, learning_rate=args.lr, eval_strategy="epoch",
-            save_strategy="no", report_to="none", seed=args.seed, use_cpu=True, logging_steps=10),
+            save_strategy="no", report_to="none", seed=args.seed, use_cpu=True, logging_steps=10,
+            bf16=args.bf16),
         train_dataset=train, eval_dataset=validation,
         compute_metrics=lambda p: {"accuracy": float((p.predictions.argmax(-1) == p.label_ids).mean())},
         callbacks=[epoch_throughput(real_tokens, lambda epoch, rate: rates.append(rate))],
@@ -69,6 +72,7 @@ def main() -> None:
         "steps": steps,
         "real_tokens": real_tokens * trainer.state.epoch,
         "epoch_tokens_per_second": rates,
+        "precision": "bf16" if args.bf16 else "fp32",
         "test_accuracy": float((predictions.predictions.argmax(-1) == predictions.label_ids).mean()),
     }, indent=2))
 

@@ -149,7 +149,8 @@ def run(cfg) -> dict:
                 **checkpoints.trainer_arguments(save_strategy="epoch", save_total_limit=2,
                                                 save_only_model=True),
             )
-            run_log.set_tags({"train_sampling": args.train_sampling_strategy})
+            run_log.set_tags({"train_sampling": args.train_sampling_strategy,
+                              "attention": runtime.attention_kernel(cfg.runtime, args.device.type)})
             trainer = Trainer(
                 model=net, args=args, train_dataset=train_set, eval_dataset=eval_set,
                 data_collator=DataCollatorWithPadding(tok), processing_class=tok,
