@@ -1,5 +1,6 @@
 """Console script: `transferlab prepare|train|finetune|evaluate` (the DVC stages),
-`transferlab compose` (conf/ -> params.yaml) and `transferlab report` (the comparison table).
+`transferlab compose` (conf/ -> params.yaml), `transferlab run` (`dvc repro` under one MLflow
+parent run: what `make run` does) and `transferlab report` (the comparison table).
 Heavy libraries load only inside the commands."""
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ def parser() -> argparse.ArgumentParser:
         stage.add_argument("--params", default="params.yaml", help="config file (default: %(default)s)")
     compose = commands.add_parser(
         "compose", help="compose conf/ with Hydra overrides and write params.yaml",
-        description="Compose conf/ as `dvc exp run -S` does and write the result.")
-    compose.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=scratch finetune.lr=3e-5")
+        description="Compose conf/ as `dvc exp run -S` does, run the value checks the stages run, "
+                    "and write the result (only when it passes them).")
+    compose.add_argument("overrides", nargs="*",
+                         help="Hydra overrides, e.g. model=scratch finetune.backbone_lr=3e-5")
     compose.add_argument("--config-dir", default="conf", help="(default: %(default)s)")
     compose.add_argument("--output", "-o", default="params.yaml", help="(default: %(default)s; - for stdout)")
     pipeline = commands.add_parser(
@@ -59,20 +62,18 @@ def report_command(args) -> None:
 def compose_command(args) -> None:
     from pathlib import Path
 
+    from omegaconf import OmegaConf
+
     from transferlab.config.compose import compose, to_yaml
-    from transferlab.config.load import load_params
+    from transferlab.config.load import validated
 
     text = to_yaml(compose(args.overrides, args.config_dir))
+    validated(OmegaConf.create(text), "composed config")  # the checks the stages run, for -o - too
     if args.output == "-":
         sys.stdout.write(text)
         return
     tmp = Path(args.output).with_name(Path(args.output).name + ".tmp-compose")
     tmp.write_text(text, encoding="utf-8")
-    try:
-        load_params(tmp)  # the same checks the stages will run, before anything is replaced
-    except UserError:
-        tmp.unlink()
-        raise
     tmp.replace(args.output)
 
 
