@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 # batch), padding to each half's longest text, and per-process mean losses (the MLM halves do not
 # hold exactly half of the masked tokens).
 CONFIG = ["experiment=tiny", "model.dropout=0.0"]
-TOLERANCE = 5e-3  # measured: at most 1.9e-3 (MLM validation loss), see README
+TOLERANCE = 5e-3  # measured: at most 1.9e-3 (MLM validation loss), see docs/reliability.md
 
 
 def counts(repo: Path) -> dict[str, int]:

@@ -171,7 +171,10 @@ def run(cfg) -> dict:
                           for entry in history]
                 # Sorted keys: a resumed run reads the entries before its checkpoint back sorted.
                 (folder / TRAINING_LOG).write_text(json.dumps(steady, indent=1, sort_keys=True) + "\n")
-                outs.path(METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+                # The precision `auto` resolved to on this machine: `dvc metrics diff` / `dvc exp show`
+                # then show when the same params.yaml ran differently elsewhere.
+                resolved = {"precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"}
+                outs.path(METRICS).write_text(json.dumps(metrics | resolved, indent=2) + "\n")
         run_log.log_metrics(metrics)
         # Wall time goes to MLflow only: the metrics file must be identical on a rerun.
         seconds = next(entry["train_runtime"] for entry in history if "train_runtime" in entry)

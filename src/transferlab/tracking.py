@@ -195,7 +195,7 @@ class StageRun:
 
     def link(self, upstream: str) -> str | None:
         """Tag this run with the run that produced `upstream`'s outputs: found by fingerprint, so it
-        is the right run even when DVC skipped or restored the upstream stage from its cache."""
+        is the right run even when DVC skipped the upstream stage (it was up to date)."""
         if not self.run_id:
             return None
         found = latest_stage_run(upstream, fingerprint(self._cfg, upstream), self._experiment_id)

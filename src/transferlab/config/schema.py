@@ -87,7 +87,7 @@ class FinetuneConfig:
     warmup_ratio: float = 0.1
     early_stopping_patience: int = 2
     # Dropout on the attention probabilities while fine-tuning; None keeps the checkpoint's (MiniLM:
-    # 0.1). 0 skips a Bernoulli mask as large as every attention map: README, "Performance".
+    # 0.1). 0 skips a Bernoulli mask as large as every attention map: docs/performance.md.
     attention_dropout: float | None = 0.0
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
     unfreeze: UnfreezeConfig = field(default_factory=UnfreezeConfig)
@@ -128,7 +128,7 @@ class LMConfig:
 @dataclass
 class RuntimeConfig:
     """Speed levers for the training stages (transferlab.runtime). Each default is measured on a
-    2-core CPU with bf16 instructions: README, "Performance"."""
+    2-core CPU with and without native bf16: docs/performance.md."""
 
     threads: int | None = None  # torch intra-op threads; None: torch's default (one per core)
     dataloader_workers: int = 0  # batches are tokenized up front: workers only add processes
