@@ -63,7 +63,7 @@ lint: $(STAMP)
 
 compare: $(STAMP)
 	set -e; for experiment in $(COMPARE); do dvc exp run -S experiment=$$experiment; done
-	transferlab compose && dvc repro   # back to the default config (restored from DVC's run cache)
+	transferlab compose && dvc repro   # back to the default config (reruns it: persist: true outputs have no DVC run cache)
 	transferlab report $(COMPARE)
 
 # Throughput, MFU, memory, start-up and DVC overhead of the committed tree (clones it): see README.

@@ -1,0 +1,114 @@
+"""Per-step cost of each speed lever, interleaved in one process, for several batch shapes.
+
+A full lever round (`bench.py --levers`) fine-tunes once per lever: close to an hour per round on
+an AVX2-only CPU. This times single MiniLM training steps instead (forward, backward, gradient
+clipping, AdamW), alternating the variants step by step so that drift in the machine's speed hits
+each alike, for a few shapes of batch (batch x tokens): BBC's 32 x 128, short texts' 32 x 48,
+long documents' 8 x 512. bf16 is timed only where the CPU runs it natively (emulated, one step
+takes about a minute); its slowdown there is recorded from one step.
+
+    python benchmarks/step_levers.py [--steps 8] [--output benchmarks/step_levers.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import REPO, machine  # noqa: E402
+
+SHAPES = ((32, 128), (32, 48), (8, 512))
+# Each variant: a name and what it changes from the default (eager, fused, no attention dropout).
+VARIANTS = {
+    "default": {},
+    "runtime.attention=sdpa": {"attention": "sdpa"},
+    "runtime.optimizer=foreach": {"optimizer": {"foreach": True}},
+    "runtime.optimizer=for_loop": {"optimizer": {"foreach": False}},
+    "finetune.attention_dropout=null (0.1)": {"attention_dropout": 0.1},
+    "runtime.threads=1": {"threads": 1},
+}
+
+
+def build(options: dict):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from transferlab.config.schema import MINILM
+    from transferlab.packages import package_path
+
+    torch.manual_seed(0)
+    path = package_path(*MINILM.removeprefix("package:").split("/", 1))
+    net = AutoModelForSequenceClassification.from_pretrained(
+        str(path), num_labels=5, attention_probs_dropout_prob=options.get("attention_dropout", 0.0))
+    net.set_attn_implementation(options.get("attention", "eager"))
+    net.train()
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4, **options.get("optimizer", {"fused": True}))
+    return net, optimizer
+
+
+def step(net, optimizer, batch, threads: int, bf16: bool) -> float:
+    import torch
+
+    torch.set_num_threads(threads)
+    started = time.perf_counter()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = net(**batch).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per variant and shape")
+    parser.add_argument("--output", type=Path, default=REPO / "benchmarks/step_levers.json")
+    args = parser.parse_args()
+    import torch
+
+    from transferlab.runtime import keep_freed_memory
+
+    keep_freed_memory()  # the pipeline's default (runtime.reuse_freed_memory)
+    facts = machine()
+    threads = torch.get_num_threads()
+    variants = dict(VARIANTS)
+    variants["precision=bf16"] = {"bf16": True}
+    built = {name: build(options) for name, options in variants.items()}
+    results: dict = {"machine": facts, "steps": args.steps, "shapes": {}}
+    for batch_size, tokens in SHAPES:
+        generator = torch.Generator().manual_seed(0)
+        batch = {"input_ids": torch.randint(1000, 20000, (batch_size, tokens), generator=generator),
+                 "attention_mask": torch.ones(batch_size, tokens, dtype=torch.long),
+                 "labels": torch.randint(0, 5, (batch_size,), generator=generator)}
+        samples: dict[str, list[float]] = {name: [] for name in variants}
+        native = facts["native_bf16"]
+        for round_number in range(args.steps + 2):  # the first two are warm-up
+            for name, options in variants.items():
+                if options.get("bf16") and not native and round_number > 0:
+                    continue  # emulated bf16: one step tells the story
+                bf16 = options.get("bf16", False)
+                seconds = step(*built[name], batch, options.get("threads", threads), bf16)
+                if round_number >= 2 or (options.get("bf16") and not native):
+                    samples[name].append(seconds)
+        default = statistics.median(samples["default"])
+        shape = {}
+        for name, times in samples.items():
+            median = statistics.median(times)
+            shape[name] = {"seconds_per_step": round(median, 3), "min": round(min(times), 3), "n": len(times),
+                           "tokens_per_second": round(batch_size * tokens / median, 1),
+                           "vs_default": round(default / median, 3)}
+        results["shapes"][f"{batch_size}x{tokens}"] = shape
+        print(json.dumps({f"{batch_size}x{tokens}": shape}, indent=1), flush=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"written to {args.output}")
+
+
+if __name__ == "__main__":
+    main()
