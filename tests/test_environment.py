@@ -4,12 +4,13 @@ environment is a locked one."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
+import shutil
 import socket
-from functools import cache
+import sys
 from importlib.metadata import version
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -17,27 +18,27 @@ import yaml
 
 from conftest import REPO
 
+sys.path.insert(0, str(REPO / "tools"))  # the lock writer: its CUDA walk reads the metadata checked here
+import write_lock  # noqa: E402
+from write_lock import CUDA_EXTRAS, CUDA_ONLY, normalise  # noqa: E402
+
 CPU, CUDA = "requirements-cpu.lock", "requirements-cuda.lock"
-CUDA_ONLY = re.compile(r"nvidia-|cuda-|triton$")  # packages of torch's CUDA build, never in the CPU one
 
 
-def lock_pins(lock: str) -> dict[str, str]:
-    """name -> version of every pin in a lock, following its `-r` includes."""
-    pins = {}
-    for line in (REPO / lock).read_text().splitlines():
+def lock_pins(lock: str | Path) -> dict[str, str]:
+    """name -> version of every pin in a lock (a path under the repository or any path), following its
+    `-r` includes (relative to the lock's folder)."""
+    lock, pins = REPO / lock, {}
+    for line in lock.read_text().splitlines():
         line = line.split("#")[0].strip()
         if line.startswith("-r "):
-            pins |= lock_pins(line.removeprefix("-r ").strip())
+            pins |= lock_pins(lock.parent / line.removeprefix("-r ").strip())
         elif line:
             assert re.fullmatch(r"[A-Za-z0-9_.\-]+==[A-Za-z0-9_.+\-]+", line), f"not exact: {line}"
             name, pinned = line.split("==")
             assert normalise(name) not in pins, f"{name} pinned twice ({lock})"
             pins[normalise(name)] = pinned
     return pins
-
-
-def normalise(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def conda_pip_pins(env_file: str) -> tuple[dict, list[str], dict[str, str]]:
@@ -51,14 +52,6 @@ def conda_pip_pins(env_file: str) -> tuple[dict, list[str], dict[str, str]]:
     return env, pip_section, pins
 
 
-@cache
-def write_lock():
-    spec = importlib.util.spec_from_file_location("write_lock", REPO / "tools" / "write_lock.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def torch_cpu_url() -> str:
     return re.search(r"^TORCH_CPU_URL := (\S+)$", (REPO / "Makefile").read_text(), re.M).group(1)
 
@@ -69,7 +62,7 @@ def test_environment_files_pin_exactly_their_lock(env_file, lock):
     assert "python=3.11" in env["dependencies"] and "pip" in env["dependencies"]
     locked = lock_pins(lock)
     header = (REPO / env_file).read_text()
-    for name in write_lock().AFTER_CONDA:  # installed by the documented second step, with the lock's pin
+    for name in write_lock.AFTER_CONDA:  # installed by the documented second step, with the lock's pin
         assert f"pip install --no-deps {name}=={locked.pop(normalise(name))}" in header
     assert pins == locked, {
         f"only in {env_file}": sorted(set(pins.items()) - set(locked.items())),
@@ -94,7 +87,7 @@ def test_cpu_install_has_no_cuda_package_and_cuda_install_adds_only_them():
 @pytest.fixture(scope="module")
 def package_index() -> str:
     """The index the CUDA set comes from; skip where it is unreachable, except in CI (it installs from it)."""
-    index = write_lock().INDEX
+    index = write_lock.INDEX
     url = urlsplit(index)
     try:
         socket.create_connection((url.hostname, url.port or 443), timeout=5).close()
@@ -106,31 +99,71 @@ def package_index() -> str:
     return index
 
 
-def test_cuda_lock_holds_every_package_torchs_cuda_wheel_requires(package_index):
-    """torch's CUDA wheel and each CUDA-only pin, read from the index in one pip call (metadata only,
-    nothing installed; pip downloads the wheels where the index lists no PEP 658 metadata file): every
-    requirement that applies on Linux x86_64 / Python 3.11, with the extras its requirer asks for, is
-    met by an exact pin of the CUDA lock, and every CUDA-only pin is needed."""
-    cuda = lock_pins(CUDA)
-    own = {name: pinned for name, pinned in cuda.items() if name not in lock_pins(CPU) or name == "torch"}
-    metadata = write_lock().pip_metadata([f"{name}=={pinned}" for name, pinned in own.items()])
-    assert {name: pinned for name, (pinned, _) in metadata.items()} == own
-    needed, todo, seen = set(), [("torch", frozenset()), ("nvidia-ml-py", frozenset())], set()
+def own_pins(lock: str | Path) -> dict[str, str]:
+    """The pins a CUDA lock adds to the shared ones: torch's CUDA build, its CUDA set, CUDA_EXTRAS."""
+    shared = lock_pins("requirements.lock")
+    return {name: pinned for name, pinned in lock_pins(lock).items() if name not in shared}
+
+
+@pytest.fixture(scope="module")
+def cuda_metadata(package_index) -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, Requires-Dist) of the Linux x86_64 / CPython 3.11 wheel of each own pin of the
+    CUDA lock, read from the wheels' metadata files on the index (~1.5 MB, no wheel downloaded)."""
+    return write_lock.wheel_metadata([f"{name}=={pinned}" for name, pinned in own_pins(CUDA).items()])
+
+
+def cuda_lock_problems(lock: str | Path, metadata: dict[str, tuple[str, list[str]]]) -> list[str]:
+    """What keeps a CUDA lock from being complete and minimal: walking the metadata of torch and
+    CUDA_EXTRAS through the lock's own pins, every requirement that applies on Linux x86_64 / Python
+    3.11, with the extras its requirer asks for, must be met by an exact pin of the lock, and every own
+    pin must be required (the shared pins are complete by `make lock`, which resolved them)."""
+    pins, own, name_of = lock_pins(lock), own_pins(lock), Path(lock).name
+    problems, needed, seen = [], set(), set()
+    todo = [(normalise(root), frozenset()) for root in ("torch", *CUDA_EXTRAS)]
     while todo:
         requirer, extras = todo.pop()
-        if (requirer, extras) in seen or requirer not in metadata:  # shared pins: complete by `make lock`
+        if (requirer, extras) in seen or requirer not in own:
             continue
         seen.add((requirer, extras))
-        for req in write_lock().requires(metadata[requirer][1], extras):
+        for req in write_lock.requires(metadata[requirer][1], extras):
             name, wanted = normalise(req.name), f"{req.name}{req.specifier}"
             needed.add(name)
-            assert name in cuda, f"{requirer} requires {wanted}: not in {CUDA}"
-            assert req.specifier.contains(cuda[name], prereleases=True), \
-                f"{requirer} requires {wanted}: {CUDA} pins {name}=={cuda[name]}"
+            if name not in pins:
+                problems.append(f"{requirer} requires {wanted}: not in {name_of}")
+            elif not req.specifier.contains(pins[name], prereleases=True):
+                problems.append(f"{requirer} requires {wanted}: {name_of} pins {name}=={pins[name]}")
             todo.append((name, frozenset(req.extras)))
-    assert {"cuda-toolkit", "nvidia-cudnn-cu13", "nvidia-nccl-cu13", "triton"} <= needed, \
-        "torch's Linux requirements were not evaluated for Linux"
-    assert set(own) - needed == {"torch", "nvidia-ml-py"}, "CUDA pins that nothing requires"
+    if not {"cuda-toolkit", "nvidia-cudnn-cu13", "nvidia-nccl-cu13", "triton"} <= needed:
+        problems.append("torch's Linux requirements were not evaluated for Linux")
+    if unneeded := sorted(set(own) - needed - {"torch", *CUDA_EXTRAS}):
+        problems.append(f"CUDA pins that nothing requires: {unneeded}")
+    return problems
+
+
+def test_cuda_lock_holds_every_package_torchs_cuda_wheel_requires(cuda_metadata):
+    """torch's CUDA wheel and each CUDA-only pin, read from the index's metadata files (no wheel is
+    downloaded): the walk of cuda_lock_problems finds nothing."""
+    assert {name: pinned for name, (pinned, _) in cuda_metadata.items()} == own_pins(CUDA)
+    assert cuda_lock_problems(CUDA, cuda_metadata) == []
+
+
+@pytest.mark.parametrize("edit, problem", [
+    (lambda lock: re.sub(r"(?m)^nvidia-cublas==.*\n", "", lock),
+     r"(cuda-toolkit|nvidia-cudnn-cu13|nvidia-cusolver) requires nvidia-cublas\S*: "
+     r"not in requirements-cuda\.lock"),
+    (lambda lock: lock.replace("\ntriton==3.7.1\n", "\ntriton==3.7.0\n"),
+     r"torch requires triton==3\.7\.1: requirements-cuda\.lock pins triton==3\.7\.0"),
+    (lambda lock: lock + "nvidia-cuda-cccl==13.0.85\n",
+     r"CUDA pins that nothing requires: \['nvidia-cuda-cccl'\]"),
+], ids=["missing-pin", "wrong-pin", "unneeded-pin"])
+def test_cuda_lock_check_reports_a_broken_copy(cuda_metadata, tmp_path, edit, problem):
+    """The check fails on a broken copy of the lock (in tmp_path, with the metadata already read)."""
+    shutil.copy(REPO / "requirements.lock", tmp_path)
+    broken = edit((REPO / CUDA).read_text())
+    assert broken != (REPO / CUDA).read_text()
+    (tmp_path / CUDA).write_text(broken)
+    problems = cuda_lock_problems(tmp_path / CUDA, cuda_metadata)
+    assert problems and all(re.fullmatch(problem, found) for found in problems), problems
 
 
 def test_pyproject_direct_dependencies_match_the_lock():

@@ -6,33 +6,55 @@ requirements.lock       every package of VENV but torch (`pip freeze`): shared b
 requirements-cpu.lock   -r requirements.lock + torch's CPU build, as VENV has it (torch==X+cpu)
 requirements-cuda.lock  -r requirements.lock + torch==X from the package index (the CUDA build) + every
                         package its linux x86_64 wheel requires, transitively, + nvidia-ml-py (pynvml,
-                        MLflow's GPU metrics). Read from the wheels' metadata: no GPU, no CUDA install.
+                        MLflow's GPU metrics). Read from the wheels' metadata files on PyPI (a few MB,
+                        no wheel downloaded): no GPU, no CUDA install.
 environment.yml, environment-cuda.yml: the same pins for conda's (resolving) pip step.
 """
 
 from __future__ import annotations
 
+import hashlib
+import http.client
+import io
+import itertools
 import json
-import os
 import re
 import subprocess
 import sys
-import tempfile
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from email.parser import BytesHeaderParser
 from pathlib import Path
+from urllib.error import HTTPError
+from urllib.parse import urljoin
+from urllib.request import Request, urlopen
 
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
-from packaging.specifiers import SpecifierSet
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.tags import compatible_tags, cpython_tags
+from packaging.utils import parse_wheel_filename
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED, CPU, CUDA = "requirements.lock", "requirements-cpu.lock", "requirements-cuda.lock"
-# Where the CUDA walk reads metadata. Not pip's configuration: a local wheel folder there (this
-# machine's) offers torch's CPU build, which shadows the CUDA one (2.13.0+cpu sorts above 2.13.0).
+# Where the CUDA walk reads metadata: PyPI's JSON simple API (PEP 691) for the file lists and each
+# wheel's PEP 658 metadata file (<wheel url>.metadata) or, where it has none, the METADATA member read
+# with range requests; never whole wheels (pip downloads them: 2.7 GB for torch's CUDA set).
+# Not pip's configuration: a local wheel folder there (this machine's) offers torch's CPU build, which
+# shadows the CUDA one (2.13.0+cpu sorts above 2.13.0).
 INDEX = "https://pypi.org/simple"
+TIMEOUT, ATTEMPTS, THREADS = 30, 4, 8  # seconds per request; tries per request; requests at a time
 # The install target: Linux x86_64, CPython 3.11, glibc 2.28 (torch's wheel is manylinux_2_28), so every
-# manylinux tag up to 2_28 (the nvidia-* wheels are tagged 2_17, 2_18, 2_25, 2_27; pip expands
-# manylinux2014 to manylinux2010 and manylinux1).
-PLATFORMS = (*(f"manylinux_2_{minor}_x86_64" for minor in range(28, 16, -1)), "manylinux2014_x86_64")
+# manylinux tag up to 2_28 (the nvidia-* wheels are tagged 2_17, 2_18, 2_25, 2_27) and the legacy
+# aliases manylinux2014 (2_17), manylinux2010 (2_12) and manylinux1 (2_5), as pip expands them; the
+# tags in pip's order of preference, most specific first.
+LEGACY = {17: "manylinux2014_x86_64", 12: "manylinux2010_x86_64", 5: "manylinux1_x86_64"}
+PLATFORMS = tuple(platform for minor in range(28, 4, -1)
+                  for platform in (f"manylinux_2_{minor}_x86_64", LEGACY.get(minor)) if platform)
+TAGS = {tag: rank for rank, tag in enumerate([*cpython_tags((3, 11), ["cp311"], PLATFORMS),
+                                              *compatible_tags((3, 11), "cp311", PLATFORMS)])}
 TARGET = {**default_environment(), "os_name": "posix", "sys_platform": "linux", "platform_system": "Linux",
           "platform_machine": "x86_64", "implementation_name": "cpython",
           "platform_python_implementation": "CPython", "python_version": "3.11"}
@@ -93,23 +115,122 @@ def frozen_pins(venv: str) -> list[str]:
     return sorted(pins, key=str.lower)
 
 
-def pip_metadata(requirements: list[str]) -> dict[str, tuple[str, list[str]]]:
-    """name -> (version, Requires-Dist) of the Linux x86_64 / CPython 3.11 wheel pip picks for each
-    requirement from INDEX: one `pip install --dry-run --no-deps --report` call, nothing installed.
-    pip reads PEP 658 metadata files where the index lists them, else it downloads the wheels."""
-    with tempfile.TemporaryDirectory() as tmp:
-        report = Path(tmp) / "report.json"
-        subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--isolated", "--disable-pip-version-check",
-             "--no-cache-dir", "--quiet", "--no-deps", "--dry-run", "--ignore-installed",
-             "--only-binary=:all:", "--index-url", INDEX, *(f"--platform={p}" for p in PLATFORMS),
-             "--python-version=3.11", "--implementation=cp", "--target", f"{tmp}/target",
-             "--report", str(report), *requirements],
-            check=True, env={**os.environ, "PIP_CONFIG_FILE": os.devnull})
-        installs = json.loads(report.read_text())["install"]
-    return {normalise(i["metadata"]["name"]): (i["metadata"]["version"],
-                                               i["metadata"].get("requires_dist", []))
-            for i in installs}
+def fetch(url: str, headers: dict[str, str] | None = None) -> bytes:
+    """GET url with a timeout, retried on network errors and 5xx/429 answers; a range request must be
+    answered with the range (else it would download the whole file)."""
+    for attempt in itertools.count(1):
+        try:
+            with urlopen(Request(url, headers=headers or {}), timeout=TIMEOUT) as response:
+                if headers and "Range" in headers and response.status != 206:
+                    raise SystemExit(f"write_lock: {url} answers a range request with the whole file")
+                return response.read()
+        except (OSError, http.client.HTTPException) as error:
+            final = isinstance(error, HTTPError) and error.code < 500 and error.code != 429
+            if final or attempt == ATTEMPTS:
+                raise
+            time.sleep(attempt)
+
+
+class RemoteFile(io.RawIOBase):
+    """A file on the index, read with HTTP range requests of at least CHUNK bytes: zipfile reads a
+    wheel's central directory (one request for the file's tail) and one member (another), a few kB of a
+    wheel of up to hundreds of MB."""
+
+    CHUNK = 1 << 16
+
+    def __init__(self, url: str, size: int):
+        super().__init__()
+        self.url, self.size, self.position = url, size, 0
+        self.start, self.data = 0, b""  # the last range read
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self.position = (offset, self.position + offset, self.size + offset)[whence]
+        return self.position
+
+    def read(self, size: int | None = -1) -> bytes:
+        end = self.size if size is None or size < 0 else min(self.size, self.position + size)
+        if end <= self.position:
+            return b""
+        if not self.start <= self.position <= end <= self.start + len(self.data):
+            self.start = max(0, min(self.position, end - self.CHUNK))
+            stop = min(self.size, max(end, self.start + self.CHUNK))
+            self.data = fetch(self.url, {"Range": f"bytes={self.start}-{stop - 1}"})
+        data = self.data[self.position - self.start:end - self.start]
+        self.position += len(data)
+        return data
+
+
+def core_metadata(wheel: dict) -> bytes:
+    """The METADATA file of a wheel listed by the JSON simple API: its PEP 658 file, <url>.metadata
+    (PyPI serves one for most wheels, listed or not), else read out of the wheel's zip by RemoteFile
+    (here: nvidia-ml-py, nvidia-nvjitlink, cuda-bindings, cuda-pathfinder)."""
+    try:
+        data = fetch(wheel["url"] + ".metadata")
+    except HTTPError as error:
+        if error.code != 404:
+            raise
+        with zipfile.ZipFile(RemoteFile(wheel["url"], wheel["size"])) as archive:
+            name = next((n for n in archive.namelist() if re.fullmatch(r"[^/]+\.dist-info/METADATA", n)),
+                        None)
+            if name is None:
+                raise SystemExit(f"write_lock: {wheel['filename']}: no .metadata file on the index and "
+                                 "no *.dist-info/METADATA in the wheel") from None
+            return archive.read(name)
+    advertised = wheel.get("core-metadata") or wheel.get("dist-info-metadata")
+    if isinstance(advertised, dict) and "sha256" in advertised \
+            and hashlib.sha256(data).hexdigest() != advertised["sha256"]:
+        raise SystemExit(f"write_lock: {wheel['url']}.metadata does not match its listed sha256")
+    return data
+
+
+def runs_on_target(wheel: dict) -> int | None:
+    """The rank of the wheel's best tag on the target (lower is preferred, as by pip), None if the wheel
+    does not install there (tags or Requires-Python)."""
+    ranks = [TAGS[tag] for tag in parse_wheel_filename(wheel["filename"])[3] if tag in TAGS]
+    try:
+        python = SpecifierSet(wheel.get("requires-python") or "").contains("3.11", prereleases=True)
+    except InvalidSpecifier:  # pip ignores an invalid Requires-Python too
+        python = True
+    return min(ranks) if ranks and python else None
+
+
+def wheel_metadata_of(requirement: str) -> tuple[str, tuple[str, list[str]]]:
+    """name, (version, Requires-Dist) of the wheel pip would pick from INDEX for the requirement on
+    the target: the newest version the specifier allows (yanked files only for an exact pin), its
+    file with the most specific compatible tag."""
+    req = Requirement(requirement)
+    page = f"{INDEX}/{normalise(req.name)}/"
+    listing = json.loads(fetch(page, {"Accept": "application/vnd.pypi.simple.v1+json"}))
+    wheels = [(parse_wheel_filename(w["filename"])[1], rank, w) for w in listing["files"]
+              if w["filename"].endswith(".whl") and (rank := runs_on_target(w)) is not None]
+    exact = any(spec.operator in ("==", "===") for spec in req.specifier)
+    version = max(req.specifier.filter(v for v, _, w in wheels if not w.get("yanked")), default=None)
+    if version is None and exact:
+        version = max(req.specifier.filter(v for v, _, _ in wheels), default=None)
+    if version is None:
+        raise SystemExit(f"write_lock: no wheel of {req} for Linux x86_64 / CPython 3.11 on {page}")
+    _, _, wheel = min((w for w in wheels if w[0] == version), key=lambda w: w[1])
+    metadata = BytesHeaderParser().parsebytes(core_metadata({**wheel, "url": urljoin(page, wheel["url"])}))
+    if normalise(metadata["Name"]) != normalise(req.name) or Version(metadata["Version"]) != version:
+        raise SystemExit(f"write_lock: {wheel['filename']}: metadata of {metadata['Name']} "
+                         f"{metadata['Version']}")
+    return normalise(metadata["Name"]), (metadata["Version"], metadata.get_all("Requires-Dist") or [])
+
+
+def wheel_metadata(requirements: list[str]) -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, Requires-Dist) of the Linux x86_64 / CPython 3.11 wheel pip would pick for each
+    requirement from INDEX, read from the wheels' metadata files (no wheel downloaded), THREADS at a time."""
+    with ThreadPoolExecutor(THREADS) as pool:
+        return dict(pool.map(wheel_metadata_of, requirements))
 
 
 def requires(requires_dist: list[str], extras: set[str] | frozenset[str]) -> list[Requirement]:
@@ -125,7 +246,7 @@ def requires(requires_dist: list[str], extras: set[str] | frozenset[str]) -> lis
 
 def cuda_set(torch_version: str, shared: dict[str, str]) -> list[str]:
     """Exact pins of torch's CUDA build and of everything it needs beyond the shared pins, found by
-    walking the wheels' metadata one level per pip call."""
+    walking the wheels' metadata, one level of requirements at a time."""
     roots = [Requirement(f"torch=={torch_version}"), *map(Requirement, CUDA_EXTRAS)]
     fetched: dict[str, tuple[str, list[str]]] = {}
     while True:
@@ -151,7 +272,7 @@ def cuda_set(torch_version: str, shared: dict[str, str]) -> list[str]:
         if not missing:
             return sorted((f"{name}=={fetched[name][0]}" for name in wanted if name not in shared),
                           key=str.lower)
-        fetched |= pip_metadata(missing)
+        fetched |= wheel_metadata(missing)
 
 
 def write_env(env_file: str, what: str, lock: str, pins: list[str], options: list[str]) -> None:
