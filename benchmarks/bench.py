@@ -285,6 +285,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="fine-tuning epochs (default: the config's)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-plain", action="store_true", help="only the pipeline's fine-tune")
+    parser.add_argument("--skip-startup", action="store_true", help="no start-up / dvc figures")
     parser.add_argument("--levers", action="store_true",
                         help="also a one-epoch fine-tune per speed lever (about 12 minutes a round here)")
     parser.add_argument("--lever-rounds", type=int, default=3)
@@ -310,8 +311,9 @@ def main() -> None:
     native = results["machine"]["native_bf16"]
     results["matmul_peak_gflops"] = {"fp32": matmul_peak("fp32"),
                                      "bf16": matmul_peak("bf16", *(() if native else (256, 2)))}
-    print("start-up and dvc ...", flush=True)
-    results |= startup(args.repeats)
+    if not args.skip_startup:
+        print("start-up and dvc ...", flush=True)
+        results |= startup(args.repeats)
     with tempfile.TemporaryDirectory(prefix="bench-finetune-") as folder:
         project = clone(Path(folder) / "project", overrides)
         print("pipeline fine-tune ...", flush=True)
