@@ -66,7 +66,7 @@ compare: $(STAMP)
 	transferlab compose && dvc repro   # back to the default config (reruns it: persist: true outputs have no DVC run cache)
 	transferlab report $(COMPARE)
 
-# Throughput, MFU, memory, start-up and DVC overhead of the committed tree (clones it): see README.
+# Throughput, MFU, memory, start-up and DVC overhead of the committed tree (clones it): see docs/performance.md.
 BENCH_ARGS ?=
 bench: $(STAMP)
 	python benchmarks/bench.py $(BENCH_ARGS)
