@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_config
-from transferlab import finetune, runtime, train
+from transferlab import finetune, precision, runtime, train
 from transferlab.data import prepare
 from transferlab.errors import UserError
 
@@ -20,7 +20,7 @@ TINY_MINILM = ("data.max_per_label=5", "model.max_length=32", "finetune.batch_si
 def test_each_lever_reaches_the_training_arguments(tmp_path):
     default = runtime.training_arguments(make_config(), str(tmp_path))
     # precision=auto: bf16 exactly where this CPU runs it natively
-    assert default.bf16 == runtime.cpu_has_native_bf16() and not default.fp16
+    assert default.bf16 == precision.cpu_has_native_bf16() and not default.fp16
     assert default.dataloader_num_workers == 0 and not default.dataloader_pin_memory
     assert default.train_sampling_strategy == "random" and not default.torch_compile
     assert runtime.training_arguments(make_config("precision=bf16"), str(tmp_path)).bf16
@@ -33,12 +33,12 @@ def test_each_lever_reaches_the_training_arguments(tmp_path):
 
 
 def test_auto_precision_follows_the_cpu_flags(monkeypatch):
-    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2", "avx512f"})  # an AVX512 CPU without BF16
-    assert runtime.resolve_precision("auto", "cpu") == "fp32"
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2", "avx512f"})  # an AVX512 CPU without BF16
+    assert precision.resolve_precision("auto", "cpu") == "fp32"
     for native in ({"avx2", "avx512_bf16"}, {"amx_bf16"}, {"asimd", "bf16"}):  # Intel, AMX, Arm
-        monkeypatch.setattr(runtime, "cpu_flags", lambda native=native: native)
-        assert runtime.resolve_precision("auto", "cpu") == "bf16"
-    assert runtime.resolve_precision("fp32", "cpu") == "fp32"
+        monkeypatch.setattr(precision, "cpu_flags", lambda native=native: native)
+        assert precision.resolve_precision("auto", "cpu") == "bf16"
+    assert precision.resolve_precision("fp32", "cpu") == "fp32"
 
 
 def test_this_machines_flags_are_read():
@@ -46,23 +46,23 @@ def test_this_machines_flags_are_read():
 
     if platform.system() != "Linux":
         pytest.skip("/proc/cpuinfo is Linux's")
-    flags = runtime.cpu_flags()
+    flags = precision.cpu_flags()
     assert flags and ("sse2" in flags or "asimd" in flags or "fp" in flags)
 
 
 def test_emulated_bf16_runs_with_one_warning(monkeypatch, caplog):
-    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2"})
-    runtime._warn_emulated_bf16.cache_clear()
-    with caplog.at_level("WARNING", logger="transferlab.runtime"):
-        assert runtime.resolve_precision("bf16", "cpu") == "bf16"
-        assert runtime.resolve_precision("bf16", "cpu") == "bf16"
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2"})
+    precision._warn_emulated_bf16.cache_clear()
+    with caplog.at_level("WARNING", logger="transferlab.precision"):
+        assert precision.resolve_precision("bf16", "cpu") == "bf16"
+        assert precision.resolve_precision("bf16", "cpu") == "bf16"
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and "emulated" in warnings[0] and "30x slower" in warnings[0]
 
 
 def test_fp16_on_a_cpu_is_one_clear_error():
     with pytest.raises(UserError, match="fp16 needs a CUDA device"):
-        runtime.resolve_precision("fp16", "cpu")
+        precision.resolve_precision("fp16", "cpu")
     with pytest.raises(UserError, match="precision"):
         make_config("precision=fp8")
 
@@ -70,7 +70,7 @@ def test_fp16_on_a_cpu_is_one_clear_error():
 def test_machine_tags_record_the_resolved_precision():
     tags = runtime.machine_tags(make_config())
     assert tags["precision.requested"] == "auto" and tags["device"] == "cpu"
-    assert tags["precision"] == ("bf16" if runtime.cpu_has_native_bf16() else "fp32")
+    assert tags["precision"] == ("bf16" if precision.cpu_has_native_bf16() else "fp32")
 
 
 def test_padding_share_counts_what_random_batches_pad():
