@@ -39,7 +39,7 @@ COMPARE ?= compare_scratch/no_pretraining compare_scratch/mlm_pretraining torch_
            compare_pretrained/frozen_backbone compare_pretrained/full_finetune \
            compare_pretrained/gradual_unfreezing compare_pretrained/dapt
 
-.PHONY: install run test lint ui serve lock clean compare report bench lm
+.PHONY: install run test lint ui serve lock clean distclean compare report bench lm
 
 install: $(STAMP)
 
@@ -62,7 +62,11 @@ lint: $(STAMP)
 	ruff check src tests tools benchmarks
 
 compare: $(STAMP)
-	set -e; for experiment in $(COMPARE); do dvc exp run -S experiment=$$experiment; done
+	set -e; for experiment in $(COMPARE); do \
+	  name=$$(echo $$experiment | tr / -); \
+	  dvc exp remove $$name 2>/dev/null || true; \
+	  dvc exp run -n $$name -S experiment=$$experiment; \
+	done   # named after their config (a rerun replaces the experiment of the same name)
 	transferlab compose && dvc repro   # back to the default config (reruns it: persist: true outputs have no DVC run cache)
 	transferlab report $(COMPARE)
 
@@ -105,5 +109,28 @@ lock:
 	.lock-venv/bin/python tools/write_lock.py .lock-venv $(TORCH_CPU_URL)
 	rm -rf .lock-venv
 
+# Never the DVC-tracked outputs (data/prepared, models, metrics, plots, reports, dvc.lock) nor DVC's
+# cache. `make clean`: .venv and what commands rebuild on their own: the sweeps' stage cache, resume
+# checkpoints, Hydra's run and sweep folders, rendered `dvc plots`, Python and tool caches.
+# `make distclean`: also the experiment records, which only reruns rebuild: the MLflow store (runs,
+# registered models, the champion `make serve` serves) and the Optuna studies.
+SCRATCH := .cache/stages .checkpoints outputs multirun dvc_plots .pytest_cache .ruff_cache .lock-venv
+RECORDS := mlflow.db mlflow.db.lock mlruns mlartifacts optuna.db
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(SCRATCH)
+	find . -path ./.git -prune -o -path ./.dvc -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(RECORDS)
+
+# DVC-cached outputs (data/prepared, models/) and the run cache to and from the default DVC remote
+# (.dvc/config: ~/.local/share/transferlab/dvc-remote, one per machine; REMOTE=name picks another).
+# metrics/, plots/ and reports/evaluate/ are `cache: false`: they travel with git, next to dvc.lock.
+# A team's shared remote (S3, SSH, GCS, Azure): docs/collaboration.md.
+.PHONY: push pull
+REMOTE ?=
+push: $(STAMP)
+	dvc push --run-cache $(if $(REMOTE),--remote $(REMOTE))
+
+pull: $(STAMP)
+	dvc pull --run-cache $(if $(REMOTE),--remote $(REMOTE))

@@ -45,6 +45,8 @@ def csv(rows: list[tuple[str, str]], columns=("body", "topic")) -> bytes:
 
 
 GOOD_ROWS = [(f"{label} document {i}", label) for label in ("alpha", "beta", "gamma") for i in range(6)]
+ONE_LABEL = [(f"alpha document {i}", "alpha") for i in range(6)]  # six rows, one label
+TWO_EACH = [(f"{label} document {i}", label) for label in ("alpha", "beta") for i in range(2)]
 
 
 def files_case(name: str, content: bytes, *expected: str) -> Case:
@@ -65,6 +67,18 @@ CASES = {
     "label too small for three splits": files_case(
         "small.csv", csv(GOOD_ROWS + [("delta one", "delta"), ("delta two", "delta")]),
         "labels with fewer than 3 examples: 'delta' (2)"),
+    # what the task cannot use, refused by prepare before it replaces the prepared data
+    "one label": files_case("one_class.csv", csv(ONE_LABEL), "task=classification needs at least 2 labels",
+                            "the data has one, 'alpha' (6 examples)"),
+    "every label too small": files_case("tiny_labels.csv", csv(TWO_EACH),
+                                        "labels with fewer than 3 examples: 'alpha' (2), 'beta' (2)"),
+    "blank texts": files_case("blank.csv", csv([("   ", "alpha"), ("\t", "beta")] * 3),
+                              "no text: every row's text is empty or blank"),
+    "causal_lm with two texts": Case(
+        ("transferlab", "prepare"), ("data.path short.txt",
+                                     "task=causal_lm needs at least 3 texts", "the data has 2"),
+        data={"short.txt": b"A first story.\n\nA second story.\n"},
+        compose=("experiment=lm_tiny", "data=text", "data.path=short.txt", "lm.domain=null")),
     "unknown top-level key": Case((*DVC_EXP, "nosuch.key=1"), ("Could not override 'nosuch.key'",),
                                   elsewhere="Key 'nosuch' not in 'Config'"),
     "unknown finetune key": Case((*DVC_EXP, "finetune.nosuch=1"), ("Could not override 'finetune.nosuch'",),
@@ -75,6 +89,9 @@ CASES = {
     "wrong type": Case((*DVC_EXP, "finetune.backbone_lr=abc"),
                        ("finetune.backbone_lr=abc", "'abc'", "could not be converted to Float")),
     "unknown option": Case((*DVC_EXP, "model=gpt17"), ("Could not find 'model/gpt17'",)),
+    # a choice field (a StrEnum in the schema): refused while DVC composes, before any stage runs
+    "not a choice": Case((*DVC_EXP, "device=gpu"), ("device=gpu",),
+                         elsewhere="Invalid value 'gpu', expected one of [auto, cpu, cuda]"),
     "zero finetune batch": Case(("transferlab", "compose", "experiment=tiny", "finetune.batch_size=0"),
                                 ("invalid config: finetune.batch_size=0 must be > 0",)),
     "negative finetune batch": Case(("transferlab", "compose", "experiment=tiny", "finetune.batch_size=-4"),
@@ -156,21 +173,33 @@ def test_bad_input_ends_in_one_clear_error_and_keeps_the_good_outputs(tiny_copy:
     assert snapshot(tiny_copy, case.keeps_params) == before
 
 
-DVC_ROUTE = {  # name: (`transferlab compose` overrides or (), the command, the stage's error)
+DVC_ROUTE = {  # name: (`transferlab compose` overrides or (), the command, the stage's error, data files)
     # passes composition (the type is right), then the finetune stage refuses the value
     "dvc exp run -S finetune.batch_size=0": (
         (), (*DVC_EXP, "finetune.batch_size=0"),
-        "transferlab finetune: error: invalid config: finetune.batch_size=0 must be > 0"),
+        "transferlab finetune: error: invalid config: finetune.batch_size=0 must be > 0", {}),
     # a valid params.yaml naming a checkpoint that is not there, then `dvc repro`
     "dvc repro with a missing model.name_or_path": (
         ("experiment=tiny", "model.name_or_path=/does/not/exist"), ("dvc", "repro"),
-        "transferlab train: error: model.name_or_path='/does/not/exist' does not exist"),
+        "transferlab train: error: model.name_or_path='/does/not/exist' does not exist", {}),
+    # data the task cannot use: prepare refuses it, so the good prepared data and its metrics stay
+    # (before, a one-label table replaced them and finetune failed two stages later)
+    "dvc exp run -S data.path=one_class.csv": (
+        (), (*DVC_EXP, "data=files", "-S", "data.path=one_class.csv"),
+        "transferlab prepare: error: data.path one_class.csv: task=classification needs at least 2 labels",
+        {"one_class.csv": csv(ONE_LABEL, ("text", "label"))}),
+    "dvc exp run -S data.path=tiny_labels.csv": (
+        (), (*DVC_EXP, "data=files", "-S", "data.path=tiny_labels.csv"),
+        "transferlab prepare: error: data.path tiny_labels.csv: labels with fewer than 3 examples: "
+        "'alpha' (2), 'beta' (2)", {"tiny_labels.csv": csv(TWO_EACH, ("text", "label"))}),
 }
 
 
 @pytest.mark.parametrize("name", DVC_ROUTE)
 def test_a_stage_that_fails_under_dvc_keeps_the_last_good_outputs(tiny_copy: Path, name: str):
-    compose, command, expected = DVC_ROUTE[name]
+    compose, command, expected, data = DVC_ROUTE[name]
+    for file, content in data.items():
+        (tiny_copy / file).write_bytes(content)
     if compose:
         sh("transferlab", "compose", *compose, cwd=tiny_copy)
     before = snapshot(tiny_copy, with_params=False)
@@ -178,6 +207,9 @@ def test_a_stage_that_fails_under_dvc_keeps_the_last_good_outputs(tiny_copy: Pat
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
     assert expected in output
+    stage = expected.split(":")[0]  # `transferlab STAGE`: the stage says what is wrong on one line
+    stage_errors = [line for line in output.splitlines() if f"{stage}: error:" in line]
+    assert len(stage_errors) == 1 and expected in stage_errors[0], output
     assert "Traceback" not in output, output
     assert not leftovers(tiny_copy)
     assert snapshot(tiny_copy, with_params=False) == before, "DVC or the stage touched the last good outputs"

@@ -107,25 +107,24 @@ def test_unlabelled_text_files_and_folders_become_the_corpus(tmp_path):
 
 
 def test_a_local_text_file_trains_finetunes_and_generates_in_process(workdir):
-    from transferlab import evaluate, finetune, train
-    from transferlab.data import prepare
+    from transferlab import stages
 
     paragraphs = [f"Story {i}. Once upon a time a fox met a crow near river {i}. " * 3 for i in range(30)]
     (workdir / "stories.txt").write_text("\n\n".join(paragraphs))
     cfg = make_config("experiment=lm_tiny", "data=text", "data.path=stories.txt", "lm.domain=null",
                       "tracking.enabled=false", "model.arch=torch_decoder")
-    prepare.run(cfg)
-    assert train.run(cfg)["validation_perplexity"] > 1
-    tuned = finetune.run(cfg)
+    stages.run("prepare", cfg)
+    assert stages.run("train", cfg)["validation_perplexity"] > 1
+    tuned = stages.run("finetune", cfg)
     assert tuned["domain"] == "all" and tuned["validation_perplexity_after"] > 1
-    metrics = evaluate.run(cfg)
+    metrics = stages.run("evaluate", cfg)
     assert metrics["test_perplexity"] > 1 and "domain_test_perplexity" not in metrics
     assert json.loads((workdir / "metrics/evaluate.json").read_text()) == metrics
     assert (workdir / "reports/evaluate/generations.md").read_text().count("**Once upon a time**") == 1
     bad = make_config("experiment=lm_tiny", "data=text", "data.path=stories.txt", "lm.domain=tech",
                       "tracking.enabled=false")
     with pytest.raises(UserError, match="lm.domain='tech' is not a label"):
-        finetune.run(bad)
+        stages.run("finetune", bad)
 
 
 # --- decoders and generation ------------------------------------------------------------------
@@ -283,8 +282,15 @@ def test_repro_with_task_causal_lm_writes_a_checkpoint_perplexity_and_generation
 @pytest.mark.slow
 def test_the_lm_runs_are_tracked_with_generations_as_text_and_table(lm_repo: Path):
     db = sqlite3.connect(lm_repo / "mlflow.db")
-    runs = dict(db.execute("select name, run_uuid from runs where status = 'FINISHED'").fetchall())
+    runs = dict(db.execute("select t.value, r.run_uuid from runs r join tags t on t.run_uuid = r.run_uuid "
+                           "where r.status = 'FINISHED' and t.key = 'transferlab.stage'").fetchall())
     assert sorted(runs) == ["evaluate", "finetune", "prepare", "train"]
+    names = dict(db.execute("select run_uuid, name from runs").fetchall())
+    for stage, run_id in runs.items():  # what each run is, and the task, in its name and its tag
+        name = names[run_id]
+        assert name.startswith(f"{stage} · ") and name.endswith(" · causal_lm"), name
+        assert db.execute("select value from tags where run_uuid = ? and key = 'task'",
+                          (run_id,)).fetchone() == ("causal_lm",)
 
     def metric(stage: str, key: str) -> float:
         return db.execute("select value from metrics where run_uuid = ? and key = ?",
@@ -304,6 +310,25 @@ def test_the_lm_runs_are_tracked_with_generations_as_text_and_table(lm_repo: Pat
     assert next(artifacts.glob(f"**/{runs['evaluate']}/artifacts/generations.md")).stat().st_size > 0
     version = db.execute("select version from model_versions where name = 'transferlab-lm'").fetchone()
     assert version is not None, "the language model was not registered"
+
+
+@pytest.mark.slow
+def test_the_language_model_has_a_card_that_its_registered_version_carries(lm_repo: Path):
+    card = (lm_repo / "models/finetuned/README.md").read_text()
+    meta, _, body = card.removeprefix("---\n").partition("\n---\n")
+    meta = yaml.safe_load(meta)
+    finetune = json.loads((lm_repo / "metrics/finetune.json").read_text())
+    assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "text-generation"
+    assert "base_model" not in meta, "experiment=lm_tiny starts from random weights"
+    [result] = meta["model-index"][0]["results"]
+    assert result["metrics"][0] == {"type": "perplexity", "value": finetune["validation_perplexity_after"],
+                                    "name": "validation perplexity (best epoch)"}
+    assert "`GPT2LMHeadModel` decoder" in body and "on tech text" in body and "## Limitations" in body
+    evaluate = json.loads((lm_repo / "metrics/evaluate.json").read_text())
+    [(description,)] = sqlite3.connect(lm_repo / "mlflow.db").execute(
+        "select description from model_versions where name = 'transferlab-lm'")
+    assert description.startswith(card)
+    assert f"| test perplexity | {evaluate['test_perplexity']} |" in description[len(card):]
 
 
 @pytest.mark.slow

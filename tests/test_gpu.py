@@ -44,7 +44,8 @@ def test_the_tiny_pipeline_runs_on_the_gpu(tiny_repo: Path, tmp_path: Path):
     sh("dvc", "repro", cwd=repo)
     rows = sqlite3.connect(repo / "mlflow.db").execute(
         "select r.name, t.key, t.value from runs r join tags t on t.run_uuid = r.run_uuid "
-        "where t.key in ('device', 'precision') and r.name = 'finetune'").fetchall()
+        "where t.key in ('device', 'precision') and (select value from tags where run_uuid = r.run_uuid "
+        "and key = 'transferlab.stage') = 'finetune'").fetchall()
     tags = {key: value for _, key, value in rows}
     assert tags["device"] == "cuda" and tags["precision"] in ("bf16", "fp16")
     assert json.loads((repo / "metrics/evaluate.json").read_text())["test_accuracy"] >= 0

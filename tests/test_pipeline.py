@@ -4,7 +4,9 @@ outputs, dvc.lock, metrics, plots, the MLflow runs, what a param change reruns, 
 
 from __future__ import annotations
 
+import csv
 import json
+import re
 import sqlite3
 from pathlib import Path
 
@@ -14,6 +16,8 @@ import yaml
 from conftest import sh
 
 STAGES = ["prepare", "train", "finetune", "evaluate"]
+# A run's stage is its tag (names say more: `finetune · bert-2x32-scratch-64`); lineage finds runs by it.
+STAGE = "(select value from tags where run_uuid = r.run_uuid and key = 'transferlab.stage')"
 pytestmark = pytest.mark.slow
 
 
@@ -23,7 +27,8 @@ def test_repro_writes_every_output(tiny_repo: Path):
                 "models/pretrained/model.safetensors", "models/pretrained/tokenizer.json",
                 "models/finetuned/model.safetensors", "models/finetuned/config.json",
                 "models/finetuned/training_log.json", "plots/confusion_matrix.png",
-                "plots/learning_curve.png", "plots/confusion.csv", "plots/loss_train.csv"):
+                "plots/learning_curve.png", "plots/confusion.csv", "plots/loss_train.csv",
+                "plots/accuracy_validation.csv", "plots/learning_rate.csv"):
         assert (tiny_repo / out).is_file(), out
     assert not list(tiny_repo.glob("**/.*.tmp-*")), "a staged temp output was left behind"
     finetuned = json.loads((tiny_repo / "models/finetuned/config.json").read_text())
@@ -57,13 +62,19 @@ def test_dvc_lock_pins_every_stage_and_nothing_is_stale(tiny_repo: Path):
 
 def test_mlflow_has_one_run_per_stage_with_config_and_tags(tiny_repo: Path):
     db = sqlite3.connect(tiny_repo / "mlflow.db")
-    runs = dict(db.execute("select run_uuid, name from runs where status = 'FINISHED'").fetchall())
+    runs = dict(db.execute(f"select r.run_uuid, {STAGE} from runs r where r.status = 'FINISHED'").fetchall())
     assert sorted(runs.values()) == sorted(STAGES)
+    names = dict(db.execute("select run_uuid, name from runs").fetchall())
+    # Each name says what the run is: its stage, then what it ran on (data for prepare, else the model).
+    assert {runs[run_id]: name for run_id, name in names.items()} == {
+        "prepare": "prepare · bbc_news-max8", "train": "train · bert-2x32-scratch-64",
+        "finetune": "finetune · bert-2x32-scratch-64", "evaluate": "evaluate · bert-2x32-scratch-64"}
     commit = sh("git", "rev-parse", "HEAD", cwd=tiny_repo).stdout.strip()
     for run_id, stage in runs.items():
         tags = dict(db.execute("select key, value from tags where run_uuid = ?", (run_id,)))
         params = dict(db.execute("select key, value from params where run_uuid = ?", (run_id,)))
         assert tags["transferlab.stage"] == stage and tags["git.commit"] == commit
+        assert tags["task"] == "classification", "runs are not grouped by task"
         assert len(tags["data.digest"]) == 16
         assert params["finetune.backbone_lr"] == "0.0005" and params["model.init"] == "scratch"
         artifact_dir = tiny_repo / "mlruns"
@@ -99,6 +110,52 @@ def test_mlflow_has_one_run_per_stage_with_config_and_tags(tiny_repo: Path):
     assert accuracy == json.loads((tiny_repo / "metrics/evaluate.json").read_text())["accuracy"]
 
 
+def front_matter(card: str) -> tuple[dict, str]:
+    """A Hugging Face card's YAML metadata and its markdown body."""
+    assert card.startswith("---\n"), "a model card opens with YAML front matter"
+    meta, _, body = card.removeprefix("---\n").partition("\n---\n")
+    return yaml.safe_load(meta), body
+
+
+def test_the_finetuned_model_has_a_hugging_face_model_card(tiny_repo: Path):
+    meta, body = front_matter((tiny_repo / "models/finetuned/README.md").read_text())
+    finetune = json.loads((tiny_repo / "metrics/finetune.json").read_text())
+    assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "text-classification"
+    assert "base_model" not in meta, "experiment=tiny starts from random weights: no base model"
+    assert "transferlab" in meta["tags"] and meta["datasets"] == ["bbc_news-max8"]
+    [result] = meta["model-index"][0]["results"]
+    assert result["dataset"]["split"] == "validation"
+    assert {m["type"]: m["value"] for m in result["metrics"]} == {
+        "accuracy": finetune["best_validation_accuracy"], "loss": finetune["best_validation_loss"]}
+    sections = [line for line in body.splitlines() if line.startswith("## ")]
+    assert sections == ["## Model description", "## Training data and labels", "## Training config",
+                        "## Evaluation results", "## How to use", "## Limitations"]
+    data = json.loads((tiny_repo / "metrics/data.json").read_text())
+    rows = re.findall(r"^\| (\d+) \| (\w+) \| (\d+) \| (\d+) \|$", body, re.MULTILINE)  # id, label, counts
+    assert [label for _, label, _, _ in rows] == ["business", "entertainment", "politics", "sports", "tech"]
+    assert sum(int(train) for _, _, train, _ in rows) == data["train"]["examples"]
+    assert sum(int(validation) for _, _, _, validation in rows) == data["validation"]["examples"]
+    assert "| backbone learning rate | 0.0005 |" in body and "| precision | fp32 (requested: fp32) |" in body
+    assert str(finetune["best_validation_accuracy"]) in body
+    # The card is part of finetune's DVC output: dvc.lock's hash covers it and nothing is stale.
+    assert json.loads(sh("dvc", "status", "--json", cwd=tiny_repo).stdout) == {}
+
+
+def test_the_registered_version_is_described_by_the_card_and_test_results(tiny_repo: Path):
+    card = (tiny_repo / "models/finetuned/README.md").read_text()
+    evaluate = json.loads((tiny_repo / "metrics/evaluate.json").read_text())
+    db = sqlite3.connect(tiny_repo / "mlflow.db")
+    [(description,)] = db.execute("select description from model_versions where "
+                                  "name = 'transferlab-classifier' and version = 1")
+    assert description.startswith(card), "the registered version does not carry the model card"
+    test_section = description[len(card):]
+    assert test_section.lstrip().startswith("## Test results")
+    assert f"| accuracy | {evaluate['accuracy']} |" in test_section
+    assert f"| macro-F1 | {evaluate['macro_f1']} |" in test_section
+    # The served model's files carry the card too (the pyfunc model's artifacts are the model folder).
+    assert card in [p.read_text() for p in (tiny_repo / "mlruns").rglob("README.md")]
+
+
 def test_report_tables_the_runs_from_mlflow(tiny_repo: Path, tmp_path: Path):
     out = tmp_path / "reports"
     sh("transferlab", "report", "tiny", "--output", str(out), cwd=tiny_repo)
@@ -117,6 +174,16 @@ def test_plots_render(tiny_repo: Path, tmp_path: Path):
     sh("dvc", "plots", "show", "-o", str(tmp_path / "plots"), cwd=tiny_repo)
     html = (tmp_path / "plots" / "index.html").read_text()
     assert "confusion.csv" in html and "learning_curve" in html
+    assert "Validation accuracy per epoch" in html and "Learning-rate schedule" in html
+    with (tiny_repo / "plots/accuracy_validation.csv").open() as handle:
+        epochs = list(csv.DictReader(handle))
+    history = json.loads((tiny_repo / "models/finetuned/training_log.json").read_text())
+    assert [float(row["accuracy"]) for row in epochs] == [e["eval_accuracy"] for e in history
+                                                          if "eval_accuracy" in e]
+    with (tiny_repo / "plots/learning_rate.csv").open() as handle:
+        rates = [float(row["learning_rate"]) for row in csv.DictReader(handle)]
+    assert rates == [e["learning_rate"] for e in history if "learning_rate" in e]
+    assert len(rates) >= 2 and len(set(rates)) > 1, rates  # a schedule, not one constant
 
 
 def test_finetune_change_reruns_only_finetune_and_evaluate(tiny_copy: Path):
@@ -130,13 +197,14 @@ def test_finetune_change_reruns_only_finetune_and_evaluate(tiny_copy: Path):
     assert "Running stage 'finetune'" in log and "Running stage 'evaluate'" in log
     # The MLflow tree: one parent, the two stages that ran as children, the skipped two linked.
     db = sqlite3.connect(tiny_copy / "mlflow.db")
-    parent = db.execute("select run_uuid from runs where name = 'pipeline'").fetchone()[0]
-    children = dict(db.execute("select r.name, r.run_uuid from runs r join tags t on r.run_uuid = "
+    [(parent, parent_name)] = db.execute(f"select r.run_uuid, r.name from runs r where {STAGE} = 'pipeline'")
+    assert parent_name == "pipeline · bert-2x32-scratch-64"
+    children = dict(db.execute(f"select {STAGE}, r.run_uuid from runs r join tags t on r.run_uuid = "
                                "t.run_uuid where t.key = 'mlflow.parentRunId' and t.value = ?", (parent,)))
     assert sorted(children) == ["evaluate", "finetune"]
     links = dict(db.execute("select key, value from tags where run_uuid = ? and key like 'lineage.%'",
                             (parent,)))
-    first = dict(db.execute("select name, run_uuid from runs where name in ('prepare', 'train')"))
+    first = dict(db.execute(f"select {STAGE}, r.run_uuid from runs r where {STAGE} in ('prepare', 'train')"))
     assert links == {"lineage.prepare_run_id": first["prepare"], "lineage.train_run_id": first["train"]}
     assert dict(db.execute("select key, value from tags where run_uuid = ? and key = "
                            "'lineage.train_run_id'", (children["finetune"],))) == {
@@ -171,7 +239,7 @@ def test_forced_repro_gives_identical_metrics_and_weights(tiny_copy: Path):
     assert yaml.safe_load((tiny_copy / "params.yaml").read_text())["repro"] == "strict"
     db = sqlite3.connect(tiny_copy / "mlflow.db")
     tags = dict(db.execute("select t.key, t.value from tags t join runs r on r.run_uuid = t.run_uuid "
-                           "where r.name = 'finetune' and t.key like 'repro%'"))
+                           f"where {STAGE} = 'finetune' and t.key like 'repro%'"))
     assert tags == {"repro": "strict", "repro.seed": "42", "repro.deterministic_algorithms": "True",
                     "repro.cudnn_benchmark": "False", "repro.tf32": "False",
                     "repro.cublas_workspace_config": ":4096:8"}
@@ -204,5 +272,9 @@ def test_exp_run_composes_params_through_hydra(tiny_copy: Path):
     db = sqlite3.connect(tiny_copy / "mlflow.db")
     tagged = db.execute("select count(distinct value) from tags where key = 'dvc.experiment'").fetchone()[0]
     assert tagged == 1, "the runs of `dvc exp run` are not tagged with the DVC experiment name"
+    named = db.execute("select r.name, t.value from runs r join tags t on t.run_uuid = r.run_uuid "
+                       "where t.key = 'dvc.experiment'").fetchall()
+    assert sorted(name.split(" · ")[0] for name, _ in named) == ["evaluate", "finetune"]
+    assert all(name.split(" · ")[1] == experiment for name, experiment in named), named  # in the name too
     shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=tiny_copy).stdout)
     assert "finetune" in json.dumps(shown) and "accuracy" in json.dumps(shown)

@@ -102,6 +102,12 @@ def bad_input_cases(workdir: Path):
     pd.concat([table(), pd.DataFrame([{"body": "only one", "topic": "delta"}])]).to_csv(
         lonely, index=False)
     yield "label with one example", lonely, "'delta' (1)"
+    one_label = workdir / "one_label.csv"
+    table()[lambda t: t["topic"] == "alpha"].to_csv(one_label, index=False)
+    yield "one label", one_label, "task=classification needs at least 2 labels; the data has one, 'alpha'"
+    blank = workdir / "blank.csv"
+    blank.write_text('body,topic\n"  ",alpha\n" ",beta\n"   ",gamma\n')
+    yield "blank texts", blank, "no text: every row's text is empty or blank"
     latin = workdir / "latin.csv"
     latin.write_bytes("body,topic\ncaf\xe9 au lait,alpha\n".encode("latin-1"))
     yield "not utf-8", latin, "is not UTF-8"
@@ -128,3 +134,13 @@ def test_a_failure_keeps_the_previous_good_outputs(workdir):
     with pytest.raises(UserError):
         prepare.run(files_config(workdir / "absent.csv"))
     assert prepared.split_path("train").read_bytes() == before
+
+
+def test_large_fractions_still_leave_every_label_an_example_to_train_on(workdir):
+    """4 examples a label, 0.44 each for validation and test (round(1.76) = 2 each): train keeps one."""
+    path = workdir / "input.csv"
+    table(4).to_csv(path, index=False)
+    stats = prepare.run(files_config(path, "data.validation_fraction=0.44", "data.test_fraction=0.44"))
+    for name in prepared.SPLITS:
+        assert set(stats[name]["per_label"]) == set(LABELS), name
+    assert stats["train"]["per_label"] == dict.fromkeys(LABELS, 1)

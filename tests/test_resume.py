@@ -65,7 +65,14 @@ def kill_when(command: list[str], repo: Path, marker_glob: str, min_step: int) -
 
 
 def runs(repo: Path) -> list[tuple[str, str]]:
-    return sorted(sqlite3.connect(repo / "mlflow.db").execute("select name, status from runs").fetchall())
+    """(stage, status) of every run: its `transferlab.stage` tag (names say more, `finetune · <model>`),
+    or its name when it has no such tag."""
+    db = sqlite3.connect(repo / "mlflow.db")
+    names = db.execute("select name from runs").fetchall()
+    stages = ("prepare · ", "train · ", "finetune · ", "evaluate · ")
+    assert all(name.startswith(stages) for (name,) in names), names
+    return sorted(db.execute("select coalesce((select value from tags where run_uuid = r.run_uuid and key = "
+                             "'transferlab.stage'), r.name), r.status from runs r").fetchall())
 
 
 def test_killed_twice_then_rerun_gives_the_uninterrupted_results(uninterrupted: Path, tmp_path: Path):

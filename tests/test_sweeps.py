@@ -35,6 +35,9 @@ def test_stage_cache_keys_follow_the_params_each_stage_depends_on(monkeypatch):
     assert key(base, "train") == key(other_lr, "train") != key(other_steps, "train")
     assert key(base, "finetune") != key(other_lr, "finetune")
     assert key(base, "finetune") == key(make_config("experiment=tiny"), "finetune")
+    # prepare lists `task` in dvc.yaml (it refuses data the task cannot use): a key of its own per task
+    lm = make_config("experiment=tiny", "task=causal_lm", "model=scratch_gpt")
+    assert (lm.seed, lm.data) == (base.seed, base.data) and key(base, "prepare") != key(lm, "prepare")
 
 
 def test_code_deps_are_the_code_of_the_stage_and_its_upstream(monkeypatch):

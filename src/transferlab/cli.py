@@ -6,26 +6,17 @@ Heavy libraries load only inside the commands."""
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 
 from transferlab.errors import UserError
-
-STAGES = {
-    "prepare": ("transferlab.data.prepare", "split the dataset into train/validation/test"),
-    "train": ("transferlab.train", "language-model training (scratch, continued, or pass-through)"),
-    "finetune": ("transferlab.finetune", "fine-tune a classifier (task=causal_lm: the LM on domain "
-                                         "text) with early stopping"),
-    "evaluate": ("transferlab.evaluate", "score the fine-tuned model on the test split (task=causal_lm: "
-                                         "perplexity and generations)"),
-}
+from transferlab.stages import STAGES
 
 
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="transferlab", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (_, summary) in STAGES.items():
+    for name, (summary, _) in STAGES.items():
         stage = commands.add_parser(name, help=summary, description=summary)
         stage.add_argument("--params", default="params.yaml", help="config file (default: %(default)s)")
     compose = commands.add_parser(
@@ -97,10 +88,10 @@ def main(argv: list[str] | None = None) -> int:
             dvc_args = args.dvc_args[1:] if args.dvc_args[:1] == ["--"] else args.dvc_args
             return pipeline_run(load_params(args.params), ["dvc", "repro", *dvc_args])
         else:
+            from transferlab import stages
             from transferlab.config.load import load_params
 
-            cfg = load_params(args.params)
-            importlib.import_module(STAGES[args.command][0]).run(cfg)
+            stages.run(args.command, load_params(args.params))
     except UserError as err:
         print(f"transferlab {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -1,28 +1,24 @@
 """Stage `evaluate`: the fine-tuned model on the held-out test split (read here and only here):
 metrics, a confusion matrix and learning curves, as DVC metrics/plots and PNG files, and the task's
 reports (classification report, misclassified examples) in reports/evaluate/.
-task=causal_lm: test perplexity and generations from prompts (transferlab.lm.evaluate)."""
+task=causal_lm: test perplexity and generations from prompts (transferlab.lm.evaluate; the switch is
+transferlab.stages)."""
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from pathlib import Path
 
+from transferlab.contracts import EVALUATE_METRICS as METRICS
+from transferlab.contracts import FINETUNED, PLOTS, REPORTS, TRAINING_LOG
+from transferlab.curves import CURVE_PNG, write_csv, write_learning_curves
 from transferlab.data import prepared
 from transferlab.errors import UserError
-from transferlab.finetune import FINETUNED, TRAINING_LOG
 
 log = logging.getLogger(__name__)
-METRICS = "metrics/evaluate.json"
-PLOTS = Path("plots")  # one DVC out: the learning curves (every task) and the task's own plots
-REPORTS = Path("reports/evaluate")  # one DVC out: the task's reports
 CONFUSION_CSV = "confusion.csv"
-LOSS_TRAIN_CSV = "loss_train.csv"
-LOSS_VALIDATION_CSV = "loss_validation.csv"
 CONFUSION_PNG = "confusion_matrix.png"
-CURVE_PNG = "learning_curve.png"
 
 
 def predict(net, tok, texts: list[str], max_length: int, batch_size: int, device: str):
@@ -33,7 +29,8 @@ def predict(net, tok, texts: list[str], max_length: int, batch_size: int, device
     net.to(device).eval()
     probabilities = []
     with torch.inference_mode():
-        for start in tqdm(range(0, len(texts), batch_size), desc="evaluating", unit="batch"):
+        for start in tqdm(range(0, len(texts), batch_size), desc="evaluating", unit="batch",
+                          disable=None):
             batch = tok(texts[start:start + batch_size], truncation=True, max_length=max_length,
                         padding=True, return_tensors="pt").to(device)
             probabilities.append(net(**batch).logits.float().softmax(-1).cpu())
@@ -79,19 +76,6 @@ def misclassified(test, probabilities, labels: list[str], limit: int) -> str:
     return wrong.sort_values("confidence", ascending=False).head(limit).to_csv(index=False)
 
 
-def loss_curves(history: list[dict]) -> tuple[list[dict], list[dict]]:
-    train = [{"step": e["step"], "loss": e["loss"]} for e in history if "loss" in e]
-    validation = [{"step": e["step"], "loss": e["eval_loss"]} for e in history if "eval_loss" in e]
-    return train, validation
-
-
-def write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def draw_confusion(path: Path, y_true, y_pred, labels: list[str]) -> None:
     import matplotlib
 
@@ -109,39 +93,9 @@ def draw_confusion(path: Path, y_true, y_pred, labels: list[str]) -> None:
     plt.close(fig)
 
 
-def draw_curves(path: Path, train: list[dict], validation: list[dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss")
-    ax.plot([r["step"] for r in validation], [r["loss"] for r in validation], "o-",
-            label="validation loss")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title("Fine-tuning learning curve")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def write_learning_curves(folder: Path, history: list[dict]) -> None:
-    """plots/loss_{train,validation}.csv and the PNG of the fine-tuning log (every task)."""
-    train_curve, validation_curve = loss_curves(history)
-    write_csv(folder / LOSS_TRAIN_CSV, train_curve, ["step", "loss"])
-    write_csv(folder / LOSS_VALIDATION_CSV, validation_curve, ["step", "loss"])
-    draw_curves(folder / CURVE_PNG, train_curve, validation_curve)
-
-
 def run(cfg) -> dict:
-    if cfg.task == "causal_lm":  # perplexity and generations: transferlab.lm.evaluate
-        from transferlab.lm import evaluate as causal_lm
-
-        return causal_lm.run(cfg)
     from transferlab.baseline import tfidf_logistic_regression
+    from transferlab.card import registry_description
     from transferlab.model import register_architectures
     from transferlab.outputs import staged_outputs
     from transferlab.registry import publish
@@ -203,6 +157,12 @@ def run(cfg) -> dict:
                          REPORTS / "classification_report.txt", REPORTS / "misclassified.csv"):
             run_log.log_artifact(artifact)
         run_log.set_tags({"test.digest": digest})
-        publish(run_log, cfg, FINETUNED, test["text"].head(2).tolist(), metrics["accuracy"], digest)
+        results = [("accuracy", metrics["accuracy"]), ("macro-F1", metrics["macro_f1"]),
+                   ("examples", metrics["test_examples"])]
+        if "baseline_tfidf_logreg" in metrics:
+            results.append(("TF-IDF + logistic regression accuracy (baseline)",
+                            metrics["baseline_tfidf_logreg"]["accuracy"]))
+        publish(run_log, cfg, FINETUNED, test["text"].head(2).tolist(), metrics["accuracy"], digest,
+                description=registry_description(FINETUNED, results))
     log.info("test accuracy %.4f, macro-F1 %.4f", metrics["accuracy"], metrics["macro_f1"])
     return metrics

@@ -1,22 +1,20 @@
 """Stage `finetune`: a new classification head on models/pretrained, trained on the train split
 with early stopping on validation loss; the best epoch's weights go to models/finetuned.
-task=causal_lm: more next-token training on the domain text (transferlab.lm.finetune)."""
+task=causal_lm: more next-token training on the domain text (transferlab.lm.finetune; the switch is
+transferlab.stages)."""
 
 from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 from transferlab import layers
+from transferlab.contracts import FINETUNE_METRICS as METRICS
+from transferlab.contracts import FINETUNED, PRETRAINED, TRAINING_LOG
 from transferlab.data import prepared
 from transferlab.errors import UserError
-from transferlab.train import PRETRAINED
 
 log = logging.getLogger(__name__)
-FINETUNED = Path("models/finetuned")
-TRAINING_LOG = "training_log.json"  # Trainer's log history, saved with the model for `evaluate`
-METRICS = "metrics/finetune.json"
 
 
 def load_classifier(labels: list[str], trust_remote_code: bool = False,
@@ -58,59 +56,14 @@ def summary(history: list[dict]) -> dict:
     }
 
 
-def configure_layers(net, ft, runtime, run_log):
-    """Freeze what the config says, build the optimizer's LR groups, and the unfreezing callback."""
-    import torch
-
-    from transferlab import layers
-    from transferlab.runtime import adamw_options
-
-    parts = layers.split(net)
-    frozen = set(layers.freeze(parts, embeddings=ft.freeze.embeddings, layers=ft.freeze.layers,
-                               patterns=list(ft.freeze.patterns), backbone=ft.freeze.backbone))
-    if frozen:
-        log.info("frozen for the whole fine-tune: %d parameter tensors", len(frozen))
-    callbacks = []
-    if ft.unfreeze.every > 0:
-        callbacks.append(layers.gradual_unfreezing_callback(parts, ft.unfreeze.every, ft.unfreeze.unit,
-                                                            keep_frozen=frozen))
-        frozen_now = {n for n, p in parts.all() if not p.requires_grad}
-        log.info("gradual unfreezing: backbone starts frozen, one more layer every %d %s(s)",
-                 ft.unfreeze.every, ft.unfreeze.unit)
-    else:
-        frozen_now = frozen
-    # Permanently frozen tensors stay out of the optimizer; ones unfrozen later are in it from the
-    # start (AdamW skips a parameter while its grad is None).
-    frozen_ids = {id(p) for n, p in parts.all() if n in frozen}
-    groups = layers.parameter_groups(parts, backbone_lr=ft.backbone_lr, head_lr=ft.head_lr,
-                                     layer_decay=ft.layer_lr_decay, weight_decay=ft.weight_decay,
-                                     include=lambda p: id(p) not in frozen_ids)
-    optimizer = torch.optim.AdamW(groups, lr=ft.backbone_lr, **adamw_options(runtime))
-    total = sum(p.numel() for _, p in parts.all())
-    trainable = sum(p.numel() for n, p in parts.all() if n not in frozen_now)
-    run_log.log_metrics({"parameters_total": total, "parameters_trainable_at_start": trainable})
-    run_log.set_tags({"finetune.lr_groups": ", ".join(f"{g['name']}={g['lr']:.2e}" for g in groups)})
-    return optimizer, callbacks, {"parameters": total, "parameters_trainable_at_start": trainable}
-
-
 def run(cfg) -> dict:
     from transferlab import runtime
-    from transferlab.checkpoints import Checkpointing
+    from transferlab.callbacks import epoch_throughput
+    from transferlab.card import CARD, classifier_card
     from transferlab.outputs import staged_outputs
-    from transferlab.tracking import stage_run
+    from transferlab.training_run import training_run
 
-    if cfg.task == "causal_lm":  # the decoder on the domain text: transferlab.lm.finetune
-        from transferlab.lm import finetune as causal_lm
-
-        return causal_lm.run(cfg)
-    splits = [prepared.split_path("train"), prepared.split_path("validation")]
-    digest = prepared.files_digest(splits)
-    checkpoints = Checkpointing(cfg, "finetune", inputs=[*splits, prepared.labels_path(), PRETRAINED])
-    with stage_run("finetune", cfg, tags={"data.digest": digest},
-                   resume_run_id=checkpoints.run_id) as run_log:
-        run_log.set_tags(runtime.machine_tags(cfg))
-        run_log.set_tags(runtime.apply_repro(cfg))
-        run_log.link("train")
+    with training_run(cfg, "finetune", inputs=[prepared.labels_path(), PRETRAINED]) as (run_log, checkpoints):
         # Imported once the run is open, so the run's start time marks the end of start-up.
         from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer
 
@@ -127,9 +80,9 @@ def run(cfg) -> dict:
         train_set = prepared.tokenized(frames["train"], tok, max_length)
         eval_set = prepared.tokenized(frames["validation"], tok, max_length)
         ft = cfg.finetune
-        optimizer, layer_callbacks, sizes = configure_layers(net, ft, cfg.runtime, run_log)
+        optimizer, layer_callbacks, sizes = layers.configure_layers(net, ft, cfg.runtime, run_log)
         overfitting = layers.overfitting_callback(run_log)
-        throughput = runtime.epoch_throughput(  # MLflow only: wall time must stay out of the outputs
+        throughput = epoch_throughput(  # MLflow only: wall time must stay out of the outputs
             sum(map(len, train_set["input_ids"])),
             lambda epoch, rate: run_log.log_metrics({"train_tokens_per_second": rate}, step=epoch))
         with checkpoints.workdir() as workdir:
@@ -156,7 +109,7 @@ def run(cfg) -> dict:
                 data_collator=DataCollatorWithPadding(tok), processing_class=tok,
                 compute_metrics=accuracy,
                 optimizers=(optimizer, None),  # the scheduler (warmup + linear decay) is Trainer's
-                callbacks=[runtime.stop_on_nan("finetune"), EarlyStoppingCallback(ft.early_stopping_patience),
+                callbacks=[EarlyStoppingCallback(ft.early_stopping_patience),
                            overfitting, *layer_callbacks, throughput, run_log.trainer_callback()],
             )
             checkpoints.train(trainer, run_log)
@@ -175,6 +128,9 @@ def run(cfg) -> dict:
                 # then show when the same params.yaml ran differently elsewhere.
                 resolved = {"precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"}
                 outs.path(METRICS).write_text(json.dumps(metrics | resolved, indent=2) + "\n")
+                # The Hugging Face model card: config, data, validation results (test: evaluate's).
+                (folder / CARD).write_text(classifier_card(cfg, labels, frames, metrics, type(net).__name__,
+                                                           resolved["precision"]))
         run_log.log_metrics(metrics)
         # Wall time goes to MLflow only: the metrics file must be identical on a rerun.
         seconds = next(entry["train_runtime"] for entry in history if "train_runtime" in entry)

@@ -195,3 +195,37 @@ def overfitting_callback(run_log):
                 run_log.log_metrics({"overfitting_signal": 1}, step=state.global_step)
 
     return OverfittingWatch()
+
+
+def configure_layers(net, ft, runtime, run_log):
+    """Freeze what the config says, build the optimizer's LR groups, and the unfreezing callback."""
+    import torch
+
+    from transferlab.runtime import adamw_options
+
+    parts = split(net)
+    frozen = set(freeze(parts, embeddings=ft.freeze.embeddings, layers=ft.freeze.layers,
+                               patterns=list(ft.freeze.patterns), backbone=ft.freeze.backbone))
+    if frozen:
+        log.info("frozen for the whole fine-tune: %d parameter tensors", len(frozen))
+    callbacks = []
+    if ft.unfreeze.every > 0:
+        callbacks.append(gradual_unfreezing_callback(parts, ft.unfreeze.every, ft.unfreeze.unit,
+                                                            keep_frozen=frozen))
+        frozen_now = {n for n, p in parts.all() if not p.requires_grad}
+        log.info("gradual unfreezing: backbone starts frozen, one more layer every %d %s(s)",
+                 ft.unfreeze.every, ft.unfreeze.unit)
+    else:
+        frozen_now = frozen
+    # Permanently frozen tensors stay out of the optimizer; ones unfrozen later are in it from the
+    # start (AdamW skips a parameter while its grad is None).
+    frozen_ids = {id(p) for n, p in parts.all() if n in frozen}
+    groups = parameter_groups(parts, backbone_lr=ft.backbone_lr, head_lr=ft.head_lr,
+                                     layer_decay=ft.layer_lr_decay, weight_decay=ft.weight_decay,
+                                     include=lambda p: id(p) not in frozen_ids)
+    optimizer = torch.optim.AdamW(groups, lr=ft.backbone_lr, **adamw_options(runtime))
+    total = sum(p.numel() for _, p in parts.all())
+    trainable = sum(p.numel() for n, p in parts.all() if n not in frozen_now)
+    run_log.log_metrics({"parameters_total": total, "parameters_trainable_at_start": trainable})
+    run_log.set_tags({"finetune.lr_groups": ", ".join(f"{g['name']}={g['lr']:.2e}" for g in groups)})
+    return optimizer, callbacks, {"parameters": total, "parameters_trainable_at_start": trainable}

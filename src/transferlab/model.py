@@ -88,32 +88,19 @@ def register_architectures() -> None:
 
 
 def scratch_config(cfg_model, tok):
-    from transformers import BertConfig
-
-    if cfg_model.arch == "torch_transformer":
+    m = cfg_model
+    shared = {"vocab_size": len(tok), "max_position_embeddings": max(512, m.max_length),
+              "pad_token_id": tok.pad_token_id}
+    if m.arch == "torch_transformer":
         from transferlab.torch_transformer import TorchTransformerConfig
 
-        return TorchTransformerConfig(
-            vocab_size=len(tok),
-            d_model=cfg_model.hidden_size,
-            nhead=cfg_model.num_heads,
-            num_layers=cfg_model.num_layers,
-            dim_feedforward=cfg_model.intermediate_size,
-            dropout=cfg_model.dropout,
-            max_position_embeddings=max(512, cfg_model.max_length),
-            pad_token_id=tok.pad_token_id,
-        )
-    return BertConfig(
-        vocab_size=len(tok),
-        hidden_size=cfg_model.hidden_size,
-        num_hidden_layers=cfg_model.num_layers,
-        num_attention_heads=cfg_model.num_heads,
-        intermediate_size=cfg_model.intermediate_size,
-        hidden_dropout_prob=cfg_model.dropout,
-        attention_probs_dropout_prob=cfg_model.dropout,
-        max_position_embeddings=max(512, cfg_model.max_length),
-        pad_token_id=tok.pad_token_id,
-    )
+        return TorchTransformerConfig(d_model=m.hidden_size, nhead=m.num_heads, num_layers=m.num_layers,
+                                      dim_feedforward=m.intermediate_size, dropout=m.dropout, **shared)
+    from transformers import BertConfig
+
+    return BertConfig(hidden_size=m.hidden_size, num_hidden_layers=m.num_layers,
+                      num_attention_heads=m.num_heads, intermediate_size=m.intermediate_size,
+                      hidden_dropout_prob=m.dropout, attention_probs_dropout_prob=m.dropout, **shared)
 
 
 def encoder(cfg_model, tok, *, masked_lm: bool):

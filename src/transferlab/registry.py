@@ -19,10 +19,12 @@ def pip_requirements() -> list[str]:
 
 def publish(run_log, cfg, model_dir: Path, examples: list[str], score: float, test_digest: str, *,
             python_model=None, output_example=None, model_config: dict | None = None,
-            params: dict | None = None, metric: str = "test_accuracy", higher_is_better: bool = True):
+            params: dict | None = None, metric: str = "test_accuracy", higher_is_better: bool = True,
+            description: str | None = None):
     """Log + register the model; return (version, whether it became the champion). The champion is
     the version with the best `metric` on the same test data (higher or lower is better). `params`
-    (name -> default) are the request parameters the served model accepts."""
+    (name -> default) are the request parameters the served model accepts; `description` becomes
+    the version's (the model card with its test results)."""
     if run_log.run_id is None or not cfg.tracking.registered_model:
         return None, False
     import mlflow
@@ -44,6 +46,8 @@ def publish(run_log, cfg, model_dir: Path, examples: list[str], score: float, te
     name, alias = cfg.tracking.registered_model, cfg.tracking.champion_alias
     registered = mlflow.register_model(info.model_uri, name)
     client = mlflow.MlflowClient()
+    if description:
+        client.update_model_version(name, registered.version, description=description)
     holder = None
     with suppress(mlflow.exceptions.MlflowException):  # raised when there is no champion yet
         holder = client.get_model_version_by_alias(name, alias)

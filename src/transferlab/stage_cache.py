@@ -6,14 +6,13 @@ and an entry appears only complete (built in a temporary folder, then renamed)."
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import importlib
 import logging
 import os
 import shutil
 from pathlib import Path
 
 from transferlab import pipeline
+from transferlab.hashing import files_digest
 
 log = logging.getLogger(__name__)
 
@@ -22,15 +21,10 @@ def key(cfg, stage: str) -> str:
     """Digest of the config that determines `stage`'s outputs and of the code that computes them."""
     from transferlab.tracking import fingerprint
 
-    digest = hashlib.sha256(fingerprint(cfg, stage).encode())
     root = pipeline.workspace()
-    for dep in pipeline.code_deps(stage):
-        path = root / dep
-        for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
-            if file.is_file():
-                digest.update(str(file.relative_to(root)).encode())
-                digest.update(file.read_bytes())
-    return digest.hexdigest()[:20]
+    code = [root / dep for dep in pipeline.code_deps(stage)]
+    return files_digest(code, name=lambda file: str(file.relative_to(root)),
+                        seed=fingerprint(cfg, stage).encode())[:20]
 
 
 def cache_root(cfg) -> Path:
@@ -56,7 +50,7 @@ def run(stage: str, cfg, upstream: dict[str, Path]) -> tuple[Path, bool]:
     to their entries, whose outs are linked in first. Returns (entry, whether it ran here)."""
     from filelock import FileLock
 
-    from transferlab.cli import STAGES
+    from transferlab import stages
 
     final = cache_root(cfg) / stage / key(cfg, stage)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -71,7 +65,7 @@ def run(stage: str, cfg, upstream: dict[str, Path]) -> tuple[Path, bool]:
             for name, entry in upstream.items():
                 link_outputs(building, entry, pipeline.outs(name))
             with contextlib.chdir(building):
-                importlib.import_module(STAGES[stage][0]).run(cfg)
+                stages.run(stage, cfg)
             for name in upstream:  # the entry keeps only what this stage wrote
                 for rel in pipeline.outs(name):
                     (building / rel).unlink(missing_ok=True)

@@ -24,6 +24,7 @@ from transferlab.pipeline import WORKSPACE_ENV
 log = logging.getLogger(__name__)
 SWEEP_ENV = "TRANSFERLAB_SWEEP_RUN_ID"  # the sweep's parent run, for jobs in worker processes
 _open_sweep: dict = {}  # the running sweep's parent run, closed as FAILED if the sweep dies
+_interrupts: list[int] = []  # Ctrl-C seen by this process (see _on_interrupt)
 
 
 def job_config(raw):
@@ -60,10 +61,12 @@ def run_job(raw) -> float:
     from hydra.types import RunMode
 
     from transferlab import stage_cache
-    from transferlab.finetune import METRICS
+    from transferlab.contracts import FINETUNE_METRICS as METRICS
     from transferlab.pipeline import outputs, stage_names
     from transferlab.tracking import close_run, nested_under, open_run
 
+    if _interrupts:  # an earlier Ctrl-C was swallowed on its way up: stop here, not next trial
+        raise KeyboardInterrupt
     hydra = HydraConfig.get()
     cfg = job_config(raw)
     _own_process()
@@ -95,6 +98,15 @@ def run_job(raw) -> float:
     close_run(run, failed=not math.isfinite(value))
     log.info("%s [%s]: %s = %s", name, overrides, cfg.sweep.objective, value)
     return value
+
+
+def _on_interrupt(signum, frame) -> None:
+    """SIGINT handler: raise KeyboardInterrupt as Python's does, and remember it. A
+    KeyboardInterrupt raised inside a finalizer (`__del__`, a weakref callback) is printed and
+    dropped by Python, so a Ctrl-C during training could let the sweep finish with exit code 0;
+    remembered, it stops the next job and makes the exit code 130 whatever happened to it."""
+    _interrupts.append(signum)
+    raise KeyboardInterrupt
 
 
 def _own_process() -> None:
@@ -131,7 +143,7 @@ class SweepRunCallback(Callback):
                                hydra_yaml=_to_yaml(config))
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        finish_sweep(failed=False)
+        finish_sweep(failed=bool(_interrupts))
 
 
 def _to_yaml(config) -> str:
@@ -183,8 +195,8 @@ def trials_to_run(target: int, *, _root_) -> int:
         study = optuna.load_study(study_name=sweeper.study_name, storage=sweeper.storage)
     except KeyError:  # a new study
         return int(target)
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study.tell(trial.number, state=TrialState.FAIL)
         log.warning("study %s: trial %d was left unfinished by an interrupted sweep: marked FAIL",
                     study.study_name, trial.number)
     complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
@@ -194,6 +206,7 @@ def trials_to_run(target: int, *, _root_) -> int:
 
 
 def main() -> None:
+    import signal
     import sys
     import warnings
 
@@ -211,7 +224,11 @@ def main() -> None:
     # Stages read dvc.yaml and the code from here, whatever directory they run in.
     os.environ.setdefault(WORKSPACE_ENV, str(Path.cwd()))
     app = hydra.main(config_path=str(Path.cwd() / "conf"), config_name="config", version_base="1.3")(job)
+    signal.signal(signal.SIGINT, _on_interrupt)
     try:
         app()
     finally:
         finish_sweep(failed=True)  # only when the sweep ended without on_multirun_end
+    if _interrupts:
+        print("python -m transferlab: interrupted", file=sys.stderr)
+        sys.exit(130)

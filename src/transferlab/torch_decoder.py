@@ -9,42 +9,25 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PretrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin
 from transformers.modeling_outputs import CausalLMOutput
 
+from transferlab.torch_transformer import TorchPreTrainedModel, TorchTransformerConfig, layer_stack
 
-class TorchDecoderConfig(PretrainedConfig):
+
+class TorchDecoderConfig(TorchTransformerConfig):
     model_type = "torch_decoder"
 
-    def __init__(self, vocab_size=8000, d_model=128, nhead=4, num_layers=2, dim_feedforward=512,
-                 dropout=0.1, max_position_embeddings=1024, tie_word_embeddings=True, **kwargs):
+    def __init__(self, vocab_size=8000, max_position_embeddings=1024, tie_word_embeddings=True,
+                 pad_token_id=None, **kwargs):
         kwargs.setdefault("use_cache", False)
-        super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
-        self.vocab_size = vocab_size
-        self.d_model = d_model
-        self.nhead = nhead
-        self.num_layers = num_layers
-        self.dim_feedforward = dim_feedforward
-        self.dropout = dropout
-        self.max_position_embeddings = max_position_embeddings
-        # Names that generic code (Trainer, generate, layers.split) looks for.
-        self.hidden_size = d_model
-        self.num_hidden_layers = num_layers
-        self.num_attention_heads = nhead
+        super().__init__(vocab_size=vocab_size, max_position_embeddings=max_position_embeddings,
+                         tie_word_embeddings=tie_word_embeddings, pad_token_id=pad_token_id, **kwargs)
 
 
-class TorchDecoderPreTrainedModel(PreTrainedModel):
+class TorchDecoderPreTrainedModel(TorchPreTrainedModel):
     config_class = TorchDecoderConfig
     base_model_prefix = "decoder"
-
-    def _init_weights(self, module):
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
-        if isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
 
 
 class TorchDecoderModel(TorchDecoderPreTrainedModel):
@@ -55,10 +38,7 @@ class TorchDecoderModel(TorchDecoderPreTrainedModel):
         self.tokens = nn.Embedding(config.vocab_size, config.d_model)
         self.positions = nn.Embedding(config.max_position_embeddings, config.d_model)
         self.dropout = nn.Dropout(config.dropout)
-        layer = nn.TransformerEncoderLayer(
-            config.d_model, config.nhead, config.dim_feedforward, config.dropout,
-            activation="gelu", batch_first=True, norm_first=True)
-        self.layers = nn.TransformerEncoder(layer, config.num_layers, enable_nested_tensor=False)
+        self.layers = layer_stack(config)
         self.final_norm = nn.LayerNorm(config.d_model)
         self.post_init()
 

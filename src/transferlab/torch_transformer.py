@@ -21,6 +21,8 @@ from transformers.modeling_outputs import BaseModelOutput, MaskedLMOutput, Seque
 
 
 class TorchTransformerConfig(PretrainedConfig):
+    """Sizes of a torch.nn Transformer stack (this encoder, and torch_decoder's decoder)."""
+
     model_type = "torch_transformer"
 
     def __init__(self, vocab_size=30522, d_model=128, nhead=4, num_layers=2, dim_feedforward=512,
@@ -33,9 +35,34 @@ class TorchTransformerConfig(PretrainedConfig):
         self.dim_feedforward = dim_feedforward
         self.dropout = dropout
         self.max_position_embeddings = max_position_embeddings
-        # Names that generic code (and Trainer) looks for.
+        # Names that generic code (Trainer, generate, layers.split) looks for.
         self.hidden_size = d_model
         self.num_hidden_layers = num_layers
+        self.num_attention_heads = nhead
+
+
+def init_weights(module) -> None:
+    """BERT's initialisation, for the torch.nn stacks: N(0, 0.02) weights, zero biases and padding
+    row, unit LayerNorm."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+    if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+        with torch.no_grad():
+            module.weight[module.padding_idx].zero_()
+    if isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def layer_stack(config: TorchTransformerConfig) -> nn.TransformerEncoder:
+    """config.num_layers pre-norm nn.TransformerEncoderLayer blocks (a decoder runs them with a
+    causal mask)."""
+    layer = nn.TransformerEncoderLayer(
+        config.d_model, config.nhead, config.dim_feedforward, config.dropout,
+        activation="gelu", batch_first=True, norm_first=True)
+    return nn.TransformerEncoder(layer, config.num_layers, enable_nested_tensor=False)
 
 
 class Embeddings(nn.Module):
@@ -51,21 +78,16 @@ class Embeddings(nn.Module):
         return self.dropout(self.norm(self.tokens(input_ids) + self.positions(positions)))
 
 
-class TorchTransformerPreTrainedModel(PreTrainedModel):
-    config_class = TorchTransformerConfig
-    base_model_prefix = "encoder_model"
+class TorchPreTrainedModel(PreTrainedModel):
+    """Hugging Face save/load and Trainer support for the torch.nn stacks, with init_weights."""
 
     def _init_weights(self, module):
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
-        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-            with torch.no_grad():
-                module.weight[module.padding_idx].zero_()
-        if isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
+        init_weights(module)
+
+
+class TorchTransformerPreTrainedModel(TorchPreTrainedModel):
+    config_class = TorchTransformerConfig
+    base_model_prefix = "encoder_model"
 
 
 class TorchTransformerModel(TorchTransformerPreTrainedModel):
@@ -74,10 +96,7 @@ class TorchTransformerModel(TorchTransformerPreTrainedModel):
     def __init__(self, config: TorchTransformerConfig):
         super().__init__(config)
         self.embeddings = Embeddings(config)
-        layer = nn.TransformerEncoderLayer(
-            config.d_model, config.nhead, config.dim_feedforward, config.dropout,
-            activation="gelu", batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, config.num_layers, enable_nested_tensor=False)
+        self.encoder = layer_stack(config)
         self.final_norm = nn.LayerNorm(config.d_model)
         self.post_init()
 

@@ -1,6 +1,7 @@
 """Stage `train`: the language model. Scratch = masked-LM pretraining from random weights;
 pretrained + steps > 0 = continued (domain-adaptive) pretraining; steps = 0 passes weights through.
-task=causal_lm: the same for a decoder with next-token training (transferlab.lm.train)."""
+task=causal_lm: the same for a decoder with next-token training (transferlab.lm.train; the switch
+is transferlab.stages)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,13 @@ import hashlib
 import json
 import logging
 import math
-from pathlib import Path
 
 from transferlab import model as models
+from transferlab.contracts import PRETRAINED
+from transferlab.contracts import TRAIN_METRICS as METRICS
 from transferlab.data import prepared
 
 log = logging.getLogger(__name__)
-PRETRAINED = Path("models/pretrained")
-METRICS = "metrics/train.json"
 
 
 def masking_collator(tok, probability: float, seed: int):
@@ -54,7 +54,7 @@ def masking_collator(tok, probability: float, seed: int):
 def train_masked_lm(cfg, net, tok, run_log, checkpoints, workdir: str, splits: dict) -> dict:
     from transformers import Trainer
 
-    from transferlab.runtime import adamw, stop_on_nan, training_arguments
+    from transferlab.runtime import adamw, training_arguments
 
     max_length = cfg.model.max_length
     train_set = prepared.tokenized(splits["train"], tok, max_length, labels=False)
@@ -74,7 +74,7 @@ def train_masked_lm(cfg, net, tok, run_log, checkpoints, workdir: str, splits: d
     collator, epoch_callback = masking_collator(tok, cfg.train.mlm_probability, cfg.seed)
     trainer = Trainer(model=net, args=args, train_dataset=train_set, eval_dataset=eval_set,
                       data_collator=collator,
-                      callbacks=[stop_on_nan("train"), epoch_callback, run_log.trainer_callback()],
+                      callbacks=[epoch_callback, run_log.trainer_callback()],
                       optimizer_cls_and_kwargs=adamw(cfg.runtime, cfg.train.lr))
     result = checkpoints.train(trainer, run_log)
     evaluation = trainer.evaluate()
@@ -89,24 +89,13 @@ def train_masked_lm(cfg, net, tok, run_log, checkpoints, workdir: str, splits: d
 
 
 def run(cfg) -> dict:
-    from transferlab.checkpoints import Checkpointing
     from transferlab.outputs import staged_outputs
-    from transferlab.runtime import apply_repro, machine_tags, use_attention
-    from transferlab.tracking import stage_run
+    from transferlab.runtime import use_attention
+    from transferlab.training_run import training_run
 
-    if cfg.task == "causal_lm":  # next-token training of a decoder: transferlab.lm
-        from transferlab.lm import train as causal_lm
-
-        return causal_lm.run(cfg)
-    split_files = [prepared.split_path("train"), prepared.split_path("validation")]
-    digest = prepared.files_digest(split_files)
-    checkpoints = Checkpointing(cfg, "train", inputs=split_files)
-    with stage_run("train", cfg, tags={"data.digest": digest}, resume_run_id=checkpoints.run_id) as run_log:
-        run_log.set_tags(machine_tags(cfg))
-        run_log.set_tags(apply_repro(cfg))
+    with training_run(cfg, "train") as (run_log, checkpoints):
         splits = {name: prepared.read_split(name) for name in ("train", "validation")}
         prepared.log_splits(run_log, splits)
-        run_log.link("prepare")
         tok = models.tokenizer(cfg.model, splits["train"]["text"].tolist())
         net = models.encoder(cfg.model, tok, masked_lm=cfg.train.steps > 0)
         use_attention(net, cfg)

@@ -35,6 +35,10 @@ def one_line(err: Exception) -> str:
     """Hydra's message on one line: its first line, the alternatives of a missing option, and the
     precise reason it wraps (e.g. the failed conversion). Its hint to append with `+key=` is
     dropped: the schema refuses unknown keys either way."""
+    from transferlab.config.checks import not_a_choice
+
+    if choice := not_a_choice(err):
+        return choice
     lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
     message = lines[0].rstrip(".")
     if "Available options in" in str(err):

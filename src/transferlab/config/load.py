@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transferlab.config.checks import check
+from transferlab.config.checks import check, not_a_choice
 from transferlab.errors import UserError
 
 
@@ -34,7 +34,7 @@ def validated(raw, source: str):
         cfg = OmegaConf.merge(OmegaConf.structured(Config), raw)
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
-        raise UserError(f"{source}: {key}: {str(err).splitlines()[0]}") from None
+        raise UserError(f"{source}: {not_a_choice(err) or f'{key}: {str(err).splitlines()[0]}'}") from None
     OmegaConf.set_readonly(cfg, True)
     check(cfg)
     return cfg

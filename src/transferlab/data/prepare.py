@@ -27,26 +27,47 @@ def cap_per_label(frame, cap: int | None, seed: int):
     return shuffled.groupby("label", sort=False).head(cap).reset_index(drop=True)
 
 
-def split(frame, validation_fraction: float, test_fraction: float, seed: int, where: str):
-    """Per-label shuffled split: every label lands in every split, in proportion."""
+def check_usable(frame, task: str, where: str) -> None:
+    """Refuse, in one line and before any output is touched, data the task cannot use: no text, one
+    label for a classifier, a label (or, unlabelled, a corpus) too small to give each split one
+    example. Whether the text fills a block of model.max_length tokens is the LM train stage's check:
+    prepare has no tokenizer, and depending on model.* would rerun it for every model change."""
+    if frame.empty:
+        raise UserError(f"{where}: no text: every row's text is empty or blank")
+    counts = frame["label"].value_counts()
+    if task == "classification" and len(counts) < 2:
+        (label, n), = counts.items()
+        hint = (" (data.label_column is null: the texts are unlabelled)" if label == sources.UNLABELLED
+                else "")
+        raise UserError(f"{where}: task=classification needs at least 2 labels; the data has one, {label!r} "
+                        f"({n} examples){hint}: add examples of other labels, or use task=causal_lm")
+    too_small = counts[counts < len(prepared.SPLITS)]
+    if too_small.empty:
+        return
+    if task == "causal_lm" and list(counts.index) == [sources.UNLABELLED]:
+        raise UserError(f"{where}: task=causal_lm needs at least 3 texts, one each for train, validation "
+                        f"and test; the data has {len(frame)}: add text")
+    listing = ", ".join(f"{label!r} ({n})" for label, n in too_small.items())
+    raise UserError(
+        f"{where}: labels with fewer than 3 examples: {listing}. Every label needs one example "
+        "each for train, validation and test: add examples or remove the label"
+    )
+
+
+def split(frame, validation_fraction: float, test_fraction: float, seed: int):
+    """Per-label shuffled split: every label lands in every split, in proportion (check_usable first:
+    every label has at least 3 examples, so train, validation and test each get one or more)."""
     import numpy as np
     import pandas as pd
 
-    counts = frame["label"].value_counts()
-    too_small = counts[counts < 3]
-    if not too_small.empty:
-        listing = ", ".join(f"{label!r} ({n})" for label, n in too_small.items())
-        raise UserError(
-            f"{where}: labels with fewer than 3 examples: {listing}. Every label needs one example "
-            "each for train, validation and test: add examples or remove the label"
-        )
     rng = np.random.default_rng(seed)
     parts = {name: [] for name in prepared.SPLITS}
     for _, group in frame.groupby("label", sort=True):
         group = group.iloc[rng.permutation(len(group))]
         n_val = max(1, round(len(group) * validation_fraction))
         n_test = max(1, round(len(group) * test_fraction))
-        n_val, n_test = min(n_val, len(group) - 2), min(n_test, len(group) - 2)
+        n_val = min(n_val, len(group) - 2)
+        n_test = min(n_test, len(group) - 1 - n_val)  # train keeps one or more
         parts["validation"].append(group.iloc[:n_val])
         parts["test"].append(group.iloc[n_val:n_val + n_test])
         parts["train"].append(group.iloc[n_val + n_test:])
@@ -78,7 +99,8 @@ def run(cfg) -> dict:
             raise UserError(f"{where}: no rows with both text and label")
         frame, duplicates = clean(frame)
         frame = cap_per_label(frame, cfg.data.max_per_label, cfg.seed)
-        splits = split(frame, cfg.data.validation_fraction, cfg.data.test_fraction, cfg.seed, where)
+        check_usable(frame, cfg.task, where)  # before any output is staged: a refusal replaces nothing
+        splits = split(frame, cfg.data.validation_fraction, cfg.data.test_fraction, cfg.seed)
         labels = sorted(frame["label"].unique())
         stats = statistics(splits, duplicates)
         log.info("prepared %s examples in %d labels (%d duplicates dropped)",

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
+from transferlab import hashing
 from transferlab.errors import UserError
 
 PREPARED = Path("data/prepared")
@@ -38,13 +38,11 @@ def read_labels() -> list[str]:
 
 def files_digest(paths) -> str:
     """sha256 over the files' names and bytes: identifies the exact data a run saw."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(p) for p in paths):
+    files = sorted(Path(p) for p in paths)
+    for path in files:
         if not path.is_file():
             raise UserError(f"{path} not found: run the stage that writes it first (`dvc repro`)")
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    return hashing.files_digest(files, name=lambda file: file.name)[:16]
 
 
 def log_splits(run_log, splits: dict) -> None:

@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 import logging
 
+from transferlab.contracts import EVALUATE_METRICS as METRICS
+from transferlab.contracts import FINETUNED, PLOTS, PRETRAINED, REPORTS, TRAINING_LOG
+from transferlab.curves import CURVE_PNG, write_learning_curves
 from transferlab.data import prepared
 from transferlab.errors import UserError
 from transferlab.lm import corpus
@@ -48,8 +51,7 @@ def run(cfg) -> dict:
     import pandas as pd
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from transferlab.evaluate import METRICS, PLOTS, REPORTS, write_learning_curves
-    from transferlab.finetune import FINETUNED, TRAINING_LOG
+    from transferlab.card import registry_description
     from transferlab.lm.generate import generate
     from transferlab.lm.model import register_architectures
     from transferlab.lm.serving import TextGenerator, serving_config
@@ -58,7 +60,6 @@ def run(cfg) -> dict:
     from transferlab.registry import publish
     from transferlab.runtime import resolve_device
     from transferlab.tracking import stage_run
-    from transferlab.train import PRETRAINED
 
     digest = prepared.files_digest([prepared.split_path("test")])
     with stage_run("evaluate", cfg, tags={"data.digest": digest, "task": cfg.task}) as run_log:
@@ -104,7 +105,7 @@ def run(cfg) -> dict:
                 "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
         run_log.log_metrics({k: v for k, v in metrics.items() if k != "domain"})
-        for artifact in (METRICS, PLOTS / "learning_curve.png", REPORTS / "generations.md"):
+        for artifact in (METRICS, PLOTS / CURVE_PNG, REPORTS / "generations.md"):
             run_log.log_artifact(artifact)
         run_log.log_table(pd.DataFrame(rows), "generations.json")
         run_log.set_tags({"test.digest": digest})
@@ -112,8 +113,11 @@ def run(cfg) -> dict:
         publish(run_log, cfg, FINETUNED, prompts[:2], metrics["test_perplexity"], digest,
                 python_model=TextGenerator(), output_example=example,
                 model_config=serving_config(cfg.lm.generate), params=serving_config(cfg.lm.generate),
-                metric="test_perplexity",
-                higher_is_better=False)
+                metric="test_perplexity", higher_is_better=False,
+                description=registry_description(FINETUNED, [
+                    (key.replace("_", " "), metrics[key]) for key in (
+                        "test_perplexity", "pretrained_test_perplexity", "domain_test_perplexity",
+                        "pretrained_domain_test_perplexity", "test_blocks") if key in metrics]))
     for row in rows:  # the stage's answer, on the console
         print(f"\n>>> {row['prompt']}{row['generation']}")
     print()

@@ -9,6 +9,8 @@ import json
 import logging
 
 from transferlab import layers
+from transferlab.contracts import FINETUNE_METRICS as METRICS
+from transferlab.contracts import FINETUNED, PRETRAINED, TRAINING_LOG
 from transferlab.data import prepared
 from transferlab.errors import UserError
 from transferlab.lm import corpus
@@ -27,7 +29,6 @@ def load_decoder(trust_remote_code: bool = False, attention_dropout: float | Non
 
     from transferlab.lm.model import register_architectures
     from transferlab.model import attention_dropout_override
-    from transferlab.train import PRETRAINED
 
     register_architectures()
     if not (PRETRAINED / "config.json").is_file():
@@ -40,30 +41,21 @@ def load_decoder(trust_remote_code: bool = False, attention_dropout: float | Non
 def run(cfg) -> dict:
     from transformers import EarlyStoppingCallback
 
-    from transferlab.checkpoints import Checkpointing
-    from transferlab.finetune import FINETUNED, METRICS, TRAINING_LOG, configure_layers
+    from transferlab.card import CARD, language_model_card
     from transferlab.outputs import staged_outputs
-    from transferlab.runtime import apply_repro, machine_tags, use_attention
-    from transferlab.tracking import stage_run
-    from transferlab.train import PRETRAINED
+    from transferlab.runtime import use_attention
+    from transferlab.training_run import training_run
 
-    splits = [prepared.split_path("train"), prepared.split_path("validation")]
-    digest = prepared.files_digest(splits)
     domain = cfg.lm.domain
-    checkpoints = Checkpointing(cfg, "finetune", inputs=[*splits, PRETRAINED])
-    with stage_run("finetune", cfg, tags={"data.digest": digest, "task": cfg.task,
-                                          "lm.domain": domain or "all"},
-                   resume_run_id=checkpoints.run_id) as run_log:
-        run_log.set_tags(machine_tags(cfg))
-        run_log.set_tags(apply_repro(cfg))
-        run_log.link("train")
+    with training_run(cfg, "finetune", inputs=[PRETRAINED],
+                      tags={"task": cfg.task, "lm.domain": domain or "all"}) as (run_log, checkpoints):
         prepared.log_splits(run_log, {name: prepared.read_split(name) for name in ("train", "validation")})
         net, tok = load_decoder(cfg.model.trust_remote_code, cfg.finetune.attention_dropout)
         use_attention(net, cfg)
         train_blocks = corpus.split_blocks("train", tok, cfg, domain=domain, limit=cfg.lm.max_train_blocks)
         eval_blocks = corpus.split_blocks("validation", tok, cfg, domain=domain, limit=cfg.lm.max_eval_blocks)
         ft = cfg.finetune
-        optimizer, layer_callbacks, sizes = configure_layers(net, ft, cfg.runtime, run_log)
+        optimizer, layer_callbacks, sizes = layers.configure_layers(net, ft, cfg.runtime, run_log)
         overfitting = layers.overfitting_callback(run_log)
         with checkpoints.workdir() as workdir:
             trainer = language_model_trainer(
@@ -103,6 +95,7 @@ def run(cfg) -> dict:
                 # Sorted keys: a resumed run reads the entries before its checkpoint back sorted.
                 (folder / TRAINING_LOG).write_text(json.dumps(steady, indent=1, sort_keys=True) + "\n")
                 outs.path(METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+                (folder / CARD).write_text(language_model_card(cfg, metrics, type(net).__name__))
         run_log.log_metrics({k: v for k, v in metrics.items() if k != "domain"})
         seconds = next(entry["train_runtime"] for entry in history if "train_runtime" in entry)
         run_log.log_metrics({"train_seconds": seconds})  # MLflow only: the metrics file stays identical

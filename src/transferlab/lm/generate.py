@@ -19,13 +19,15 @@ def generate(net, tok, prompts: list[str], gen, device: str = "cpu") -> list[str
     """The continuation of each prompt (without the prompt). Each prompt is generated on its own
     after re-seeding with gen.seed, so a text does not depend on the other prompts or their order."""
     import torch
+    from tqdm.auto import tqdm
     from transformers import set_seed
 
     net.to(device).eval()
     kwargs = generation_kwargs(gen, tok.eos_token_id, tok.pad_token_id)
     outputs = []
     with torch.inference_mode():
-        for prompt in prompts:
+        # disable=None: a bar on a terminal, nothing in logs and CI
+        for prompt in tqdm(prompts, desc="generating", unit="prompt", disable=None):
             set_seed(int(gen.seed))
             inputs = tok(prompt, return_tensors="pt").to(device)
             if inputs["input_ids"].shape[1] == 0:  # an empty prompt starts from end-of-text

@@ -8,6 +8,8 @@ import json
 import logging
 import math
 
+from transferlab.contracts import PRETRAINED
+from transferlab.contracts import TRAIN_METRICS as METRICS
 from transferlab.data import prepared
 from transferlab.lm import corpus
 from transferlab.lm import model as decoders
@@ -35,22 +37,13 @@ def language_model_trainer(cfg, net, workdir: str, train_blocks, eval_blocks, ca
 
 
 def run(cfg) -> dict:
-    from transferlab.checkpoints import Checkpointing
     from transferlab.outputs import staged_outputs
-    from transferlab.runtime import apply_repro, machine_tags, seed_everything, use_attention
-    from transferlab.tracking import stage_run
-    from transferlab.train import METRICS, PRETRAINED
+    from transferlab.runtime import seed_everything, use_attention
+    from transferlab.training_run import training_run
 
-    split_files = [prepared.split_path("train"), prepared.split_path("validation")]
-    digest = prepared.files_digest(split_files)
-    checkpoints = Checkpointing(cfg, "train", inputs=split_files)
-    with stage_run("train", cfg, tags={"data.digest": digest, "task": cfg.task},
-                   resume_run_id=checkpoints.run_id) as run_log:
-        run_log.set_tags(machine_tags(cfg))
-        run_log.set_tags(apply_repro(cfg))
+    with training_run(cfg, "train", tags={"task": cfg.task}) as (run_log, checkpoints):
         splits = {name: prepared.read_split(name) for name in ("train", "validation")}
         prepared.log_splits(run_log, splits)
-        run_log.link("prepare")
         tok = decoders.tokenizer(cfg.model, splits["train"]["text"].tolist())
         net = decoders.decoder(cfg.model, tok)
         use_attention(net, cfg)

@@ -1,0 +1,73 @@
+"""Where runs go: the MLflow store and experiment a config names, opened with one clear error."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+
+from transferlab.errors import UserError
+from transferlab.pipeline import project_root
+from transferlab.tracking.identity import masked
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+
+
+def tracking_uri(cfg) -> str:
+    uri = cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    # A relative sqlite path names the project's store wherever a stage runs: in a sweep's stage
+    # cache or in a `dvc exp run --queue` workspace that DVC deletes afterwards.
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        uri = prefix + str(project_root() / uri[len(prefix):])
+    return uri
+
+
+def _check_reachable(uri: str) -> None:
+    """Fail in seconds, naming the URI, instead of MLflow's long retry loop."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).close()
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise UserError(
+            f"MLflow tracking server {masked(uri)} is unreachable ({reason}): start it, fix "
+            "MLFLOW_TRACKING_URI / tracking.uri, or set tracking.enabled=false"
+        ) from None
+
+
+def open_store(cfg) -> str:
+    """Point MLflow at the configured store and experiment (its id is returned), or fail with one
+    clear message."""
+    import mlflow
+
+    uri = tracking_uri(cfg)
+    _check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    name = cfg.tracking.experiment
+    try:
+        with _store_lock(uri):
+            if uri.startswith("sqlite:") and mlflow.get_experiment_by_name(name) is None:
+                # Artifacts next to the store, not under whichever directory the first run started in.
+                location = (project_root() / "mlruns" / name).as_uri()
+                mlflow.create_experiment(name, artifact_location=location)
+            return mlflow.set_experiment(name).experiment_id
+    except Exception as err:  # a bad store URI or an unreadable store
+        raise UserError(f"cannot open MLflow tracking store {masked(uri)}: {err}") from None
+
+
+@contextmanager
+def _store_lock(uri: str):
+    """Processes that open one sqlite store at the same time (parallel sweep jobs, DVC queue
+    workers) take turns: a new store's schema is created by whoever comes first, once."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        yield
+        return
+    from filelock import FileLock
+
+    with FileLock(uri[len(prefix):] + ".lock", timeout=120):
+        yield
