@@ -53,7 +53,7 @@ def machine() -> dict:
     """The CPU and what torch makes of it: the facts every figure here depends on."""
     import torch
 
-    from transferlab.precision import cpu_flags, cpu_has_native_bf16, resolve_precision
+    from transferlab.training.precision import cpu_flags, cpu_has_native_bf16, resolve_precision
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model_name = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
@@ -251,7 +251,7 @@ def levers(project: Path, overrides: list[str], repeats: int) -> dict:
 
     client = mlflow.MlflowClient(f"sqlite:///{project}/mlflow.db")
     samples: dict[str, dict[str, list[float]]] = {}
-    from transferlab.precision import cpu_has_native_bf16
+    from transferlab.training.precision import cpu_has_native_bf16
 
     # Emulated bf16 (an AVX2-only CPU) runs about 30x slower: an epoch of it would take hours.
     flips = [lever for lever in LEVERS if lever != "precision=bf16" or cpu_has_native_bf16()]

@@ -34,7 +34,7 @@ def main() -> None:
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
 
-    from transferlab.callbacks import epoch_throughput  # measurement only: times each epoch
+    from transferlab.training.callbacks import epoch_throughput  # measurement only: times each epoch
 
     labels = json.loads((args.prepared / "labels.json").read_text())
     tok = AutoTokenizer.from_pretrained(args.model)

@@ -73,7 +73,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from transferlab.runtime import keep_freed_memory
+    from transferlab.training.runtime import keep_freed_memory
 
     keep_freed_memory()  # the pipeline's default (runtime.reuse_freed_memory)
     facts = machine()

@@ -1,4 +1,4 @@
-"""The Hugging Face model card (transferlab.card) from composed configs, without training: front
+"""The Hugging Face model card (transferlab.tracking.card) from composed configs, without training: front
 matter, base model, sections, and the registry description's test results. The cards the tiny
 pipelines write are checked in test_pipeline.py and test_causal_lm.py."""
 
@@ -8,7 +8,12 @@ import pandas as pd
 import yaml
 
 from conftest import make_config
-from transferlab.card import DESCRIPTION_LIMIT, classifier_card, language_model_card, with_test_results
+from transferlab.tracking.card import (
+    DESCRIPTION_LIMIT,
+    classifier_card,
+    language_model_card,
+    with_test_results,
+)
 
 LABELS = ["business", "sports"]
 FRAMES = {"train": pd.DataFrame({"label": [0, 0, 0, 1, 1]}), "validation": pd.DataFrame({"label": [0, 1]})}

@@ -29,7 +29,7 @@ def tiny_decoder(arch: str):
     """A random-weight decoder of the given arch with a BPE tokenizer learnt on TEXTS."""
     from transformers import set_seed
 
-    from transferlab.lm import model as decoders
+    from transferlab.tasks.causal_lm import model as decoders
 
     cfg = make_config("experiment=lm_tiny", f"model.arch={arch}")
     tok = decoders.tokenizer(cfg.model, TEXTS)
@@ -67,8 +67,8 @@ def test_a_task_and_model_that_do_not_fit_fail_with_one_clear_message(overrides,
 # --- corpus --------------------------------------------------------------------------------------
 
 def test_texts_are_packed_into_full_blocks_separated_by_end_of_text():
-    from transferlab.lm import model as decoders
-    from transferlab.lm.corpus import pack
+    from transferlab.tasks.causal_lm import model as decoders
+    from transferlab.tasks.causal_lm.corpus import pack
 
     tok = decoders.train_bpe(TEXTS, 300)
     stream = [i for t in TEXTS for i in tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]]
@@ -133,7 +133,7 @@ def test_a_local_text_file_trains_finetunes_and_generates_in_process(workdir):
 def test_greedy_generation_is_the_argmax_path_and_is_deterministic(arch):
     import torch
 
-    from transferlab.lm.generate import generate
+    from transferlab.tasks.causal_lm.generate import generate
 
     net, tok, _ = tiny_decoder(arch)
     first = generate(net, tok, ["the cat", "a dog"], greedy())
@@ -151,20 +151,20 @@ def test_greedy_generation_is_the_argmax_path_and_is_deterministic(arch):
                                                ("torch_decoder", {"decoder.tokens.weight",
                                                                   "decoder.positions.weight"})])
 def test_the_fine_tuning_options_see_a_decoders_embeddings_and_layers(arch, embeddings):
-    from transferlab import layers
+    from transferlab.training import techniques
 
     net, _, cfg = tiny_decoder(arch)
-    parts = layers.split(net)
+    parts = techniques.split(net)
     assert {name for name, _ in parts.embeddings} == embeddings
     assert len(parts.layers) == cfg.model.num_layers and all(parts.layers)
     assert parts.head == []  # the LM head is the (tied) input embedding matrix
-    frozen = layers.freeze(parts, embeddings=True, layers=1, patterns=[], backbone=False)
+    frozen = techniques.freeze(parts, embeddings=True, layers=1, patterns=[], backbone=False)
     assert set(frozen) == embeddings | {name for name, _ in parts.layers[0]}
     assert all(p.requires_grad for name, p in parts.all() if name not in frozen)
 
 
 def test_sampling_is_reproducible_for_a_seed_and_changes_with_it():
-    from transferlab.lm.generate import generate
+    from transferlab.tasks.causal_lm.generate import generate
 
     net, tok, _ = tiny_decoder("gpt2")
     sample = greedy(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=16)
@@ -177,7 +177,7 @@ def test_the_torch_decoder_is_causal_and_round_trips_through_the_auto_classes(tm
     import torch
     from transformers import AutoModelForCausalLM
 
-    from transferlab.torch_decoder import TorchDecoderForCausalLM
+    from transferlab.models.torch_decoder import TorchDecoderForCausalLM
 
     net, tok, _ = tiny_decoder("torch_decoder")
     assert isinstance(net, TorchDecoderForCausalLM)
@@ -205,8 +205,8 @@ def test_the_smollm2_gguf_file_converts_to_a_checkpoint_that_loads_and_predicts_
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from transferlab.config.schema import SMOLLM2
-    from transferlab.lm import model as decoders
     from transferlab.packages import resolve
+    from transferlab.tasks.causal_lm import model as decoders
 
     cfg = make_config("task=causal_lm")
     assert cfg.model.name_or_path == SMOLLM2
@@ -335,7 +335,7 @@ def test_the_language_model_has_a_card_that_its_registered_version_carries(lm_re
 def test_the_registered_language_model_serves_text_over_rest(lm_repo: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from transferlab.lm.generate import generate
+    from transferlab.tasks.causal_lm.generate import generate
 
     rows = generations(lm_repo)
     prompts = [rows[0]["prompt"], rows[1]["prompt"]]

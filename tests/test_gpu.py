@@ -22,7 +22,7 @@ ON_GPU = ["experiment=tiny", "device=cuda", "precision=auto"]
 
 
 def test_auto_precision_picks_the_gpus_fast_type():
-    from transferlab.precision import resolve_precision
+    from transferlab.training.precision import resolve_precision
 
     expected = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     assert resolve_precision("auto", "cuda") == expected
@@ -63,7 +63,7 @@ def test_ddp_over_nccl_on_every_visible_gpu(tiny_repo: Path, tmp_path: Path):
 def test_throughput_and_mfu_against_the_gpus_bf16_peak(capsys):
     """A figure to read, not a timed target: MiniLM-sized training steps, and their model FLOPs as
     a share of this GPU's measured bf16 (or fp16) matmul peak."""
-    from transferlab.precision import resolve_precision
+    from transferlab.training.precision import resolve_precision
 
     dtype = torch.bfloat16 if resolve_precision("auto", "cuda") == "bf16" else torch.float16
     a = torch.randn(8192, 8192, device="cuda", dtype=dtype)

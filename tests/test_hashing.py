@@ -26,10 +26,10 @@ def write_files(root: Path) -> None:
 
 
 def test_the_persisted_digests_keep_their_values(workdir, monkeypatch):
-    from transferlab.checkpoints import inputs_digest
     from transferlab.data.prepared import files_digest
     from transferlab.pipeline import WORKSPACE_ENV
     from transferlab.stage_cache import key
+    from transferlab.training.checkpoints import inputs_digest
 
     write_files(workdir)
     # data.digest: names and bytes of the files, in sorted order; a missing file is an error.
@@ -44,3 +44,9 @@ def test_the_persisted_digests_keep_their_values(workdir, monkeypatch):
     monkeypatch.setenv(WORKSPACE_ENV, str(workdir))
     cfg = OmegaConf.create({"seed": 1, "lr": 0.5, "tracking": {}})
     assert (key(cfg, "prepare"), key(cfg, "train")) == ("29c98cd6b30391e789dd", "afed5984f3e668f39f0e")
+    # Python's bytecode caches inside a code folder dep are not code: the keys stay (as in .dvcignore).
+    (workdir / "code/pkg/__pycache__").mkdir()
+    (workdir / "code/pkg/__pycache__/b.cpython-311.pyc").write_bytes(b"bytecode")
+    assert (key(cfg, "prepare"), key(cfg, "train")) == ("29c98cd6b30391e789dd", "afed5984f3e668f39f0e")
+    (workdir / "code/pkg/d.py").write_text("D = 4\n")  # a new module in the folder is
+    assert key(cfg, "prepare") != "29c98cd6b30391e789dd"

@@ -10,11 +10,11 @@ import pytest
 from safetensors.torch import load_file
 
 from conftest import make_config
-from transferlab import evaluate, finetune, train
 from transferlab.config.schema import MINILM
-from transferlab.data import prepare
 from transferlab.errors import UserError
 from transferlab.packages import resolve
+from transferlab.stages import prepare
+from transferlab.tasks.classification import evaluate, finetune, train
 
 TINY_MINILM = ("tracking.enabled=false", "data.max_per_label=5", "model.max_length=32",
                "train.batch_size=4", "finetune.batch_size=4", "finetune.epochs=1")

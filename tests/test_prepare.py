@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from conftest import make_config
-from transferlab.data import prepare, prepared
+from transferlab.data import prepared
 from transferlab.errors import UserError
+from transferlab.stages import prepare
 
 LABELS = ("alpha", "beta", "gamma")
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from conftest import make_config
-from transferlab import finetune, precision, runtime, train
-from transferlab.data import prepare
 from transferlab.errors import UserError
+from transferlab.stages import prepare
+from transferlab.tasks.classification import finetune, train
+from transferlab.training import precision, runtime
 
 TINY_MINILM = ("data.max_per_label=5", "model.max_length=32", "finetune.batch_size=4",
                "finetune.epochs=1")
@@ -53,7 +54,7 @@ def test_this_machines_flags_are_read():
 def test_emulated_bf16_runs_with_one_warning(monkeypatch, caplog):
     monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2"})
     precision._warn_emulated_bf16.cache_clear()
-    with caplog.at_level("WARNING", logger="transferlab.precision"):
+    with caplog.at_level("WARNING", logger="transferlab.training.precision"):
         assert precision.resolve_precision("bf16", "cpu") == "bf16"
         assert precision.resolve_precision("bf16", "cpu") == "bf16"
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]

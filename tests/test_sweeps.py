@@ -45,8 +45,9 @@ def test_code_deps_are_the_code_of_the_stage_and_its_upstream(monkeypatch):
 
     monkeypatch.setenv(WORKSPACE_ENV, str(REPO))
     deps = code_deps("finetune")
-    assert "src/transferlab/finetune.py" in deps and "src/transferlab/data/prepare.py" in deps
-    assert "src/transferlab/evaluate.py" not in deps
+    assert "src/transferlab/tasks/classification/finetune.py" in deps
+    assert "src/transferlab/stages/prepare.py" in deps
+    assert "src/transferlab/tasks/classification/evaluate.py" not in deps
     assert not [d for d in deps if d.startswith(("data/", "models/"))], "produced files are not code"
 
 

@@ -10,8 +10,9 @@ import pytest
 from safetensors.torch import load_file
 
 from conftest import make_config
-from transferlab import evaluate, finetune, layers, train
-from transferlab.data import prepare
+from transferlab.stages import prepare
+from transferlab.tasks.classification import evaluate, finetune, train
+from transferlab.training import techniques
 
 TINY = ("experiment=tiny", "tracking.enabled=false", "data.max_per_label=6")
 
@@ -25,7 +26,7 @@ def tiny_classifier():
 
 
 def test_split_finds_embeddings_layers_and_head():
-    parts = layers.split(tiny_classifier())
+    parts = techniques.split(tiny_classifier())
     assert len(parts.layers) == 3
     assert all(n.startswith("bert.embeddings.") for n, _ in parts.embeddings)
     assert all(".layer.2." in n for n, _ in parts.layers[2])
@@ -34,8 +35,8 @@ def test_split_finds_embeddings_layers_and_head():
 
 
 def test_parameter_groups_carry_the_configured_learning_rates():
-    parts = layers.split(tiny_classifier())
-    groups = layers.parameter_groups(parts, backbone_lr=1e-3, head_lr=1e-2, layer_decay=0.5,
+    parts = techniques.split(tiny_classifier())
+    groups = techniques.parameter_groups(parts, backbone_lr=1e-3, head_lr=1e-2, layer_decay=0.5,
                                      weight_decay=0.1, include=lambda p: True)
     lr = {g["name"]: g["lr"] for g in groups}
     assert lr["head"] == pytest.approx(1e-2)
@@ -53,8 +54,8 @@ def test_gradual_unfreezing_opens_one_layer_at_a_time_top_down():
     from transformers import TrainerState
 
     model = tiny_classifier()
-    parts = layers.split(model)
-    callback = layers.gradual_unfreezing_callback(parts, every=2, unit="step", keep_frozen=set())
+    parts = techniques.split(model)
+    callback = techniques.gradual_unfreezing_callback(parts, every=2, unit="step", keep_frozen=set())
 
     def trainable_units():
         units = [all(p.requires_grad for _, p in layer) for layer in parts.layers]
@@ -135,7 +136,7 @@ def test_overfitting_signal_fires_when_validation_rises_as_training_falls(caplog
 
     from transferlab.tracking import StageRun
 
-    watch = layers.overfitting_callback(StageRun())
+    watch = techniques.overfitting_callback(StageRun())
     state = TrainerState()
     for epoch, (train_losses, validation_loss) in enumerate(
             [([1.0, 0.9], 0.8), ([0.7, 0.6], 0.7), ([0.5, 0.4], 0.75), ([0.45, 0.5], 0.9)], start=1):
@@ -144,7 +145,7 @@ def test_overfitting_signal_fires_when_validation_rises_as_training_falls(caplog
         watch.on_evaluate(None, state, None, metrics={"eval_loss": validation_loss})
     # Only the third evaluation: validation up (0.7 -> 0.75) while training fell (0.65 -> 0.45).
     # The fourth has both rising: plain divergence, not the overfitting pattern.
-    assert layers.overfitting_signals(state.log_history) == 1
+    assert techniques.overfitting_signals(state.log_history) == 1
     warned = [r.getMessage() for r in caplog.records if "overfitting signal" in r.getMessage()]
     assert warned == ["overfitting signal at epoch 3.00: validation loss rose 0.7000 -> 0.7500 while "
                       "training loss fell 0.6500 -> 0.4500"]

@@ -84,7 +84,7 @@ def test_values_named_like_secrets_are_redacted():
 
 
 def test_secrets_in_the_environment_never_reach_the_store(workdir, monkeypatch):
-    from transferlab.data import prepare
+    from transferlab.stages import prepare
 
     secret = "tok-4f1c9e2b7d"
     for name in ("FOO_TOKEN", "HF_TOKEN", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):

@@ -8,6 +8,8 @@ import hashlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+BYTECODE = "__pycache__"
+
 
 def sha256(path: Path) -> str:
     """A file's sha256, read in blocks (checkpoints and models are large)."""
@@ -26,11 +28,12 @@ def sha256_text(path: Path) -> bytes:
 def files_digest(paths: Iterable, *, name: Callable[[Path], str] = str,
                  content: Callable[[Path], bytes] = Path.read_bytes, seed: bytes = b"") -> str:
     """sha256 (hex) of `seed`, then of each file's name(file) and content(file), in the order of
-    `paths`; a folder stands for every file below it, sorted. Paths that are not there are skipped."""
+    `paths`; a folder stands for every file below it, sorted, except Python's bytecode caches (as in
+    .dvcignore: code folders are deps). Paths that are not there are skipped."""
     digest = hashlib.sha256(seed)
     for path in map(Path, paths):
         for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
-            if file.is_file():
+            if file.is_file() and BYTECODE not in file.relative_to(path).parts:
                 digest.update(name(file).encode())
                 digest.update(content(file))
     return digest.hexdigest()

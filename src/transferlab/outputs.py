@@ -33,7 +33,7 @@ class StagedOutputs:
         return tmp
 
     def commit(self) -> None:
-        from transferlab.runtime import is_main_process
+        from transferlab.training.runtime import is_main_process
 
         if not is_main_process():  # under torchrun every process runs the stage; rank 0 writes
             self.discard()

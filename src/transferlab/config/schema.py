@@ -149,7 +149,7 @@ class LMConfig:
 
 @dataclass
 class RuntimeConfig:
-    """Speed levers for the training stages (transferlab.runtime). Each default is measured on a
+    """Speed levers for the training stages (transferlab.training.runtime). Each default is measured on a
     2-core CPU with and without native bf16: docs/performance.md."""
 
     threads: int | None = None  # torch intra-op threads; None: torch's default (one per core)

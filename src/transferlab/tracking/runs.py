@@ -131,7 +131,7 @@ def stage_run(stage: str, cfg, *, tags: dict | None = None, resume_run_id: str |
     `resume_run_id`: the run an interrupted attempt of this stage logged to (stored with its
     checkpoint); it is re-opened, so a resumed stage has one run. In a distributed launch only
     rank 0 logs; the other processes get a disabled run."""
-    from transferlab.runtime import is_main_process
+    from transferlab.training.runtime import is_main_process
 
     if not cfg.tracking.enabled or not is_main_process():
         yield StageRun()

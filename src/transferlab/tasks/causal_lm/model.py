@@ -27,7 +27,7 @@ def _load(loader, name_or_path: str, what: str, *, trust_remote_code: bool = Fal
     try:
         return loader.from_pretrained(path, trust_remote_code=trust_remote_code, **extra)
     except (OSError, ValueError, ImportError) as err:
-        from transferlab.model import cannot_load
+        from transferlab.models.build import cannot_load
 
         raise cannot_load(name_or_path, what, err, "a local checkpoint folder, a .gguf file") from None
 
@@ -65,7 +65,7 @@ def train_bpe(texts, vocab_size: int):
 
 def register_architectures() -> None:
     """Make the torch.nn decoder loadable by the Auto* classes."""
-    from transferlab.torch_decoder import register
+    from transferlab.models.torch_decoder import register
 
     register()
 
@@ -90,7 +90,7 @@ def scratch_config(cfg_model, tok):
                            intermediate_size=cfg_model.intermediate_size,
                            max_position_embeddings=positions, attention_dropout=cfg_model.dropout,
                            tie_word_embeddings=True, **common)
-    from transferlab.torch_decoder import TorchDecoderConfig
+    from transferlab.models.torch_decoder import TorchDecoderConfig
 
     return TorchDecoderConfig(d_model=cfg_model.hidden_size, nhead=cfg_model.num_heads,
                               num_layers=cfg_model.num_layers, dim_feedforward=cfg_model.intermediate_size,

@@ -35,7 +35,7 @@ class TorchTransformerConfig(PretrainedConfig):
         self.dim_feedforward = dim_feedforward
         self.dropout = dropout
         self.max_position_embeddings = max_position_embeddings
-        # Names that generic code (Trainer, generate, layers.split) looks for.
+        # Names that generic code (Trainer, generate, techniques.split) looks for.
         self.hidden_size = d_model
         self.num_hidden_layers = num_layers
         self.num_attention_heads = nhead

@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 import logging
 
-from transferlab import layers
 from transferlab.contracts import FINETUNE_METRICS as METRICS
 from transferlab.contracts import FINETUNED, PRETRAINED, TRAINING_LOG
 from transferlab.data import prepared
 from transferlab.errors import UserError
-from transferlab.lm import corpus
-from transferlab.lm.train import language_model_trainer, perplexity
+from transferlab.tasks.causal_lm import corpus
+from transferlab.tasks.causal_lm.train import language_model_trainer, perplexity
+from transferlab.training import techniques
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,8 @@ def wall_time(key: str) -> bool:
 def load_decoder(trust_remote_code: bool = False, attention_dropout: float | None = None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from transferlab.lm.model import register_architectures
-    from transferlab.model import attention_dropout_override
+    from transferlab.models.build import attention_dropout_override
+    from transferlab.tasks.causal_lm.model import register_architectures
 
     register_architectures()
     if not (PRETRAINED / "config.json").is_file():
@@ -41,10 +41,10 @@ def load_decoder(trust_remote_code: bool = False, attention_dropout: float | Non
 def run(cfg) -> dict:
     from transformers import EarlyStoppingCallback
 
-    from transferlab.card import CARD, language_model_card
     from transferlab.outputs import staged_outputs
-    from transferlab.runtime import use_attention
-    from transferlab.training_run import training_run
+    from transferlab.stages.training_run import training_run
+    from transferlab.tracking.card import CARD, language_model_card
+    from transferlab.training.runtime import use_attention
 
     domain = cfg.lm.domain
     with training_run(cfg, "finetune", inputs=[PRETRAINED],
@@ -55,8 +55,8 @@ def run(cfg) -> dict:
         train_blocks = corpus.split_blocks("train", tok, cfg, domain=domain, limit=cfg.lm.max_train_blocks)
         eval_blocks = corpus.split_blocks("validation", tok, cfg, domain=domain, limit=cfg.lm.max_eval_blocks)
         ft = cfg.finetune
-        optimizer, layer_callbacks, sizes = layers.configure_layers(net, ft, cfg.runtime, run_log)
-        overfitting = layers.overfitting_callback(run_log)
+        optimizer, layer_callbacks, sizes = techniques.configure_layers(net, ft, cfg.runtime, run_log)
+        overfitting = techniques.overfitting_callback(run_log)
         with checkpoints.workdir() as workdir:
             trainer = language_model_trainer(
                 cfg, net, workdir, train_blocks, eval_blocks,
@@ -85,7 +85,7 @@ def run(cfg) -> dict:
                 "validation_perplexity_before": perplexity(before),
                 "best_validation_loss": round(best["eval_loss"], 6),
                 "validation_perplexity_after": perplexity(best["eval_loss"]),
-            } | sizes | {"overfitting_signals": layers.overfitting_signals(trainer.state.log_history)}
+            } | sizes | {"overfitting_signals": techniques.overfitting_signals(trainer.state.log_history)}
             with staged_outputs() as outs:
                 folder = outs.path(FINETUNED, is_dir=True)
                 trainer.save_model(str(folder))

@@ -201,7 +201,7 @@ def configure_layers(net, ft, runtime, run_log):
     """Freeze what the config says, build the optimizer's LR groups, and the unfreezing callback."""
     import torch
 
-    from transferlab.runtime import adamw_options
+    from transferlab.training.runtime import adamw_options
 
     parts = split(net)
     frozen = set(freeze(parts, embeddings=ft.freeze.embeddings, layers=ft.freeze.layers,

@@ -1,18 +1,18 @@
 """Stage `finetune`: a new classification head on models/pretrained, trained on the train split
 with early stopping on validation loss; the best epoch's weights go to models/finetuned.
-task=causal_lm: more next-token training on the domain text (transferlab.lm.finetune; the switch is
-transferlab.stages)."""
+task=causal_lm: more next-token training on the domain text (tasks/causal_lm/finetune.py; the
+switch is transferlab.stages)."""
 
 from __future__ import annotations
 
 import json
 import logging
 
-from transferlab import layers
 from transferlab.contracts import FINETUNE_METRICS as METRICS
 from transferlab.contracts import FINETUNED, PRETRAINED, TRAINING_LOG
 from transferlab.data import prepared
 from transferlab.errors import UserError
+from transferlab.training import techniques
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ def load_classifier(labels: list[str], trust_remote_code: bool = False,
                     attention_dropout: float | None = None):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from transferlab.model import attention_dropout_override, register_architectures
+    from transferlab.models.build import attention_dropout_override, register_architectures
 
     register_architectures()
     if not (PRETRAINED / "config.json").is_file():
@@ -57,11 +57,11 @@ def summary(history: list[dict]) -> dict:
 
 
 def run(cfg) -> dict:
-    from transferlab import runtime
-    from transferlab.callbacks import epoch_throughput
-    from transferlab.card import CARD, classifier_card
     from transferlab.outputs import staged_outputs
-    from transferlab.training_run import training_run
+    from transferlab.stages.training_run import training_run
+    from transferlab.tracking.card import CARD, classifier_card
+    from transferlab.training import runtime
+    from transferlab.training.callbacks import epoch_throughput
 
     with training_run(cfg, "finetune", inputs=[prepared.labels_path(), PRETRAINED]) as (run_log, checkpoints):
         # Imported once the run is open, so the run's start time marks the end of start-up.
@@ -80,8 +80,8 @@ def run(cfg) -> dict:
         train_set = prepared.tokenized(frames["train"], tok, max_length)
         eval_set = prepared.tokenized(frames["validation"], tok, max_length)
         ft = cfg.finetune
-        optimizer, layer_callbacks, sizes = layers.configure_layers(net, ft, cfg.runtime, run_log)
-        overfitting = layers.overfitting_callback(run_log)
+        optimizer, layer_callbacks, sizes = techniques.configure_layers(net, ft, cfg.runtime, run_log)
+        overfitting = techniques.overfitting_callback(run_log)
         throughput = epoch_throughput(  # MLflow only: wall time must stay out of the outputs
             sum(map(len, train_set["input_ids"])),
             lambda epoch, rate: run_log.log_metrics({"train_tokens_per_second": rate}, step=epoch))
@@ -114,7 +114,8 @@ def run(cfg) -> dict:
             )
             checkpoints.train(trainer, run_log)
             history = trainer.state.log_history
-            metrics = summary(history) | sizes | {"overfitting_signals": layers.overfitting_signals(history)}
+            signals = techniques.overfitting_signals(history)
+            metrics = summary(history) | sizes | {"overfitting_signals": signals}
             with staged_outputs() as outs:
                 folder = outs.path(FINETUNED, is_dir=True)
                 trainer.save_model(str(folder))

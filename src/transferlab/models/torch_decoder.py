@@ -12,7 +12,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin
 from transformers.modeling_outputs import CausalLMOutput
 
-from transferlab.torch_transformer import TorchPreTrainedModel, TorchTransformerConfig, layer_stack
+from transferlab.models.torch_transformer import TorchPreTrainedModel, TorchTransformerConfig, layer_stack
 
 
 class TorchDecoderConfig(TorchTransformerConfig):

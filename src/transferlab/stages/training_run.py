@@ -15,9 +15,9 @@ UPSTREAM = {"train": "prepare", "finetune": "train"}
 def training_run(cfg, stage: str, *, inputs=(), tags: dict | None = None):
     """Yields (run_log, checkpoints) for `stage`, which reads the train and validation splits and
     `inputs` (more files or folders its checkpoints depend on); `tags` go on the run with data.digest."""
-    from transferlab.checkpoints import Checkpointing
-    from transferlab.runtime import apply_repro, machine_tags
     from transferlab.tracking import stage_run
+    from transferlab.training.checkpoints import Checkpointing
+    from transferlab.training.runtime import apply_repro, machine_tags
 
     splits = [prepared.split_path("train"), prepared.split_path("validation")]
     digest = prepared.files_digest(splits)

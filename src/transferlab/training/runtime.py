@@ -7,7 +7,7 @@ import logging
 import os
 
 from transferlab.errors import UserError
-from transferlab.precision import cpu_has_native_bf16, resolve_precision
+from transferlab.training.precision import cpu_has_native_bf16, resolve_precision
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Stage `train`: the language model. Scratch = masked-LM pretraining from random weights;
 pretrained + steps > 0 = continued (domain-adaptive) pretraining; steps = 0 passes weights through.
-task=causal_lm: the same for a decoder with next-token training (transferlab.lm.train; the switch
+task=causal_lm: the same for a decoder with next-token training (transferlab.tasks.causal_lm.train; the switch
 is transferlab.stages)."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import json
 import logging
 import math
 
-from transferlab import model as models
 from transferlab.contracts import PRETRAINED
 from transferlab.contracts import TRAIN_METRICS as METRICS
 from transferlab.data import prepared
+from transferlab.models import build
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def masking_collator(tok, probability: float, seed: int):
 def train_masked_lm(cfg, net, tok, run_log, checkpoints, workdir: str, splits: dict) -> dict:
     from transformers import Trainer
 
-    from transferlab.runtime import adamw, training_arguments
+    from transferlab.training.runtime import adamw, training_arguments
 
     max_length = cfg.model.max_length
     train_set = prepared.tokenized(splits["train"], tok, max_length, labels=False)
@@ -90,14 +90,14 @@ def train_masked_lm(cfg, net, tok, run_log, checkpoints, workdir: str, splits: d
 
 def run(cfg) -> dict:
     from transferlab.outputs import staged_outputs
-    from transferlab.runtime import use_attention
-    from transferlab.training_run import training_run
+    from transferlab.stages.training_run import training_run
+    from transferlab.training.runtime import use_attention
 
     with training_run(cfg, "train") as (run_log, checkpoints):
         splits = {name: prepared.read_split(name) for name in ("train", "validation")}
         prepared.log_splits(run_log, splits)
-        tok = models.tokenizer(cfg.model, splits["train"]["text"].tolist())
-        net = models.encoder(cfg.model, tok, masked_lm=cfg.train.steps > 0)
+        tok = build.tokenizer(cfg.model, splits["train"]["text"].tolist())
+        net = build.encoder(cfg.model, tok, masked_lm=cfg.train.steps > 0)
         use_attention(net, cfg)
         with checkpoints.workdir() as workdir:
             if cfg.train.steps > 0:

@@ -82,7 +82,7 @@ def train_wordpiece(texts, vocab_size: int):
 
 def register_architectures() -> None:
     """Make the torch.nn encoder loadable by the Auto* classes (every stage calls this first)."""
-    from transferlab.torch_transformer import register
+    from transferlab.models.torch_transformer import register
 
     register()
 
@@ -92,7 +92,7 @@ def scratch_config(cfg_model, tok):
     shared = {"vocab_size": len(tok), "max_position_embeddings": max(512, m.max_length),
               "pad_token_id": tok.pad_token_id}
     if m.arch == "torch_transformer":
-        from transferlab.torch_transformer import TorchTransformerConfig
+        from transferlab.models.torch_transformer import TorchTransformerConfig
 
         return TorchTransformerConfig(d_model=m.hidden_size, nhead=m.num_heads, num_layers=m.num_layers,
                                       dim_feedforward=m.intermediate_size, dropout=m.dropout, **shared)

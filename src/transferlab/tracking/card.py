@@ -140,7 +140,7 @@ def classifier_card(cfg, labels: list[str], frames: dict, metrics: dict, archite
         "the description of the registered MLflow model version (this card plus its test results).", "",
         "## How to use", "",
         "```python",
-        *(["from transferlab.model import register_architectures", "register_architectures()  # "
+        *(["from transferlab.models.build import register_architectures", "register_architectures()  # "
            "the torch.nn encoder is not a transformers class"] if cfg.model.arch == "torch_transformer"
           and cfg.model.init == "scratch" else []),
         "from transformers import pipeline",

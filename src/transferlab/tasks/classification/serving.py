@@ -13,7 +13,7 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from transferlab.torch_transformer import register
+        from transferlab.models.torch_transformer import register
 
         register()  # the torch.nn encoder is not a built-in transformers architecture
         folder = context.artifacts["model"]

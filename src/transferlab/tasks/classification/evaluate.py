@@ -1,8 +1,8 @@
 """Stage `evaluate`: the fine-tuned model on the held-out test split (read here and only here):
 metrics, a confusion matrix and learning curves, as DVC metrics/plots and PNG files, and the task's
 reports (classification report, misclassified examples) in reports/evaluate/.
-task=causal_lm: test perplexity and generations from prompts (transferlab.lm.evaluate; the switch is
-transferlab.stages)."""
+task=causal_lm: test perplexity and generations from prompts (tasks/causal_lm/evaluate.py; the
+switch is transferlab.stages)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 
 from transferlab.contracts import EVALUATE_METRICS as METRICS
 from transferlab.contracts import FINETUNED, PLOTS, REPORTS, TRAINING_LOG
-from transferlab.curves import CURVE_PNG, write_csv, write_learning_curves
 from transferlab.data import prepared
 from transferlab.errors import UserError
+from transferlab.training.curves import CURVE_PNG, write_csv, write_learning_curves
 
 log = logging.getLogger(__name__)
 CONFUSION_CSV = "confusion.csv"
@@ -94,13 +94,13 @@ def draw_confusion(path: Path, y_true, y_pred, labels: list[str]) -> None:
 
 
 def run(cfg) -> dict:
-    from transferlab.baseline import tfidf_logistic_regression
-    from transferlab.card import registry_description
-    from transferlab.model import register_architectures
+    from transferlab.models.build import register_architectures
     from transferlab.outputs import staged_outputs
-    from transferlab.registry import publish
-    from transferlab.runtime import resolve_device
+    from transferlab.tasks.classification.baseline import tfidf_logistic_regression
     from transferlab.tracking import stage_run
+    from transferlab.tracking.card import registry_description
+    from transferlab.tracking.registry import publish
+    from transferlab.training.runtime import resolve_device
 
     digest = prepared.files_digest([prepared.split_path("test")])
     with stage_run("evaluate", cfg, tags={"data.digest": digest}) as run_log:

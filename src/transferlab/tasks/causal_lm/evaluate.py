@@ -11,10 +11,10 @@ import logging
 
 from transferlab.contracts import EVALUATE_METRICS as METRICS
 from transferlab.contracts import FINETUNED, PLOTS, PRETRAINED, REPORTS, TRAINING_LOG
-from transferlab.curves import CURVE_PNG, write_learning_curves
 from transferlab.data import prepared
 from transferlab.errors import UserError
-from transferlab.lm import corpus
+from transferlab.tasks.causal_lm import corpus
+from transferlab.training.curves import CURVE_PNG, write_learning_curves
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +51,15 @@ def run(cfg) -> dict:
     import pandas as pd
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from transferlab.card import registry_description
-    from transferlab.lm.generate import generate
-    from transferlab.lm.model import register_architectures
-    from transferlab.lm.serving import TextGenerator, serving_config
-    from transferlab.lm.train import perplexity
     from transferlab.outputs import staged_outputs
-    from transferlab.registry import publish
-    from transferlab.runtime import resolve_device
+    from transferlab.tasks.causal_lm.generate import generate
+    from transferlab.tasks.causal_lm.model import register_architectures
+    from transferlab.tasks.causal_lm.serving import TextGenerator, serving_config
+    from transferlab.tasks.causal_lm.train import perplexity
     from transferlab.tracking import stage_run
+    from transferlab.tracking.card import registry_description
+    from transferlab.tracking.registry import publish
+    from transferlab.training.runtime import resolve_device
 
     digest = prepared.files_digest([prepared.split_path("test")])
     with stage_run("evaluate", cfg, tags={"data.digest": digest, "task": cfg.task}) as run_log:

@@ -33,8 +33,8 @@ def stage_key(cfg, stage: str, inputs) -> dict[str, str]:
     the stage's config, its code (stage_cache.key: config and code of it and its upstream), the
     input files, and the number of processes (one RNG state and data shard per process)."""
     from transferlab import pipeline, stage_cache
-    from transferlab.runtime import world_size
     from transferlab.tracking import fingerprint
+    from transferlab.training.runtime import world_size
 
     code = stage_cache.key(cfg, stage) if stage in pipeline.stages() else "no dvc.yaml"
     return {"config": fingerprint(cfg, stage), "code": code, "input data": inputs_digest(inputs),
@@ -138,7 +138,7 @@ class Checkpointing:
         """Trainer's output_dir: the checkpoint folder, removed once the block succeeded (the
         outputs are DVC's then) and kept after a failure, to resume from; checkpointing off: a
         temporary folder."""
-        from transferlab.runtime import is_main_process
+        from transferlab.training.runtime import is_main_process
 
         if self.every <= 0:
             with tempfile.TemporaryDirectory(prefix=f"transferlab-{self.stage}-") as folder:
@@ -164,8 +164,8 @@ class Checkpointing:
         every N steps. Its training_loss is the whole run's mean loss, resumed or not."""
         from transformers import DefaultFlowCallback
 
-        from transferlab.callbacks import Diverged, stop_on_nan
-        from transferlab.runtime import is_main_process
+        from transferlab.training.callbacks import Diverged, stop_on_nan
+        from transferlab.training.runtime import is_main_process
 
         # Right after Trainer's DefaultFlowCallback (which sets this step's log/save flags), before
         # the stage's own: the NaN stop acts before any logger or saver sees a diverged loss, and
@@ -192,7 +192,7 @@ class Checkpointing:
     def _callback(self, run_log):
         from transformers import TrainerCallback
 
-        from transferlab.runtime import is_main_process
+        from transferlab.training.runtime import is_main_process
 
         owner = self
 

@@ -31,10 +31,10 @@ def publish(run_log, cfg, model_dir: Path, examples: list[str], score: float, te
     import pandas as pd
     from mlflow.models import infer_signature
 
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]  # all of transferlab: the served model imports it
     sample = examples[:2]
     if python_model is None:  # the classifier: texts in, labels and scores out
-        from transferlab.pyfunc_model import TextClassifier
+        from transferlab.tasks.classification.serving import TextClassifier
 
         python_model = TextClassifier()
         output_example = pd.DataFrame({"label": ["x"] * len(sample), "score": [0.5] * len(sample)})

@@ -19,7 +19,7 @@ class TextGenerator(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from transferlab.torch_decoder import register
+        from transferlab.models.torch_decoder import register
 
         register()  # the torch.nn decoder is not a built-in transformers architecture
         folder = context.artifacts["model"]
@@ -33,8 +33,8 @@ class TextGenerator(mlflow.pyfunc.PythonModel):
 
         import pandas as pd
 
-        from transferlab.lm.generate import generate
-        from transferlab.pyfunc_model import to_texts
+        from transferlab.tasks.causal_lm.generate import generate
+        from transferlab.tasks.classification.serving import to_texts
 
         settings = {key: value for key, value in self.settings.items() if key in KEYS}
         settings |= {key: value for key, value in (params or {}).items() if key in KEYS}

@@ -11,8 +11,8 @@ import math
 from transferlab.contracts import PRETRAINED
 from transferlab.contracts import TRAIN_METRICS as METRICS
 from transferlab.data import prepared
-from transferlab.lm import corpus
-from transferlab.lm import model as decoders
+from transferlab.tasks.causal_lm import corpus
+from transferlab.tasks.causal_lm import model as decoders
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ def language_model_trainer(cfg, net, workdir: str, train_blocks, eval_blocks, ca
     """A Trainer on packed blocks: the labels are the inputs, shifted inside the model."""
     from transformers import Trainer, default_data_collator
 
-    from transferlab.runtime import adamw, training_arguments
+    from transferlab.training.runtime import adamw, training_arguments
 
     args = training_arguments(cfg, workdir, **overrides)
     own_optimizer = None if optimizers[0] else adamw(cfg.runtime, args.learning_rate)
@@ -38,8 +38,8 @@ def language_model_trainer(cfg, net, workdir: str, train_blocks, eval_blocks, ca
 
 def run(cfg) -> dict:
     from transferlab.outputs import staged_outputs
-    from transferlab.runtime import seed_everything, use_attention
-    from transferlab.training_run import training_run
+    from transferlab.stages.training_run import training_run
+    from transferlab.training.runtime import seed_everything, use_attention
 
     with training_run(cfg, "train", tags={"task": cfg.task}) as (run_log, checkpoints):
         splits = {name: prepared.read_split(name) for name in ("train", "validation")}

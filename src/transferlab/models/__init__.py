@@ -1,0 +1,1 @@
+"""The model architectures and how they are built (config group `model`)."""

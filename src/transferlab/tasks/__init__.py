@@ -1,0 +1,1 @@
+"""The tasks (config group `task`): what train, finetune and evaluate do for each."""

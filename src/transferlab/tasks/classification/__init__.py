@@ -1,0 +1,1 @@
+"""task=classification: a text classifier fine-tuned from a (pre)trained encoder."""
