@@ -54,9 +54,12 @@ $(STAMP): requirements.lock requirements-$(TORCH).lock pyproject.toml
 run: $(STAMP)
 	transferlab run   # dvc repro, with the stages' MLflow runs under one parent run
 
+# The test files spread over TEST_JOBS processes (pytest-xdist; default: one per core, at most 4);
+# TEST_JOBS=0 runs them in this one.
+TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
 test: $(STAMP)
 	ruff check src tests tools benchmarks
-	python -m pytest $(PYTEST_ARGS)
+	python -m pytest -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	ruff check src tests tools benchmarks
@@ -67,7 +70,7 @@ compare: $(STAMP)
 	  dvc exp remove $$name 2>/dev/null || true; \
 	  dvc exp run -n $$name -S experiment=$$experiment; \
 	done   # named after their config (a rerun replaces the experiment of the same name)
-	transferlab compose && dvc repro   # back to the default config (reruns it: persist: true outputs have no DVC run cache)
+	transferlab compose && dvc repro   # back to the default config (restored from DVC's run cache when it ran before)
 	transferlab report $(COMPARE)
 
 # Throughput, MFU, memory, start-up and DVC overhead of the committed tree (clones it): see docs/performance.md.
@@ -125,7 +128,7 @@ distclean: clean
 
 # DVC-cached outputs (data/prepared, models/) and the run cache to and from the default DVC remote
 # (.dvc/config: ~/.local/share/transferlab/dvc-remote, one per machine; REMOTE=name picks another).
-# metrics/, plots/ and reports/evaluate/ are `cache: false`: they travel with git, next to dvc.lock.
+# metrics/ is `cache: false`: it travels with git, next to dvc.lock; plots/ and reports/evaluate/ are cached.
 # A team's shared remote (S3, SSH, GCS, Azure): docs/collaboration.md.
 .PHONY: push pull
 REMOTE ?=

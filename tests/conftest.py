@@ -58,20 +58,40 @@ def copy_project(dest: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_repo(tmp_path_factory) -> Path:
-    """The project with params.yaml composed for experiment=tiny, after a real `dvc repro`."""
-    repo = copy_project(tmp_path_factory.mktemp("tiny") / "project")
-    sh("transferlab", "compose", "experiment=tiny", cwd=repo)
-    sh("git", "commit", "-q", "-am", "experiment=tiny", cwd=repo)
-    sh("dvc", "repro", cwd=repo)
+    """The project with params.yaml composed for experiment=tiny, after a real `dvc repro`; tests
+    only read it (tiny_copy is for changes). Built once per test session: under pytest-xdist the
+    first worker to need it builds it under a file lock and the others reuse it."""
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the run's folder, above every worker's own
+    repo, built = shared / "tiny" / "project", shared / "tiny" / "built"
+    with FileLock(str(shared / "tiny.lock")):
+        if not built.exists():
+            shutil.rmtree(repo.parent, ignore_errors=True)
+            copy_project(repo)
+            sh("transferlab", "compose", "experiment=tiny", cwd=repo)
+            sh("git", "commit", "-q", "-am", "experiment=tiny", cwd=repo)
+            sh("dvc", "repro", cwd=repo)
+            built.touch()
     return repo
+
+
+def copy_tiny(tiny_repo: Path, dest: Path) -> Path:
+    """A private copy of the finished tiny repo, with its DVC cache, without DVC's lock and index
+    files (another worker's dvc command may be writing them in tiny_repo meanwhile)."""
+    def skip_dvc_tmp(folder: str, names: list[str]) -> list[str]:
+        return ["tmp"] if Path(folder).name == ".dvc" else []
+
+    shutil.copytree(tiny_repo, dest, symlinks=True, ignore=skip_dvc_tmp)
+    return dest
 
 
 @pytest.fixture
 def tiny_copy(tiny_repo: Path, tmp_path: Path) -> Path:
     """A private copy of the finished tiny repo (with its DVC cache) to change things in."""
-    copy = tmp_path / "project"
-    shutil.copytree(tiny_repo, copy, symlinks=True)
-    return copy
+    return copy_tiny(tiny_repo, tmp_path / "project")
 
 
 @pytest.fixture

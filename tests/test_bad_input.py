@@ -4,8 +4,9 @@ Every case must end with exit code != 0, exactly one `error:` line naming what i
 no traceback, no temporary files left behind, and the previous outputs byte for byte as they were.
 
 Cases that get past composition run the stage command DVC would run; the last test runs such
-mistakes through `dvc exp run` and `dvc repro` themselves, where the outputs survive because they
-are `persist: true` in dvc.yaml (DVC would otherwise delete them before the failing stage starts)."""
+mistakes through `dvc exp run` and `dvc repro` themselves: DVC deletes the stage's outputs before
+the stage starts (they are not `persist: true`, which keeps DVC's run cache on), and the failing
+stage puts the last good ones back from DVC's cache, saying so on one line."""
 
 from __future__ import annotations
 
@@ -210,6 +211,7 @@ def test_a_stage_that_fails_under_dvc_keeps_the_last_good_outputs(tiny_copy: Pat
     stage = expected.split(":")[0]  # `transferlab STAGE`: the stage says what is wrong on one line
     stage_errors = [line for line in output.splitlines() if f"{stage}: error:" in line]
     assert len(stage_errors) == 1 and expected in stage_errors[0], output
+    assert f"{stage}: put back the last good outputs from DVC's cache: " in output, output
     assert "Traceback" not in output, output
     assert not leftovers(tiny_copy)
     assert snapshot(tiny_copy, with_params=False) == before, "DVC or the stage touched the last good outputs"

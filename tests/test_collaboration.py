@@ -16,8 +16,9 @@ from conftest import REPO, sh
 
 STAGES = ["prepare", "train", "finetune", "evaluate"]
 REMOTE = Path(".local/share/transferlab/dvc-remote")  # under HOME: the url in .dvc/config is ~/...
-CACHED = ["data/prepared", "models/pretrained", "models/finetuned"]  # DVC-cached outs (the rest: git)
-UNCACHED = ["metrics", "plots", "reports/evaluate"]  # cache: false outs, committed with dvc.lock
+# DVC-cached outs (the rest: git)
+CACHED = ["data/prepared", "models/pretrained", "models/finetuned", "plots", "reports/evaluate"]
+UNCACHED = ["metrics"]  # cache: false outs, committed with dvc.lock
 
 
 def default_remote(repo: Path, home: Path) -> Path:

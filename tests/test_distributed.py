@@ -4,13 +4,12 @@ process within tolerance, one MLflow run per stage, outputs written once (by ran
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from conftest import sh
+from conftest import copy_tiny, sh
 
 pytestmark = pytest.mark.slow
 # Dropout off: with it, each process draws its own masks and the runs differ by more than the
@@ -28,7 +27,7 @@ def counts(repo: Path) -> dict[str, int]:
 
 def test_torchrun_two_processes_match_one(tiny_repo: Path, tmp_path: Path):
     repo = tmp_path / "project"
-    shutil.copytree(tiny_repo, repo, symlinks=True)
+    copy_tiny(tiny_repo, repo)
     sh("transferlab", "compose", *CONFIG, cwd=repo)
     single = {}
     for stage in ("train", "finetune"):
@@ -54,7 +53,7 @@ def test_torchrun_two_processes_match_one(tiny_repo: Path, tmp_path: Path):
 
 def test_a_batch_that_does_not_split_over_the_processes_is_refused(tiny_repo: Path, tmp_path: Path):
     repo = tmp_path / "project"
-    shutil.copytree(tiny_repo, repo, symlinks=True)
+    copy_tiny(tiny_repo, repo)
     sh("transferlab", "compose", "experiment=tiny", "finetune.batch_size=7", cwd=repo)
     before = (repo / "models/finetuned/model.safetensors").read_bytes()
     result = sh("torchrun", "--standalone", "--nproc_per_node=2", "-m", "transferlab.cli", "finetune",

@@ -6,14 +6,13 @@ figure against the GPU's measured bf16 matmul peak."""
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import sh
+from conftest import copy_tiny, sh
 
 torch = pytest.importorskip("torch")
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
@@ -39,7 +38,7 @@ def test_bf16_autocast_runs_on_the_gpu():
 
 def test_the_tiny_pipeline_runs_on_the_gpu(tiny_repo: Path, tmp_path: Path):
     repo = tmp_path / "project"
-    shutil.copytree(tiny_repo, repo, symlinks=True)
+    copy_tiny(tiny_repo, repo)
     sh("transferlab", "compose", *ON_GPU, cwd=repo)
     sh("dvc", "repro", cwd=repo)
     rows = sqlite3.connect(repo / "mlflow.db").execute(
@@ -54,7 +53,7 @@ def test_the_tiny_pipeline_runs_on_the_gpu(tiny_repo: Path, tmp_path: Path):
 def test_ddp_over_nccl_on_every_visible_gpu(tiny_repo: Path, tmp_path: Path):
     gpus = torch.cuda.device_count()
     repo = tmp_path / "project"
-    shutil.copytree(tiny_repo, repo, symlinks=True)
+    copy_tiny(tiny_repo, repo)
     sh("transferlab", "compose", *ON_GPU, "model.dropout=0.0", f"finetune.batch_size={8 * gpus}", cwd=repo)
     sh("torchrun", "--standalone", f"--nproc_per_node={gpus}", "-m", "transferlab.cli", "finetune", cwd=repo)
     assert (repo / "models/finetuned/model.safetensors").is_file()

@@ -278,3 +278,29 @@ def test_exp_run_composes_params_through_hydra(tiny_copy: Path):
     assert all(name.split(" · ")[1] == experiment for name, experiment in named), named  # in the name too
     shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=tiny_copy).stdout)
     assert "finetune" in json.dumps(shown) and "accuracy" in json.dumps(shown)
+
+
+def test_an_earlier_config_comes_back_from_the_run_cache_without_training(tiny_copy: Path):
+    import hashlib
+
+    def outputs():  # what finetune and evaluate made, file by file
+        files = sorted([*tiny_copy.glob("metrics/*.json"), *(tiny_copy / "models/finetuned").rglob("*")])
+        return {str(p.relative_to(tiny_copy)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in files if p.is_file()}
+
+    def finetune_runs() -> int:
+        db = sqlite3.connect(tiny_copy / "mlflow.db")
+        return db.execute(f"select count(*) from runs r where {STAGE} = 'finetune'").fetchone()[0]
+
+    sh("git", "add", "-A", cwd=tiny_copy)
+    sh("git", "commit", "-q", "-m", "tiny results", cwd=tiny_copy)
+    first, runs = outputs(), finetune_runs()
+    sh("dvc", "exp", "run", "-S", "experiment=tiny", "-S", "finetune.head_lr=0.003", cwd=tiny_copy)
+    assert finetune_runs() == runs + 1 and outputs() != first, "a new config must train"
+    back = sh("dvc", "exp", "run", "-S", "experiment=tiny", cwd=tiny_copy)
+    log = back.stdout + back.stderr
+    for stage in ("finetune", "evaluate"):  # DVC's run cache, not a rerun
+        assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in log, log
+    assert finetune_runs() == runs + 1, "returning to an earlier config trained again"
+    assert outputs() == first
+    assert json.loads(sh("dvc", "status", "--json", cwd=tiny_copy).stdout) == {}

@@ -68,6 +68,29 @@ def compose_command(args) -> None:
     tmp.replace(args.output)
 
 
+def run_stage(stage: str, params: str) -> None:
+    """One stage; when it fails under DVC, which deleted its outputs before it started, the last
+    good ones come back from DVC's cache (one line says so) before the failure is reported."""
+    from transferlab import stages
+    from transferlab.config.load import load_params
+
+    try:
+        stages.run(stage, load_params(params))
+    except BaseException:
+        from transferlab.outputs import restore_last_good
+
+        try:
+            restored = restore_last_good()
+        except Exception as err:  # never hide the stage's own failure behind this one
+            restored = []
+            print(f"transferlab {stage}: could not put back the last good outputs ({err}); "
+                  "`dvc checkout` restores them", file=sys.stderr)
+        if restored:
+            print(f"transferlab {stage}: put back the last good outputs from DVC's cache: "
+                  f"{', '.join(restored)}", file=sys.stderr)
+        raise
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
@@ -88,10 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             dvc_args = args.dvc_args[1:] if args.dvc_args[:1] == ["--"] else args.dvc_args
             return pipeline_run(load_params(args.params), ["dvc", "repro", *dvc_args])
         else:
-            from transferlab import stages
-            from transferlab.config.load import load_params
-
-            stages.run(args.command, load_params(args.params))
+            run_stage(args.command, args.params)
     except UserError as err:
         print(f"transferlab {args.command}: error: {err}", file=sys.stderr)
         return 2

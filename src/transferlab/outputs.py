@@ -92,3 +92,52 @@ def staged_outputs():
         outs.discard()
         raise
     outs.commit()
+
+
+def restore_last_good() -> list[str]:
+    """Put back, from DVC's cache, the outputs that dvc.lock records for the stage DVC is running.
+
+    DVC deletes a stage's outputs before its command starts (they are not `persist: true`, which
+    would turn DVC's run cache off); when the command then fails, this restores the last good ones,
+    so a failed stage leaves the workspace as it was. Only under DVC (DVC_STAGE and DVC_ROOT set)
+    and only outputs that are missing and whose every file is in the cache. Returns their paths.
+    No DVC API does this inside a running stage (`dvc checkout` would wait for the lock `dvc repro`
+    holds), so the cache is read directly: its layout (files/md5/xx/rest, `.dir` listings) is
+    DVC 3's on-disk format."""
+    import json
+
+    import yaml
+
+    stage, root = os.environ.get("DVC_STAGE"), os.environ.get("DVC_ROOT")
+    lock = Path(root or ".") / "dvc.lock"
+    if not stage or not root or not lock.is_file():
+        return []
+    entry = (yaml.safe_load(lock.read_text(encoding="utf-8")) or {}).get("stages", {}).get(stage) or {}
+    from dvc.repo import Repo
+
+    with Repo(root) as repo:
+        cache = repo.cache.local
+        restored = []
+        for out in entry.get("outs", []):
+            final, oid = Path(root) / out["path"], out.get("md5")
+            if final.exists() or not oid:
+                continue
+            if oid.endswith(".dir"):
+                listing_path = Path(cache.oid_to_path(oid))
+                if not listing_path.is_file():
+                    continue
+                files = [(item["relpath"], item["md5"]) for item in json.loads(listing_path.read_text())]
+            else:
+                files = [("", oid)]
+            sources = [(rel, Path(cache.oid_to_path(md5))) for rel, md5 in files]
+            if not all(source.is_file() for _, source in sources):
+                continue
+            outs = StagedOutputs()
+            tmp = outs.path(final, is_dir=oid.endswith(".dir"))
+            for rel, source in sources:
+                target = tmp / rel if rel else tmp
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
+            outs.commit()
+            restored.append(out["path"])
+    return restored
