@@ -159,3 +159,19 @@ def serve_and_post(repo: Path, model_uri: str, *payloads: dict) -> list[list]:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def store(repo: Path):
+    """The project's MLflow store (sqlite) and its experiment id."""
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{repo}/mlflow.db")
+    experiment = client.get_experiment_by_name("transferlab")
+    return client, experiment.experiment_id
+
+
+def runs(repo: Path, where: str = "") -> list:
+    """The project's MLflow runs matching `where`, oldest first."""
+    client, experiment_id = store(repo)
+    found = client.search_runs([experiment_id], filter_string=where, max_results=5000)
+    return sorted(found, key=lambda run: run.info.start_time)

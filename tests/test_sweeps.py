@@ -1,6 +1,6 @@
-"""Sweeps for real: `python -m transferlab -m ...` (basic, joblib, submitit_local, Optuna) and
-`dvc exp run --queue` + `dvc queue start`, all with experiment=tiny, checked in the MLflow store,
-the Optuna study and DVC's experiment table. The first tests are quick checks of the pieces."""
+"""Sweeps for real: `python -m transferlab -m ...` (basic, joblib, submitit_local, Optuna), all
+with experiment=tiny, checked in the MLflow store and the Optuna study (the DVC queue:
+test_dvc_queue.py). The first tests are quick checks of the pieces."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, copy_project, make_config, sh, tool_env
+from conftest import REPO, copy_project, make_config, runs, sh, store, tool_env
 
 APP = (sys.executable, "-m", "transferlab")
 
@@ -125,20 +125,6 @@ def test_cluster_and_optuna_configs_compose():
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     return copy_project(tmp_path_factory.mktemp("sweeps") / "project")
-
-
-def store(repo: Path):
-    import mlflow
-
-    client = mlflow.MlflowClient(f"sqlite:///{repo}/mlflow.db")
-    experiment = client.get_experiment_by_name("transferlab")
-    return client, experiment.experiment_id
-
-
-def runs(repo: Path, where: str = "") -> list:
-    client, experiment_id = store(repo)
-    found = client.search_runs([experiment_id], filter_string=where, max_results=5000)
-    return sorted(found, key=lambda run: run.info.start_time)
 
 
 def sweeps(repo: Path, argument: str) -> list:
@@ -334,36 +320,3 @@ def test_a_diverging_trial_is_recorded_as_failed_and_the_study_goes_on(repo: Pat
     assert sweep.info.status == "FINISHED" and sweep.data.metrics["jobs_failed"] == 1
     assert sorted(job.info.status for job in children(repo, sweep)) == ["FAILED", "FINISHED"]
     assert "finetune.backbone_lr=0.001" in sweep.data.tags["sweep.best_overrides"]
-
-
-# --- DVC experiment queue ------------------------------------------------------------------------
-
-@pytest.mark.slow
-def test_dvc_queue_runs_two_experiments_that_land_in_the_project_store(tmp_path: Path):
-    project = copy_project(tmp_path / "project")
-    sh("dvc", "exp", "run", "--queue", "-S", "experiment=tiny", "-S", "finetune.backbone_lr=1e-3,2e-3",
-       cwd=project)
-    sh("dvc", "queue", "start", "-j", "2", cwd=project)
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline:
-        status = sh("dvc", "queue", "status", cwd=project).stdout
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(3)
-    failed = [line.split()[1] for line in status.splitlines() if line.endswith("Failed")]
-    logs = "".join(sh("dvc", "queue", "logs", name, cwd=project, check=False).stdout[-3000:]
-                   for name in failed)
-    assert status.count("Success") == 2, status + logs
-
-    table = json.loads(sh("dvc", "exp", "show", "--json", cwd=project).stdout)
-    experiments = {exp["name"]: exp["revs"][0]["data"]
-                   for base in table for exp in base.get("experiments") or []}
-    assert len(experiments) == 2
-    for data in experiments.values():
-        assert 0 <= data["metrics"]["metrics/evaluate.json"]["data"]["accuracy"] <= 1
-    lrs = sorted(d["params"]["params.yaml"]["data"]["finetune"]["backbone_lr"] for d in experiments.values())
-    assert lrs == [0.001, 0.002]
-    # Each queued experiment ran in a temporary copy; its stage runs are in the project's store.
-    evaluations = runs(project, "tags.`transferlab.stage` = 'evaluate'")
-    tagged = {run.data.tags.get("dvc.experiment") for run in evaluations}
-    assert set(experiments) <= tagged
