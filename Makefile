@@ -46,9 +46,11 @@ install: $(STAMP)
 $(STAMP): requirements.lock requirements-$(TORCH).lock pyproject.toml
 	test ! -e $(VENV)/.installed-$(filter-out $(TORCH),cpu cuda) || rm -rf $(VENV)  # the other variant
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --no-deps -r requirements-$(TORCH).lock \
+	# --no-compile: Python compiles the modules a command imports when it first imports them, instead
+	# of pip compiling every file of every package up front (measured: 39 s instead of about 90 s)
+	$(VENV)/bin/python -m pip install --quiet --no-deps --no-compile -r requirements-$(TORCH).lock \
 	  $(if $(filter cpu,$(TORCH)),$(torch_index))
-	$(VENV)/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(VENV)/bin/python -m pip install --quiet --no-deps --no-compile --no-build-isolation -e .
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -59,10 +61,12 @@ run: $(STAMP)
 TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
 test: $(STAMP)
 	ruff check src tests tools benchmarks
+	ruff format --check src tests tools benchmarks
 	python -m pytest -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	ruff check src tests tools benchmarks
+	ruff format --check src tests tools benchmarks
 
 compare: $(STAMP)
 	set -e; for experiment in $(COMPARE); do \

@@ -34,8 +34,12 @@ def make(target: str, repo: Path, home: Path) -> str:
 
 
 def digests(repo: Path, paths: list[str]) -> dict[str, str]:
-    return {str(f.relative_to(repo)): hashlib.md5(f.read_bytes()).hexdigest()
-            for p in paths for f in sorted((repo / p).rglob("*")) if f.is_file()}
+    return {
+        str(f.relative_to(repo)): hashlib.md5(f.read_bytes()).hexdigest()
+        for p in paths
+        for f in sorted((repo / p).rglob("*"))
+        if f.is_file()
+    }
 
 
 def test_default_remote_resolves_outside_the_work_tree_and_is_shared_by_clones(tmp_path: Path):
@@ -90,8 +94,9 @@ def test_fresh_clone_pulls_the_pipeline_and_reruns_nothing(tiny_copy: Path, tmp_
     sh("git", "clone", "-q", str(first), str(second), cwd=tmp_path)
     assert not any((second / p).exists() for p in CACHED)
     before = json.loads(sh("dvc", "status", "--json", cwd=second, HOME=str(home)).stdout)
-    changed = {path for entries in before.values() for entry in entries for paths in entry.values()
-               for path in paths}
+    changed = {
+        path for entries in before.values() for entry in entries for paths in entry.values() for path in paths
+    }
     assert sorted(before) == sorted(STAGES) and all(p.startswith(tuple(CACHED)) for p in changed), before
 
     assert "files fetched" in make("pull", second, home)
