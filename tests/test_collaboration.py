@@ -74,10 +74,8 @@ def test_default_remote_resolves_outside_the_work_tree_and_is_shared_by_clones(t
     assert (second / "data.txt").read_text() == "shared through the default remote\n"
 
 
-@pytest.mark.slow
-def test_fresh_clone_pulls_the_pipeline_and_reruns_nothing(tiny_copy: Path, tmp_path: Path):
-    home = tmp_path / "home"
-    first = tiny_copy
+def committed_tiny_pipeline(first: Path) -> None:
+    """Commit the tiny pipeline's results: dvc.lock and the uncached metrics in git, the rest not."""
     sh("git", "add", "-A", cwd=first)
     sh("git", "commit", "-q", "-m", "tiny pipeline results", cwd=first)
     tracked = sh("git", "ls-files", *CACHED, *UNCACHED, "dvc.lock", cwd=first).stdout.split()
@@ -85,24 +83,104 @@ def test_fresh_clone_pulls_the_pipeline_and_reruns_nothing(tiny_copy: Path, tmp_
     for out in UNCACHED:  # cache: false: git carries them, dvc push does not
         assert any(p.startswith(out + "/") for p in tracked), f"{out}/ is not committed"
 
-    pushed = make("push", first, home)
-    remote = home / REMOTE
-    assert "files pushed" in pushed and remote.is_dir(), pushed
 
-    second = tmp_path / "elsewhere" / "second"
-    second.parent.mkdir(parents=True)
-    sh("git", "clone", "-q", str(first), str(second), cwd=tmp_path)
+def clone_pulls_everything_and_reruns_nothing(first: Path, second: Path, pull, **env: str) -> None:
+    """`git clone` of `first` into `second`, then `pull(second)`: every output and the run cache
+    arrive, `dvc status` is clean and `dvc repro` runs no stage."""
+    second.parent.mkdir(parents=True, exist_ok=True)
+    sh("git", "clone", "-q", str(first), str(second), cwd=second.parent)
     assert not any((second / p).exists() for p in CACHED)
-    before = json.loads(sh("dvc", "status", "--json", cwd=second, HOME=str(home)).stdout)
+    before = json.loads(sh("dvc", "status", "--json", cwd=second, **env).stdout)
     changed = {
         path for entries in before.values() for entry in entries for paths in entry.values() for path in paths
     }
     assert sorted(before) == sorted(STAGES) and all(p.startswith(tuple(CACHED)) for p in changed), before
 
-    assert "files fetched" in make("pull", second, home)
+    assert "files fetched" in pull(second)
     assert digests(second, CACHED + UNCACHED) == digests(first, CACHED + UNCACHED)
-    assert json.loads(sh("dvc", "status", "--json", cwd=second, HOME=str(home)).stdout) == {}
-    log = sh("dvc", "repro", cwd=second, HOME=str(home)).stdout
+    assert list((second / ".dvc/cache/runs").rglob("*")), "the run cache did not come along"
+    assert json.loads(sh("dvc", "status", "--json", cwd=second, **env).stdout) == {}
+    log = sh("dvc", "repro", cwd=second, **env).stdout
     for stage in STAGES:
         assert f"Stage '{stage}' didn't change, skipping" in log, log
     assert "Running stage" not in log and "Data and pipelines are up to date." in log, log
+
+
+@pytest.mark.slow
+def test_fresh_clone_pulls_the_pipeline_and_reruns_nothing(tiny_copy: Path, tmp_path: Path):
+    home = tmp_path / "home"
+    first = tiny_copy
+    committed_tiny_pipeline(first)
+    pushed = make("push", first, home)
+    remote = home / REMOTE
+    assert "files pushed" in pushed and remote.is_dir(), pushed
+    second = tmp_path / "elsewhere" / "second"
+    clone_pulls_everything_and_reruns_nothing(
+        first, second, lambda repo: make("pull", repo, home), HOME=str(home)
+    )
+
+
+@pytest.fixture
+def sshd(tmp_path: Path):
+    """A real OpenSSH server on 127.0.0.1 and a free port (Debian's openssh-server, installed with
+    apt-get when missing), which lets the current user in with a key made here: (user, port, key)."""
+    import getpass
+    import subprocess
+    import time
+
+    from conftest import free_port
+
+    binary = Path(shutil.which("sshd") or "/usr/sbin/sshd")
+    if not binary.exists():
+        installed = subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "openssh-server"], capture_output=True, text=True
+        )
+        if installed.returncode != 0 or not binary.exists():
+            pytest.skip(f"no sshd, and apt-get could not install openssh-server: {installed.stderr[-300:]}")
+    folder = tmp_path / "sshd"
+    folder.mkdir()
+    for name in ("host_key", "user_key"):
+        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / name), cwd=folder)
+    shutil.copy(folder / "user_key.pub", folder / "authorized_keys")
+    try:
+        Path("/run/sshd").mkdir(exist_ok=True)  # its privilege separation directory
+    except OSError as err:
+        pytest.skip(f"sshd needs /run/sshd: {err}")
+    port = free_port()
+    config = folder / "sshd_config"
+    config.write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {folder / 'host_key'}\n"
+        f"AuthorizedKeysFile {folder / 'authorized_keys'}\nPidFile {folder / 'sshd.pid'}\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n"
+        "PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\nSubsystem sftp internal-sftp\n"
+    )
+    server = subprocess.Popen([str(binary), "-D", "-e", "-f", str(config)], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not (folder / "sshd.pid").exists() and server.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert server.poll() is None, server.stderr.read()
+        yield getpass.getuser(), port, folder / "user_key"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_a_teammate_pulls_the_pipeline_from_an_ssh_remote_and_reruns_nothing(
+    tiny_copy: Path, tmp_path: Path, sshd
+):
+    user, port, key = sshd
+    store = tmp_path / "team-store"  # the shared storage, reached only through sshd
+    first = tiny_copy
+    sh("dvc", "remote", "add", "-d", "team", f"ssh://{user}@127.0.0.1:{port}{store}", cwd=first)
+    sh("dvc", "remote", "modify", "--local", "team", "keyfile", str(key), cwd=first)  # not committed
+    committed_tiny_pipeline(first)
+    pushed = sh("make", "push", "STAMP=", "TORCH=cpu", cwd=first).stdout
+    assert "files pushed" in pushed and list(store.rglob("*")), pushed
+
+    def pull(repo: Path) -> str:  # each teammate names their own key
+        sh("dvc", "remote", "modify", "--local", "team", "keyfile", str(key), cwd=repo)
+        return sh("make", "pull", "STAMP=", "TORCH=cpu", cwd=repo).stdout
+
+    clone_pulls_everything_and_reruns_nothing(first, tmp_path / "teammate" / "project", pull)

@@ -41,6 +41,9 @@ def test_repro_writes_every_output(tiny_repo: Path):
     ):
         assert (tiny_repo / out).is_file(), out
     assert not list(tiny_repo.glob("**/.*.tmp-*")), "a staged temp output was left behind"
+    for folder in ("models/pretrained", "models/finetuned"):  # the run had HF_HUB_OFFLINE=1 (tool_env)
+        saved = json.loads((tiny_repo / folder / "tokenizer_config.json").read_text())
+        assert "local_files_only" not in saved, "a machine's loading option would change the folder's hash"
     finetuned = json.loads((tiny_repo / "models/finetuned/config.json").read_text())
     assert finetuned["num_hidden_layers"] == 2 and finetuned["hidden_size"] == 32
     assert sorted(finetuned["id2label"].values()) == [

@@ -54,6 +54,19 @@ def attention_dropout_override(folder, probability: float | None) -> dict:
     return dict.fromkeys(keys, probability)
 
 
+# How this machine reached a tokenizer's files, not what the tokenizer is: transformers saves these
+# loading options into tokenizer_config.json, which would make a model folder's DVC hash depend on
+# HF_HUB_OFFLINE (every Make target sets it, a plain `dvc repro` does not).
+LOADING_OPTIONS = ("local_files_only", "cache_dir", "force_download", "token")
+
+
+def save_tokenizer(tok, folder) -> None:
+    """`tok.save_pretrained(folder)` without the loading options of this machine."""
+    for option in LOADING_OPTIONS:
+        tok.init_kwargs.pop(option, None)
+    tok.save_pretrained(folder)
+
+
 def tokenizer(cfg_model, texts=None):
     """The tokenizer of model.name_or_path, or for `model.tokenizer: train` a WordPiece vocabulary
     learnt from `texts` (the training split), so a scratch model needs no pretrained files."""

@@ -12,6 +12,7 @@ from transferlab.contracts import FINETUNE_METRICS as METRICS
 from transferlab.contracts import FINETUNED, PRETRAINED, TRAINING_LOG
 from transferlab.data import prepared
 from transferlab.errors import UserError
+from transferlab.models.build import save_tokenizer
 from transferlab.tasks.causal_lm import corpus
 from transferlab.tasks.causal_lm.train import language_model_trainer, perplexity
 from transferlab.training import techniques
@@ -116,7 +117,7 @@ def run(cfg) -> dict:
             with staged_outputs() as outs:
                 folder = outs.path(FINETUNED, is_dir=True)
                 trainer.save_model(str(folder))
-                tok.save_pretrained(folder)
+                save_tokenizer(tok, folder)
                 # Wall times stay out of the model folder, so its DVC hash is the same on a rerun.
                 steady = [{k: v for k, v in entry.items() if not wall_time(k)} for entry in history]
                 # Sorted keys: a resumed run reads the entries before its checkpoint back sorted.

@@ -11,6 +11,7 @@ import math
 from transferlab.contracts import PRETRAINED
 from transferlab.contracts import TRAIN_METRICS as METRICS
 from transferlab.data import prepared
+from transferlab.models.build import save_tokenizer
 from transferlab.tasks.causal_lm import corpus
 from transferlab.tasks.causal_lm import model as decoders
 
@@ -95,7 +96,7 @@ def run(cfg) -> dict:
             with staged_outputs() as outs:  # inside: the checkpoints go only once these are written
                 folder = outs.path(PRETRAINED, is_dir=True)
                 net.save_pretrained(folder)  # safetensors
-                tok.save_pretrained(folder)
+                save_tokenizer(tok, folder)
                 outs.path(METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
         run_log.log_artifact(METRICS)
     log.info("language model: %s", metrics)

@@ -12,6 +12,7 @@ from transferlab.contracts import FINETUNE_METRICS as METRICS
 from transferlab.contracts import FINETUNED, PRETRAINED, TRAINING_LOG
 from transferlab.data import prepared
 from transferlab.errors import UserError
+from transferlab.models.build import save_tokenizer
 from transferlab.training import techniques
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,7 @@ def run(cfg) -> dict:
             with staged_outputs() as outs:
                 folder = outs.path(FINETUNED, is_dir=True)
                 trainer.save_model(str(folder))
-                tok.save_pretrained(folder)
+                save_tokenizer(tok, folder)
                 # Wall times stay out of the model folder, so its DVC hash is the same on a rerun.
                 steady = [
                     {k: v for k, v in entry.items() if "runtime" not in k and "per_second" not in k}

@@ -118,7 +118,7 @@ def run(cfg) -> dict:
             with staged_outputs() as outs:
                 folder = outs.path(PRETRAINED, is_dir=True)
                 net.save_pretrained(folder)  # safetensors
-                tok.save_pretrained(folder)
+                build.save_tokenizer(tok, folder)
                 outs.path(METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
         run_log.log_artifact(METRICS)
     return metrics
