@@ -61,12 +61,10 @@ run: $(STAMP)
 TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
 test: $(STAMP)
 	ruff check src tests tools benchmarks
-	ruff format --check src tests tools benchmarks
 	python -m pytest -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	ruff check src tests tools benchmarks
-	ruff format --check src tests tools benchmarks
 
 compare: $(STAMP)
 	set -e; for experiment in $(COMPARE); do \

@@ -21,11 +21,8 @@ TOLERANCE = 5e-3  # measured: at most 1.9e-3 (MLM validation loss), see docs/rel
 
 
 def counts(repo: Path) -> dict[str, int]:
-    return dict(
-        sqlite3.connect(repo / "mlflow.db").execute(  # runs per stage (the tag; names say more)
-            "select value, count(*) from tags where key = 'transferlab.stage' group by value"
-        )
-    )
+    return dict(sqlite3.connect(repo / "mlflow.db").execute(  # runs per stage (the tag; names say more)
+        "select value, count(*) from tags where key = 'transferlab.stage' group by value"))
 
 
 def test_torchrun_two_processes_match_one(tiny_repo: Path, tmp_path: Path):
@@ -46,10 +43,8 @@ def test_torchrun_two_processes_match_one(tiny_repo: Path, tmp_path: Path):
     assert not list(repo.glob("**/.*.tmp-*")), "a process left a staged output behind"
     assert (repo / "models/finetuned/model.safetensors").is_file()
     distributed = {stage: json.loads((repo / f"metrics/{stage}.json").read_text()) for stage in single}
-    for stage, keys in {
-        "train": ("train_loss", "validation_loss"),
-        "finetune": ("best_validation_loss", "best_validation_accuracy"),
-    }.items():
+    for stage, keys in {"train": ("train_loss", "validation_loss"),
+                        "finetune": ("best_validation_loss", "best_validation_accuracy")}.items():
         for key in keys:
             print(f"{stage}.{key}: one process {single[stage][key]}, two {distributed[stage][key]}")
             assert distributed[stage][key] == pytest.approx(single[stage][key], rel=TOLERANCE), (stage, key)
@@ -61,19 +56,9 @@ def test_a_batch_that_does_not_split_over_the_processes_is_refused(tiny_repo: Pa
     copy_tiny(tiny_repo, repo)
     sh("transferlab", "compose", "experiment=tiny", "finetune.batch_size=7", cwd=repo)
     before = (repo / "models/finetuned/model.safetensors").read_bytes()
-    result = sh(
-        "torchrun",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "transferlab.cli",
-        "finetune",
-        cwd=repo,
-        check=False,
-    )
+    result = sh("torchrun", "--standalone", "--nproc_per_node=2", "-m", "transferlab.cli", "finetune",
+                cwd=repo, check=False)
     assert result.returncode != 0
-    assert (
-        "transferlab finetune: error: the batch size 7 cannot be split evenly over 2 processes"
-        in result.stderr
-    )
+    assert ("transferlab finetune: error: the batch size 7 cannot be split evenly over 2 processes"
+            in result.stderr)
     assert (repo / "models/finetuned/model.safetensors").read_bytes() == before

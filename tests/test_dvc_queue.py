@@ -15,17 +15,8 @@ from conftest import copy_project, runs, sh
 @pytest.mark.slow
 def test_dvc_queue_runs_two_experiments_that_land_in_the_project_store(tmp_path: Path):
     project = copy_project(tmp_path / "project")
-    sh(
-        "dvc",
-        "exp",
-        "run",
-        "--queue",
-        "-S",
-        "experiment=tiny",
-        "-S",
-        "finetune.backbone_lr=1e-3,2e-3",
-        cwd=project,
-    )
+    sh("dvc", "exp", "run", "--queue", "-S", "experiment=tiny", "-S", "finetune.backbone_lr=1e-3,2e-3",
+       cwd=project)
     sh("dvc", "queue", "start", "-j", "2", cwd=project)
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
@@ -34,15 +25,13 @@ def test_dvc_queue_runs_two_experiments_that_land_in_the_project_store(tmp_path:
             break
         time.sleep(3)
     failed = [line.split()[1] for line in status.splitlines() if line.endswith("Failed")]
-    logs = "".join(
-        sh("dvc", "queue", "logs", name, cwd=project, check=False).stdout[-3000:] for name in failed
-    )
+    logs = "".join(sh("dvc", "queue", "logs", name, cwd=project, check=False).stdout[-3000:]
+                   for name in failed)
     assert status.count("Success") == 2, status + logs
 
     table = json.loads(sh("dvc", "exp", "show", "--json", cwd=project).stdout)
-    experiments = {
-        exp["name"]: exp["revs"][0]["data"] for base in table for exp in base.get("experiments") or []
-    }
+    experiments = {exp["name"]: exp["revs"][0]["data"]
+                   for base in table for exp in base.get("experiments") or []}
     assert len(experiments) == 2
     for data in experiments.values():
         assert 0 <= data["metrics"]["metrics/evaluate.json"]["data"]["accuracy"] <= 1

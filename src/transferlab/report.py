@@ -63,54 +63,36 @@ def collect(experiments, config_dir) -> tuple[list[dict], dict | None]:
         mlflow.set_tracking_uri(tracking_uri(cfg))
         experiment = mlflow.get_experiment_by_name(cfg.tracking.experiment)
         if experiment is None:
-            raise UserError(
-                f"no MLflow experiment {cfg.tracking.experiment!r} in {tracking_uri(cfg)}: "
-                "run the comparison first (make compare)"
-            )
-        runs = {
-            stage: latest_stage_run(stage, fingerprint(cfg, stage), experiment.experiment_id)
-            for stage in ("train", "finetune", "evaluate")
-        }
+            raise UserError(f"no MLflow experiment {cfg.tracking.experiment!r} in {tracking_uri(cfg)}: "
+                            "run the comparison first (make compare)")
+        runs = {stage: latest_stage_run(stage, fingerprint(cfg, stage), experiment.experiment_id)
+                for stage in ("train", "finetune", "evaluate")}
         if runs["evaluate"] is None:
             log.warning("no finished run for experiment=%s yet: `dvc exp run -S experiment=%s`", name, name)
             continue
         metrics = {stage: run.data.metrics if run else {} for stage, run in runs.items()}
-        rows.append(
-            {
-                "experiment": name,
-                "model": model_name(cfg),
-                "init": cfg.model.init,
-                "pretraining steps": cfg.train.steps,
-                "fine-tune technique": technique(cfg),
-                "test accuracy": metrics["evaluate"].get("test_accuracy"),
-                "test macro-F1": metrics["evaluate"].get("test_macro_f1"),
-                "train time (s)": (
-                    metrics["train"].get("train_seconds", 0.0) + metrics["finetune"].get("train_seconds", 0.0)
-                ),
-                "parameters": metrics["finetune"].get("parameters_total"),
-            }
-        )
+        rows.append({
+            "experiment": name,
+            "model": model_name(cfg),
+            "init": cfg.model.init,
+            "pretraining steps": cfg.train.steps,
+            "fine-tune technique": technique(cfg),
+            "test accuracy": metrics["evaluate"].get("test_accuracy"),
+            "test macro-F1": metrics["evaluate"].get("test_macro_f1"),
+            "train time (s)": (metrics["train"].get("train_seconds", 0.0)
+                               + metrics["finetune"].get("train_seconds", 0.0)),
+            "parameters": metrics["finetune"].get("parameters_total"),
+        })
         if "baseline_test_accuracy" in metrics["evaluate"] and baseline is None:
-            baseline = {
-                "accuracy": metrics["evaluate"]["baseline_test_accuracy"],
-                "macro_f1": metrics["evaluate"]["baseline_test_macro_f1"],
-                "seconds": metrics["evaluate"].get("baseline_test_fit_seconds"),
-            }
+            baseline = {"accuracy": metrics["evaluate"]["baseline_test_accuracy"],
+                        "macro_f1": metrics["evaluate"]["baseline_test_macro_f1"],
+                        "seconds": metrics["evaluate"].get("baseline_test_fit_seconds")}
     return rows, baseline
 
 
 def markdown(rows: list[dict], baseline: dict | None) -> str:
-    columns = [
-        "experiment",
-        "model",
-        "init",
-        "pretraining steps",
-        "fine-tune technique",
-        "test accuracy",
-        "test macro-F1",
-        "train time (s)",
-        "parameters",
-    ]
+    columns = ["experiment", "model", "init", "pretraining steps", "fine-tune technique",
+               "test accuracy", "test macro-F1", "train time (s)", "parameters"]
 
     def cell(value) -> str:
         if isinstance(value, float):
@@ -122,10 +104,8 @@ def markdown(rows: list[dict], baseline: dict | None) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row[c]) for c in columns) + " |" for row in rows]
     if baseline:
-        lines.append(
-            f"| baseline | TF-IDF + logistic regression | - | - | - | {baseline['accuracy']:.4f} "
-            f"| {baseline['macro_f1']:.4f} | {baseline['seconds'] or 0:,.0f} | - |"
-        )
+        lines.append(f"| baseline | TF-IDF + logistic regression | - | - | - | {baseline['accuracy']:.4f} "
+                     f"| {baseline['macro_f1']:.4f} | {baseline['seconds'] or 0:,.0f} | - |")
     return "\n".join(lines) + "\n"
 
 
@@ -165,8 +145,7 @@ def run(experiments=DEFAULT_EXPERIMENTS, config_dir="conf", output=REPORTS) -> l
         raise UserError("no finished comparison runs in MLflow yet: run `make compare` first")
     with staged_outputs() as outs:
         outs.path(Path(output) / "comparison.md").write_text(
-            "# Transfer learning comparison\n\n" + markdown(rows, baseline)
-        )
+            "# Transfer learning comparison\n\n" + markdown(rows, baseline))
         bar_plot(outs.path(Path(output) / "comparison.png"), rows, baseline)
     log.info("wrote %s/comparison.md and comparison.png (%d experiments)", output, len(rows))
     return rows

@@ -76,17 +76,9 @@ def run_job(raw) -> float:
     overrides = " ".join(hydra.overrides.task) or "(defaults)"
     stages = [stage for stage in stage_names() if stage != "evaluate" or cfg.sweep.evaluate]
     os.environ.pop("MLFLOW_RUN_ID", None)
-    run = open_run(
-        cfg,
-        name,
-        parent=os.environ.get(SWEEP_ENV),
-        tags={
-            "sweep.overrides": overrides,
-            "sweep.objective": cfg.sweep.objective,
-            "hydra.output_dir": output_dir,
-            "hydra.job.num": number,
-        },
-    )
+    run = open_run(cfg, name, parent=os.environ.get(SWEEP_ENV),
+                   tags={"sweep.overrides": overrides, "sweep.objective": cfg.sweep.objective,
+                         "hydra.output_dir": output_dir, "hydra.job.num": number})
     try:
         entries, ran = {}, set()
         with nested_under(run):
@@ -134,28 +126,21 @@ class SweepRunCallback(Callback):
         from transferlab.tracking import open_run
 
         cfg = job_config(config)
-        arguments = [
-            *(o for o in config.hydra.overrides.hydra if not o.startswith("hydra.mode=")),
-            *config.hydra.overrides.task,
-        ]
+        arguments = [*(o for o in config.hydra.overrides.hydra if not o.startswith("hydra.mode=")),
+                     *config.hydra.overrides.task]
         os.environ.pop("MLFLOW_RUN_ID", None)
-        run = open_run(
-            cfg,
-            "sweep",
-            tags={
-                "sweep.arguments": " ".join(arguments) or "(none)",
-                "sweep.sweeper": config.hydra.sweeper._target_,
-                "sweep.launcher": config.hydra.launcher._target_,
-                "sweep.dir": config.hydra.sweep.dir,
-                "sweep.objective": cfg.sweep.objective,
-                "sweep.direction": cfg.sweep.direction,
-            },
-        )
+        run = open_run(cfg, "sweep", tags={
+            "sweep.arguments": " ".join(arguments) or "(none)",
+            "sweep.sweeper": config.hydra.sweeper._target_,
+            "sweep.launcher": config.hydra.launcher._target_,
+            "sweep.dir": config.hydra.sweep.dir,
+            "sweep.objective": cfg.sweep.objective,
+            "sweep.direction": cfg.sweep.direction,
+        })
         if run.run_id:
             os.environ[SWEEP_ENV] = run.run_id
-            _open_sweep.update(
-                run=run, cfg=cfg, sweep_dir=Path(config.hydra.sweep.dir), hydra_yaml=_to_yaml(config)
-            )
+            _open_sweep.update(run=run, cfg=cfg, sweep_dir=Path(config.hydra.sweep.dir),
+                               hydra_yaml=_to_yaml(config))
 
     def on_multirun_end(self, config, **kwargs) -> None:
         finish_sweep(failed=bool(_interrupts))
@@ -179,27 +164,16 @@ def finish_sweep(*, failed: bool) -> None:
     objective = cfg.sweep.objective
     # Ties go to the lowest job number, as Optuna's best trial does.
     jobs = sorted(child_runs(run), key=lambda job: int(job.data.tags.get("hydra.job.num", 0)))
-    scored = [
-        job
-        for job in jobs
-        if job.info.status == "FINISHED" and math.isfinite(job.data.metrics.get(objective, math.nan))
-    ]
+    scored = [job for job in jobs if job.info.status == "FINISHED"
+              and math.isfinite(job.data.metrics.get(objective, math.nan))]
     if scored:
         pick = max if cfg.sweep.direction == "maximize" else min
         best = pick(scored, key=lambda job: job.data.metrics[objective])
         run.log_metrics({objective: best.data.metrics[objective]})
-        run.set_tags(
-            {
-                "sweep.best_run_id": best.info.run_id,
-                "sweep.best_overrides": best.data.tags.get("sweep.overrides", ""),
-            }
-        )
-        log.info(
-            "sweep: best %s = %s with %s",
-            objective,
-            best.data.metrics[objective],
-            best.data.tags.get("sweep.overrides"),
-        )
+        run.set_tags({"sweep.best_run_id": best.info.run_id,
+                      "sweep.best_overrides": best.data.tags.get("sweep.overrides", "")})
+        log.info("sweep: best %s = %s with %s", objective, best.data.metrics[objective],
+                 best.data.tags.get("sweep.overrides"))
     run.log_metrics({"jobs": len(jobs), "jobs_failed": len(jobs) - len(scored)})
     if (sweep_dir / "multirun.yaml").is_file():  # the basic sweeper writes it, Optuna's does not
         run.log_artifact(sweep_dir / "multirun.yaml")
@@ -223,11 +197,8 @@ def trials_to_run(target: int, *, _root_) -> int:
         return int(target)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(trial.number, state=TrialState.FAIL)
-        log.warning(
-            "study %s: trial %d was left unfinished by an interrupted sweep: marked FAIL",
-            study.study_name,
-            trial.number,
-        )
+        log.warning("study %s: trial %d was left unfinished by an interrupted sweep: marked FAIL",
+                    study.study_name, trial.number)
     complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     left = max(0, int(target) - complete)
     log.info("study %s: %d of %d trials complete, %d to run", study.study_name, complete, target, left)

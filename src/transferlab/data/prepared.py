@@ -59,8 +59,6 @@ def tokenized(frame, tok, max_length: int, *, labels: bool = True):
     dataset = Dataset.from_pandas(frame[columns], preserve_index=False)
     dataset = dataset.map(
         lambda batch: tok(batch["text"], truncation=True, max_length=max_length),
-        batched=True,
-        remove_columns=["text"],
-        desc="tokenizing",
+        batched=True, remove_columns=["text"], desc="tokenizing",
     )
     return dataset.rename_column("label", "labels") if labels else dataset

@@ -23,13 +23,10 @@ def cannot_load(name_or_path: str, what: str, err: Exception, kinds: str) -> Use
     if "custom code" in str(err):  # transformers refuses code shipped with it (trust_remote_code)
         return UserError(
             f"model.name_or_path={name_or_path!r} ships its own Python code (auto_map in config.json), "
-            "which runs only with model.trust_remote_code=true: set it if you trust its author"
-        )
+            "which runs only with model.trust_remote_code=true: set it if you trust its author")
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return UserError(
-        f"model.name_or_path={name_or_path!r}: cannot load the {what} ({first}). Use {kinds}, "
-        "a package: path, or a hub id (hubs need network)"
-    )
+    return UserError(f"model.name_or_path={name_or_path!r}: cannot load the {what} ({first}). Use {kinds}, "
+                     "a package: path, or a hub id (hubs need network)")
 
 
 ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")
@@ -47,10 +44,8 @@ def attention_dropout_override(folder, probability: float | None) -> dict:
     config = json.loads((Path(folder) / "config.json").read_text())
     keys = [key for key in ATTENTION_DROPOUT_KEYS if key in config]
     if not keys:
-        log.info(
-            "%s has no separate attention dropout: finetune.attention_dropout does not apply",
-            config.get("model_type", folder),
-        )
+        log.info("%s has no separate attention dropout: finetune.attention_dropout does not apply",
+                 config.get("model_type", folder))
     return dict.fromkeys(keys, probability)
 
 
@@ -74,9 +69,8 @@ def tokenizer(cfg_model, texts=None):
 
     if cfg_model.init == "scratch" and cfg_model.tokenizer == "train":
         return train_wordpiece(texts, cfg_model.vocab_size)
-    return _load(
-        AutoTokenizer, cfg_model.name_or_path, "tokenizer", trust_remote_code=cfg_model.trust_remote_code
-    )
+    return _load(AutoTokenizer, cfg_model.name_or_path, "tokenizer",
+                 trust_remote_code=cfg_model.trust_remote_code)
 
 
 def train_wordpiece(texts, vocab_size: int):
@@ -92,19 +86,11 @@ def train_wordpiece(texts, vocab_size: int):
     tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials))
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
-    )
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
     log.info("trained a WordPiece tokenizer: %d tokens", tok.get_vocab_size())
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-    )
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
 
 
 def register_architectures() -> None:
@@ -116,33 +102,18 @@ def register_architectures() -> None:
 
 def scratch_config(cfg_model, tok):
     m = cfg_model
-    shared = {
-        "vocab_size": len(tok),
-        "max_position_embeddings": max(512, m.max_length),
-        "pad_token_id": tok.pad_token_id,
-    }
+    shared = {"vocab_size": len(tok), "max_position_embeddings": max(512, m.max_length),
+              "pad_token_id": tok.pad_token_id}
     if m.arch == "torch_transformer":
         from transferlab.models.torch_transformer import TorchTransformerConfig
 
-        return TorchTransformerConfig(
-            d_model=m.hidden_size,
-            nhead=m.num_heads,
-            num_layers=m.num_layers,
-            dim_feedforward=m.intermediate_size,
-            dropout=m.dropout,
-            **shared,
-        )
+        return TorchTransformerConfig(d_model=m.hidden_size, nhead=m.num_heads, num_layers=m.num_layers,
+                                      dim_feedforward=m.intermediate_size, dropout=m.dropout, **shared)
     from transformers import BertConfig
 
-    return BertConfig(
-        hidden_size=m.hidden_size,
-        num_hidden_layers=m.num_layers,
-        num_attention_heads=m.num_heads,
-        intermediate_size=m.intermediate_size,
-        hidden_dropout_prob=m.dropout,
-        attention_probs_dropout_prob=m.dropout,
-        **shared,
-    )
+    return BertConfig(hidden_size=m.hidden_size, num_hidden_layers=m.num_layers,
+                      num_attention_heads=m.num_heads, intermediate_size=m.intermediate_size,
+                      hidden_dropout_prob=m.dropout, attention_probs_dropout_prob=m.dropout, **shared)
 
 
 def encoder(cfg_model, tok, *, masked_lm: bool):
@@ -156,7 +127,6 @@ def encoder(cfg_model, tok, *, masked_lm: bool):
         return auto.from_config(scratch_config(cfg_model, tok))
     model = _load(auto, cfg_model.name_or_path, "model", trust_remote_code=cfg_model.trust_remote_code)
     if masked_lm and "MaskedLM" not in "".join(model.config.architectures or []):
-        log.warning(
-            "%s ships no masked-LM head weights: training starts with a fresh head", cfg_model.name_or_path
-        )
+        log.warning("%s ships no masked-LM head weights: training starts with a fresh head",
+                    cfg_model.name_or_path)
     return model

@@ -34,17 +34,8 @@ def _version_tags() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     tags = {}
-    for package in (
-        "transferlab",
-        "torch",
-        "transformers",
-        "accelerate",
-        "datasets",
-        "mlflow",
-        "dvc",
-        "hydra-core",
-        "scikit-learn",
-    ):
+    for package in ("transferlab", "torch", "transformers", "accelerate", "datasets", "mlflow",
+                    "dvc", "hydra-core", "scikit-learn"):
         with suppress(PackageNotFoundError):
             tags[f"version.{package}"] = version(package)
     return tags
@@ -113,11 +104,8 @@ def data_summary(cfg) -> str:
     """The data in a few characters: `bbc_news`, or the file a `files` source reads; `-max8` when
     capped per label."""
     data = cfg.data
-    name = (
-        str(data.source)
-        if data.source != "files" or not data.path
-        else str(data.path).rstrip("/").split("/")[-1]
-    )
+    name = str(data.source) if data.source != "files" or not data.path else \
+        str(data.path).rstrip("/").split("/")[-1]
     return name + (f"-max{data.max_per_label}" if data.max_per_label else "")
 
 

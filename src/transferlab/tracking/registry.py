@@ -17,22 +17,10 @@ def pip_requirements() -> list[str]:
     return [f"{name}=={version(name).split('+')[0]}" for name in SERVED_PACKAGES]
 
 
-def publish(
-    run_log,
-    cfg,
-    model_dir: Path,
-    examples: list[str],
-    score: float,
-    test_digest: str,
-    *,
-    python_model=None,
-    output_example=None,
-    model_config: dict | None = None,
-    params: dict | None = None,
-    metric: str = "test_accuracy",
-    higher_is_better: bool = True,
-    description: str | None = None,
-):
+def publish(run_log, cfg, model_dir: Path, examples: list[str], score: float, test_digest: str, *,
+            python_model=None, output_example=None, model_config: dict | None = None,
+            params: dict | None = None, metric: str = "test_accuracy", higher_is_better: bool = True,
+            description: str | None = None):
     """Log + register the model; return (version, whether it became the champion). The champion is
     the version with the best `metric` on the same test data (higher or lower is better). `params`
     (name -> default) are the request parameters the served model accepts; `description` becomes
@@ -52,15 +40,9 @@ def publish(
         output_example = pd.DataFrame({"label": ["x"] * len(sample), "score": [0.5] * len(sample)})
     signature = infer_signature(sample, output_example, params=params)
     info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=python_model,
-        artifacts={"model": str(model_dir)},
-        code_paths=[str(package)],
-        pip_requirements=pip_requirements(),
-        signature=signature,
-        input_example=sample,
-        model_config=model_config or {"max_length": cfg.model.max_length},
-    )
+        name="model", python_model=python_model, artifacts={"model": str(model_dir)},
+        code_paths=[str(package)], pip_requirements=pip_requirements(), signature=signature,
+        input_example=sample, model_config=model_config or {"max_length": cfg.model.max_length})
     name, alias = cfg.tracking.registered_model, cfg.tracking.champion_alias
     registered = mlflow.register_model(info.model_uri, name)
     client = mlflow.MlflowClient()
@@ -79,13 +61,8 @@ def publish(
             wins = held is None or (score > held if higher_is_better else score < held)
     if wins:
         client.set_registered_model_alias(name, alias, registered.version)
-    log.info(
-        "registered %s version %s%s",
-        name,
-        registered.version,
-        f" as @{alias}" if wins else f" (@{alias} stays on version {holder.version})",
-    )
-    run_log.set_tags(
-        {"registry.model": name, "registry.version": registered.version, "registry.champion": wins}
-    )
+    log.info("registered %s version %s%s", name, registered.version,
+             f" as @{alias}" if wins else f" (@{alias} stays on version {holder.version})")
+    run_log.set_tags({"registry.model": name, "registry.version": registered.version,
+                      "registry.champion": wins})
     return registered.version, wins

@@ -18,7 +18,7 @@ def tracking_uri(cfg) -> str:
     # cache or in a `dvc exp run --queue` workspace that DVC deletes afterwards.
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        uri = prefix + str(project_root() / uri[len(prefix) :])
+        uri = prefix + str(project_root() / uri[len(prefix):])
     return uri
 
 
@@ -69,5 +69,5 @@ def _store_lock(uri: str):
         return
     from filelock import FileLock
 
-    with FileLock(uri[len(prefix) :] + ".lock", timeout=120):
+    with FileLock(uri[len(prefix):] + ".lock", timeout=120):
         yield

@@ -51,14 +51,9 @@ def apply_repro(cfg) -> dict[str, str]:
     torch.backends.cudnn.benchmark = not strict
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
-    settings = {
-        "repro": cfg.repro,
-        "repro.seed": cfg.seed,
-        "repro.deterministic_algorithms": strict,
-        "repro.cudnn_benchmark": not strict,
-        "repro.tf32": tf32,
-        "repro.cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG", ""),
-    }
+    settings = {"repro": cfg.repro, "repro.seed": cfg.seed, "repro.deterministic_algorithms": strict,
+                "repro.cudnn_benchmark": not strict, "repro.tf32": tf32,
+                "repro.cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG", "")}
     log.info("repro=%s: %s", cfg.repro, ", ".join(f"{k}={v}" for k, v in settings.items()))
     return {k: str(v) for k, v in settings.items()}
 
@@ -78,11 +73,9 @@ def per_device(batch_size: int) -> int:
     sees the same examples however many processes share it."""
     world = world_size()
     if batch_size % world:
-        raise UserError(
-            f"the batch size {batch_size} cannot be split evenly over {world} processes: "
-            f"set train.batch_size / finetune.batch_size to a multiple of {world}, or "
-            "change --nproc_per_node"
-        )
+        raise UserError(f"the batch size {batch_size} cannot be split evenly over {world} processes: "
+                        f"set train.batch_size / finetune.batch_size to a multiple of {world}, or "
+                        "change --nproc_per_node")
     return batch_size // world
 
 
@@ -90,12 +83,8 @@ def machine_tags(cfg) -> dict[str, str]:
     """What a stage run records about where it ran: the device, the precision asked for and the
     one it resolved to (the same params.yaml can resolve differently on another machine)."""
     device = resolve_device(cfg.device)
-    return {
-        "device": device,
-        "precision": resolve_precision(cfg.precision, device),
-        "precision.requested": cfg.precision,
-        "cpu.native_bf16": str(cpu_has_native_bf16()),
-    }
+    return {"device": device, "precision": resolve_precision(cfg.precision, device),
+            "precision.requested": cfg.precision, "cpu.native_bf16": str(cpu_has_native_bf16())}
 
 
 def trainer_device_args(device: str, precision: str) -> dict:
@@ -129,7 +118,7 @@ def padding_share(lengths: list[int], batch_size: int, seed: int) -> float:
 
     order = list(lengths)
     random.Random(seed).shuffle(order)
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     padded = sum(max(batch) * len(batch) for batch in batches)
     return 1 - sum(order) / padded if padded else 0.0
 
@@ -142,11 +131,8 @@ def sampling_strategy(runtime, lengths: list[int] | None, batch_size: int, seed:
     if grouped is None:
         share = padding_share(lengths, batch_size, seed) if lengths else 0.0
         grouped = share > PADDING_LIMIT
-        log.info(
-            "runtime.group_by_length=auto: random batches would be %.0f%% padding -> %s",
-            100 * share,
-            "grouped by length" if grouped else "random",
-        )
+        log.info("runtime.group_by_length=auto: random batches would be %.0f%% padding -> %s",
+                 100 * share, "grouped by length" if grouped else "random")
     return "group_by_length" if grouped else "random"
 
 
@@ -188,9 +174,8 @@ def use_attention(net, cfg) -> None:
 
 def adamw_options(runtime) -> dict:
     """torch.optim.AdamW keyword arguments for the configured kernel."""
-    return {"fused": {"fused": True}, "foreach": {"foreach": True}, "for_loop": {"foreach": False}}[
-        runtime.optimizer
-    ]
+    return {"fused": {"fused": True}, "foreach": {"foreach": True},
+            "for_loop": {"foreach": False}}[runtime.optimizer]
 
 
 def adamw(runtime, lr: float):
@@ -211,9 +196,8 @@ def training_arguments(cfg, output_dir: str, lengths: list[int] | None = None, *
     for key in ("per_device_train_batch_size", "per_device_eval_batch_size"):
         if key in overrides:
             overrides[key] = per_device(overrides[key])
-    sampling = sampling_strategy(
-        cfg.runtime, lengths, overrides.get("per_device_train_batch_size", 8), cfg.seed
-    )
+    sampling = sampling_strategy(cfg.runtime, lengths, overrides.get("per_device_train_batch_size", 8),
+                                 cfg.seed)
     settings = {
         "output_dir": output_dir,
         "seed": cfg.seed,

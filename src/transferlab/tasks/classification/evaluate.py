@@ -29,14 +29,10 @@ def predict(net, tok, texts: list[str], max_length: int, batch_size: int, device
     net.to(device).eval()
     probabilities = []
     with torch.inference_mode():
-        for start in tqdm(range(0, len(texts), batch_size), desc="evaluating", unit="batch", disable=None):
-            batch = tok(
-                texts[start : start + batch_size],
-                truncation=True,
-                max_length=max_length,
-                padding=True,
-                return_tensors="pt",
-            ).to(device)
+        for start in tqdm(range(0, len(texts), batch_size), desc="evaluating", unit="batch",
+                          disable=None):
+            batch = tok(texts[start:start + batch_size], truncation=True, max_length=max_length,
+                        padding=True, return_tensors="pt").to(device)
             probabilities.append(net(**batch).logits.float().softmax(-1).cpu())
     return torch.cat(probabilities).numpy()
 
@@ -45,31 +41,25 @@ def scores(y_true, y_pred, labels: list[str]) -> dict:
     from sklearn.metrics import accuracy_score, classification_report, f1_score
 
     ids = list(range(len(labels)))
-    report = classification_report(
-        y_true, y_pred, labels=ids, target_names=labels, output_dict=True, zero_division=0
-    )
+    report = classification_report(y_true, y_pred, labels=ids, target_names=labels,
+                                   output_dict=True, zero_division=0)
     return {
         "accuracy": round(float(accuracy_score(y_true, y_pred)), 6),
-        "macro_f1": round(float(f1_score(y_true, y_pred, labels=ids, average="macro", zero_division=0)), 6),
+        "macro_f1": round(float(f1_score(y_true, y_pred, labels=ids, average="macro",
+                                         zero_division=0)), 6),
         "test_examples": len(y_true),
-        "per_class": {
-            name: {
-                "precision": round(report[name]["precision"], 6),
-                "recall": round(report[name]["recall"], 6),
-                "f1": round(report[name]["f1-score"], 6),
-                "support": int(report[name]["support"]),
-            }
-            for name in labels
-        },
+        "per_class": {name: {"precision": round(report[name]["precision"], 6),
+                             "recall": round(report[name]["recall"], 6),
+                             "f1": round(report[name]["f1-score"], 6),
+                             "support": int(report[name]["support"])} for name in labels},
     }
 
 
 def classification_report_text(y_true, y_pred, labels: list[str]) -> str:
     from sklearn.metrics import classification_report
 
-    return classification_report(
-        y_true, y_pred, labels=list(range(len(labels))), target_names=labels, digits=4, zero_division=0
-    )
+    return classification_report(y_true, y_pred, labels=list(range(len(labels))), target_names=labels,
+                                 digits=4, zero_division=0)
 
 
 def misclassified(test, probabilities, labels: list[str], limit: int) -> str:
@@ -77,14 +67,12 @@ def misclassified(test, probabilities, labels: list[str], limit: int) -> str:
     import pandas as pd
 
     predicted = probabilities.argmax(-1)
-    wrong = pd.DataFrame(
-        {
-            "text": test["text"].str.slice(0, 500),
-            "true": [labels[i] for i in test["label"]],
-            "predicted": [labels[i] for i in predicted],
-            "confidence": probabilities.max(-1).round(4),
-        }
-    )[predicted != test["label"].to_numpy()]
+    wrong = pd.DataFrame({
+        "text": test["text"].str.slice(0, 500),
+        "true": [labels[i] for i in test["label"]],
+        "predicted": [labels[i] for i in predicted],
+        "confidence": probabilities.max(-1).round(4),
+    })[predicted != test["label"].to_numpy()]
     return wrong.sort_values("confidence", ascending=False).head(limit).to_csv(index=False)
 
 
@@ -96,9 +84,8 @@ def draw_confusion(path: Path, y_true, y_pred, labels: list[str]) -> None:
     from sklearn.metrics import ConfusionMatrixDisplay
 
     fig, ax = plt.subplots(figsize=(6, 5))
-    ConfusionMatrixDisplay.from_predictions(
-        y_true, y_pred, labels=list(range(len(labels))), display_labels=labels, ax=ax, colorbar=False
-    )
+    ConfusionMatrixDisplay.from_predictions(y_true, y_pred, labels=list(range(len(labels))),
+                                            display_labels=labels, ax=ax, colorbar=False)
     ax.set_title("Test confusion matrix")
     plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
     fig.tight_layout()
@@ -132,22 +119,18 @@ def run(cfg) -> dict:
         trust = cfg.model.trust_remote_code
         net = AutoModelForSequenceClassification.from_pretrained(FINETUNED, trust_remote_code=trust)
         tok = AutoTokenizer.from_pretrained(FINETUNED, trust_remote_code=trust)
-        probabilities = predict(
-            net, tok, test["text"].tolist(), cfg.model.max_length, cfg.evaluate.batch_size, device
-        )
+        probabilities = predict(net, tok, test["text"].tolist(), cfg.model.max_length,
+                                cfg.evaluate.batch_size, device)
         y_true, y_pred = test["label"].to_numpy(), probabilities.argmax(-1)
         metrics = scores(y_true, y_pred, labels)
         if cfg.evaluate.baseline:
             train = prepared.read_split("train")
             baseline_pred, fit_seconds = tfidf_logistic_regression(
-                train["text"], train["label"], test["text"], cfg.seed
-            )
+                train["text"], train["label"], test["text"], cfg.seed)
             baseline = scores(y_true, baseline_pred, labels)
             # Wall time goes to MLflow only: metrics/evaluate.json must be identical on a rerun.
-            metrics["baseline_tfidf_logreg"] = {
-                "accuracy": baseline["accuracy"],
-                "macro_f1": baseline["macro_f1"],
-            }
+            metrics["baseline_tfidf_logreg"] = {"accuracy": baseline["accuracy"],
+                                                "macro_f1": baseline["macro_f1"]}
             run_log.log_metrics({"baseline_test_fit_seconds": fit_seconds})
             log.info("baseline TF-IDF + logistic regression: accuracy %.4f", baseline["accuracy"])
         history = json.loads((FINETUNED / TRAINING_LOG).read_text())
@@ -155,55 +138,31 @@ def run(cfg) -> dict:
         with staged_outputs() as outs:
             outs.path(METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
             plots = outs.path(PLOTS, is_dir=True)
-            pairs = [
-                {"actual": labels[t], "predicted": labels[p]} for t, p in zip(y_true, y_pred, strict=True)
-            ]
+            pairs = [{"actual": labels[t], "predicted": labels[p]}
+                     for t, p in zip(y_true, y_pred, strict=True)]
             write_csv(plots / CONFUSION_CSV, pairs, ["actual", "predicted"])
             draw_confusion(plots / CONFUSION_PNG, y_true, y_pred, labels)
             write_learning_curves(plots, history)
             reports = outs.path(REPORTS, is_dir=True)
             (reports / "classification_report.txt").write_text(
-                classification_report_text(y_true, y_pred, labels)
-            )
+                classification_report_text(y_true, y_pred, labels))
             (reports / "misclassified.csv").write_text(
-                misclassified(test, probabilities, labels, cfg.evaluate.misclassified_samples)
-            )
+                misclassified(test, probabilities, labels, cfg.evaluate.misclassified_samples))
 
         run_log.log_metrics({"test_accuracy": metrics["accuracy"], "test_macro_f1": metrics["macro_f1"]})
         if "baseline_tfidf_logreg" in metrics:
-            run_log.log_metrics(
-                {f"baseline_test_{k}": v for k, v in metrics["baseline_tfidf_logreg"].items()}
-            )
-        for artifact in (
-            METRICS,
-            PLOTS / CONFUSION_PNG,
-            PLOTS / CURVE_PNG,
-            PLOTS / CONFUSION_CSV,
-            REPORTS / "classification_report.txt",
-            REPORTS / "misclassified.csv",
-        ):
+            run_log.log_metrics({f"baseline_test_{k}": v
+                                 for k, v in metrics["baseline_tfidf_logreg"].items()})
+        for artifact in (METRICS, PLOTS / CONFUSION_PNG, PLOTS / CURVE_PNG, PLOTS / CONFUSION_CSV,
+                         REPORTS / "classification_report.txt", REPORTS / "misclassified.csv"):
             run_log.log_artifact(artifact)
         run_log.set_tags({"test.digest": digest})
-        results = [
-            ("accuracy", metrics["accuracy"]),
-            ("macro-F1", metrics["macro_f1"]),
-            ("examples", metrics["test_examples"]),
-        ]
+        results = [("accuracy", metrics["accuracy"]), ("macro-F1", metrics["macro_f1"]),
+                   ("examples", metrics["test_examples"])]
         if "baseline_tfidf_logreg" in metrics:
-            results.append(
-                (
-                    "TF-IDF + logistic regression accuracy (baseline)",
-                    metrics["baseline_tfidf_logreg"]["accuracy"],
-                )
-            )
-        publish(
-            run_log,
-            cfg,
-            FINETUNED,
-            test["text"].head(2).tolist(),
-            metrics["accuracy"],
-            digest,
-            description=registry_description(FINETUNED, results),
-        )
+            results.append(("TF-IDF + logistic regression accuracy (baseline)",
+                            metrics["baseline_tfidf_logreg"]["accuracy"]))
+        publish(run_log, cfg, FINETUNED, test["text"].head(2).tolist(), metrics["accuracy"], digest,
+                description=registry_description(FINETUNED, results))
     log.info("test accuracy %.4f, macro-F1 %.4f", metrics["accuracy"], metrics["macro_f1"])
     return metrics

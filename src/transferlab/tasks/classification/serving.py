@@ -20,8 +20,7 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
         # The server never runs code shipped inside a model folder.
         self.tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
         self.model = AutoModelForSequenceClassification.from_pretrained(
-            folder, trust_remote_code=False
-        ).eval()
+            folder, trust_remote_code=False).eval()
         self.max_length = int(context.model_config.get("max_length", 128))
         self.torch = torch
 
@@ -29,9 +28,8 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
         import pandas as pd
 
         texts = to_texts(model_input)
-        batch = self.tokenizer(
-            texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
-        )
+        batch = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=True,
+                               return_tensors="pt")
         with self.torch.inference_mode():
             probabilities = self.model(**batch).logits.float().softmax(-1)
         scores, ids = probabilities.max(-1)
