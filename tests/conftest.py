@@ -12,6 +12,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
+# SQL for a run's stage in an MLflow sqlite store: its tag (names say more: `finetune ·
+# bert-2x32-scratch-64`); lineage finds runs by it. Use as `... from runs r where {STAGE} = 'finetune'`.
+STAGE = "(select value from tags where run_uuid = r.run_uuid and key = 'transferlab.stage')"
 
 
 def tool_env(**extra: str) -> dict[str, str]:

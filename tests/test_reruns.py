@@ -12,10 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import sh
+from conftest import STAGE, sh
 
-# A run's stage is its tag (names say more: `finetune · bert-2x32-scratch-64`); lineage finds runs by it.
-STAGE = "(select value from tags where run_uuid = r.run_uuid and key = 'transferlab.stage')"
 pytestmark = pytest.mark.slow
 
 
