@@ -25,13 +25,10 @@ class TorchDecoderConfig(TorchTransformerConfig):
                          tie_word_embeddings=tie_word_embeddings, pad_token_id=pad_token_id, **kwargs)
 
 
-class TorchDecoderPreTrainedModel(TorchPreTrainedModel):
-    config_class = TorchDecoderConfig
-    base_model_prefix = "decoder"
-
-
-class TorchDecoderModel(TorchDecoderPreTrainedModel):
+class TorchDecoderModel(TorchPreTrainedModel):
     """Token ids -> contextual vectors where position t sees only positions <= t."""
+
+    config_class = TorchDecoderConfig
 
     def __init__(self, config: TorchDecoderConfig):
         super().__init__(config)
@@ -41,12 +38,6 @@ class TorchDecoderModel(TorchDecoderPreTrainedModel):
         self.layers = layer_stack(config)
         self.final_norm = nn.LayerNorm(config.d_model)
         self.post_init()
-
-    def get_input_embeddings(self):
-        return self.tokens
-
-    def set_input_embeddings(self, value):
-        self.tokens = value
 
     def forward(self, input_ids, attention_mask=None, **kwargs):
         length = input_ids.shape[1]
@@ -61,7 +52,9 @@ class TorchDecoderModel(TorchDecoderPreTrainedModel):
         return self.final_norm(hidden)
 
 
-class TorchDecoderForCausalLM(TorchDecoderPreTrainedModel, GenerationMixin):
+class TorchDecoderForCausalLM(TorchPreTrainedModel, GenerationMixin):
+    config_class = TorchDecoderConfig
+    base_model_prefix = "decoder"  # the attribute holding TorchDecoderModel
     _tied_weights_keys = {"lm_head.weight": "decoder.tokens.weight"}
 
     def __init__(self, config: TorchDecoderConfig):
@@ -69,18 +62,6 @@ class TorchDecoderForCausalLM(TorchDecoderPreTrainedModel, GenerationMixin):
         self.decoder = TorchDecoderModel(config)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.post_init()
-
-    def get_input_embeddings(self):
-        return self.decoder.tokens
-
-    def set_input_embeddings(self, value):
-        self.decoder.tokens = value
-
-    def get_output_embeddings(self):
-        return self.lm_head
-
-    def set_output_embeddings(self, value):
-        self.lm_head = value
 
     def forward(self, input_ids, attention_mask=None, labels=None, **kwargs):
         logits = self.lm_head(self.decoder(input_ids, attention_mask))

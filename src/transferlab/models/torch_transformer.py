@@ -81,6 +81,10 @@ class Embeddings(nn.Module):
 class TorchPreTrainedModel(PreTrainedModel):
     """Hugging Face save/load and Trainer support for the torch.nn stacks, with init_weights."""
 
+    # Where transformers' get/set_input_embeddings find the token nn.Embedding: `self.tokens`
+    # (the decoder) or `self.embeddings.tokens` (the encoder).
+    _input_embed_layer = "tokens"
+
     def _init_weights(self, module):
         init_weights(module)
 
@@ -99,12 +103,6 @@ class TorchTransformerModel(TorchTransformerPreTrainedModel):
         self.encoder = layer_stack(config)
         self.final_norm = nn.LayerNorm(config.d_model)
         self.post_init()
-
-    def get_input_embeddings(self):
-        return self.embeddings.tokens
-
-    def set_input_embeddings(self, value):
-        self.embeddings.tokens = value
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, **kwargs):
         padding = None if attention_mask is None else attention_mask == 0
