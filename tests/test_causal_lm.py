@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from conftest import copy_project, make_config, serve_and_post, sh
+from conftest import copy_project, copy_tiny, make_config, serve_and_post, sh
 from transferlab.errors import UserError
 
 TEXTS = ["the cat sat on the mat. " * 20, "a dog ran in the park. " * 20, "birds sing at dawn. " * 20]
@@ -349,6 +349,75 @@ def test_the_registered_language_model_serves_text_over_rest(lm_repo: Path):
         AutoTokenizer.from_pretrained(lm_repo / "models/finetuned")
     expected = generate(net, tok, prompts, greedy(max_new_tokens=2))
     assert [p["text"] for p in greedy_short] == expected
+
+
+def logged_model(repo: Path):
+    """The champion transferlab-lm version's logged model: (its MLmodel, its artifact folder, the
+    evaluate run's artifact folder)."""
+    from urllib.parse import urlparse
+
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{repo}/mlflow.db")
+    version = client.get_model_version_by_alias("transferlab-lm", "champion")
+    model = client.get_logged_model(version.source.removeprefix("models:/"))
+    folder = Path(urlparse(model.artifact_location).path)
+    run = Path(urlparse(client.get_run(version.run_id).info.artifact_uri).path)
+    return yaml.safe_load((folder / "MLmodel").read_text()), folder, run
+
+
+@pytest.mark.slow
+def test_the_registered_language_model_refers_to_its_weights_in_dvc_instead_of_copying_them(lm_repo: Path):
+    """The weights live once, in DVC's cache: the logged model records the hash DVC gives
+    models/finetuned (as in dvc.lock), not a copy. The package source every logged model carries
+    (code/, about 0.3 MB whatever the model) is left out of the sum: the tiny model is smaller."""
+    mlmodel, folder, run = logged_model(lm_repo)
+    logged = [path for root in (folder, run) for path in root.rglob("*") if path.is_file()]
+    assert not [p for p in logged if p.suffix in (".safetensors", ".bin", ".pt", ".pth", ".gguf")]
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()
+               and p.relative_to(folder).parts[0] != "code")
+    finetuned = sum(p.stat().st_size for p in (lm_repo / "models/finetuned").rglob("*") if p.is_file())
+    assert size < 0.1 * finetuned, (size, finetuned)
+    weights = mlmodel["flavors"]["python_function"]["config"]["weights"]
+    lock = yaml.safe_load((lm_repo / "dvc.lock").read_text())
+    [out] = [out for out in lock["stages"]["finetune"]["outs"] if out["path"] == "models/finetuned"]
+    assert weights["md5"] == out["md5"] and weights["md5"].endswith(".dir")
+    assert Path(weights["root"]) == lm_repo.resolve() and weights["path"] == "models/finetuned"
+
+
+@pytest.mark.slow
+def test_the_language_model_fetches_its_weights_from_the_dvc_remote_and_refuses_without_them(
+        lm_repo: Path, tmp_path: Path):
+    """A clone whose workspace and DVC cache lack the weights: with an empty remote the model
+    refuses to load, naming the hash and `dvc pull`; with the remote `dvc push` filled, it fetches
+    them into the clone's cache (the workspace untouched) and generates the evaluate stage's text."""
+    import shutil
+
+    import mlflow
+
+    clone = copy_tiny(lm_repo, tmp_path / "clone")
+    sh("dvc", "remote", "add", "--local", "-d", "team", str(tmp_path / "remote"), cwd=clone)
+    sh("dvc", "push", "finetune", cwd=clone)
+    shutil.rmtree(clone / ".dvc" / "cache")
+    shutil.rmtree(clone / "models" / "finetuned")
+    sh("dvc", "remote", "add", "--local", "-d", "empty", str(tmp_path / "empty"), cwd=clone)
+    weights = logged_model(lm_repo)[0]["flavors"]["python_function"]["config"]["weights"]
+    here = {"weights": {**weights, "root": str(clone)}}  # as if logged in the clone
+    uri, previous = "models:/transferlab-lm@champion", mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{lm_repo}/mlflow.db")
+    try:
+        with pytest.raises(UserError, match="weights are unavailable") as refused:
+            mlflow.pyfunc.load_model(uri, model_config=here)
+        assert weights["md5"] in str(refused.value) and "`dvc pull`" in str(refused.value)
+        sh("dvc", "remote", "default", "--local", "team", cwd=clone)
+        model = mlflow.pyfunc.load_model(uri, model_config=here)
+    finally:
+        mlflow.set_tracking_uri(previous)
+    row = generations(lm_repo)[0]
+    assert model.predict([row["prompt"]])["text"].tolist() == [row["generation"]]
+    assert not (clone / "models" / "finetuned").exists()
+    md5 = weights["md5"]
+    assert (clone / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]).is_file()
 
 
 @pytest.mark.slow

@@ -1,5 +1,7 @@
-"""Model registry: `evaluate` logs the fine-tuned classifier as an MLflow model, registers a new
-version, and moves the champion alias to it when it beats the holder on the same test split."""
+"""Model registry: `evaluate` logs the fine-tuned model as an MLflow model, registers a new
+version, and moves the champion alias to it when it beats the holder on the same test split. The
+classifier's model carries a copy of its folder; the language model's refers to its folder in DVC's
+cache instead (`weights_in_dvc`, see tracking/weights.py), so its weights are stored once."""
 
 from __future__ import annotations
 
@@ -12,19 +14,21 @@ log = logging.getLogger(__name__)
 SERVED_PACKAGES = ("torch", "transformers", "tokenizers", "safetensors", "pandas", "mlflow")
 
 
-def pip_requirements() -> list[str]:
+def pip_requirements(*extra: str) -> list[str]:
     """Exact pins of what the served model imports (MLflow's inference of them fails here)."""
-    return [f"{name}=={version(name).split('+')[0]}" for name in SERVED_PACKAGES]
+    return [f"{name}=={version(name).split('+')[0]}" for name in (*SERVED_PACKAGES, *extra)]
 
 
 def publish(run_log, cfg, model_dir: Path, examples: list[str], score: float, test_digest: str, *,
             python_model=None, output_example=None, model_config: dict | None = None,
             params: dict | None = None, metric: str = "test_accuracy", higher_is_better: bool = True,
-            description: str | None = None):
+            description: str | None = None, weights_in_dvc: bool = False):
     """Log + register the model; return (version, whether it became the champion). The champion is
     the version with the best `metric` on the same test data (higher or lower is better). `params`
     (name -> default) are the request parameters the served model accepts; `description` becomes
-    the version's (the model card with its test results)."""
+    the version's (the model card with its test results). `weights_in_dvc`: log no copy of
+    `model_dir`, only its DVC reference, as `model_config["weights"]` (the python_model loads it
+    with tracking.weights.materialized)."""
     if run_log.run_id is None or not cfg.tracking.registered_model:
         return None, False
     import mlflow
@@ -39,10 +43,17 @@ def publish(run_log, cfg, model_dir: Path, examples: list[str], score: float, te
         python_model = TextClassifier()
         output_example = pd.DataFrame({"label": ["x"] * len(sample), "score": [0.5] * len(sample)})
     signature = infer_signature(sample, output_example, params=params)
+    artifacts, requirements = {"model": str(model_dir)}, pip_requirements()
+    model_config = model_config or {"max_length": cfg.model.max_length}
+    if weights_in_dvc:
+        from transferlab.tracking.weights import reference
+
+        artifacts, requirements = None, pip_requirements("dvc")
+        model_config = {**model_config, "weights": reference(model_dir)}
     info = mlflow.pyfunc.log_model(
-        name="model", python_model=python_model, artifacts={"model": str(model_dir)},
-        code_paths=[str(package)], pip_requirements=pip_requirements(), signature=signature,
-        input_example=sample, model_config=model_config or {"max_length": cfg.model.max_length})
+        name="model", python_model=python_model, artifacts=artifacts, code_paths=[str(package)],
+        pip_requirements=requirements, signature=signature, input_example=sample,
+        model_config=model_config)
     name, alias = cfg.tracking.registered_model, cfg.tracking.champion_alias
     registered = mlflow.register_model(info.model_uri, name)
     client = mlflow.MlflowClient()

@@ -2,7 +2,7 @@
 blocks, of models/pretrained (all test texts, and the domain's); generations from
 lm.generate.prompts (reports/evaluate/generations.{md,jsonl}, an MLflow text artifact and table,
 and printed); the fine-tuning learning curves; the registered pyfunc model (text in, text out;
-champion = lowest test perplexity)."""
+champion = lowest test perplexity), which refers to the weights in DVC's cache instead of copying them."""
 
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ def run(cfg) -> dict:
         publish(run_log, cfg, FINETUNED, prompts[:2], metrics["test_perplexity"], digest,
                 python_model=TextGenerator(), output_example=example,
                 model_config=serving_config(cfg.lm.generate), params=serving_config(cfg.lm.generate),
-                metric="test_perplexity", higher_is_better=False,
+                metric="test_perplexity", higher_is_better=False, weights_in_dvc=True,
                 description=registry_description(FINETUNED, [
                     (key.replace("_", " "), metrics[key]) for key in (
                         "test_perplexity", "pretrained_test_perplexity", "domain_test_perplexity",

@@ -14,19 +14,24 @@ def serving_config(gen) -> dict:
 
 
 class TextGenerator(mlflow.pyfunc.PythonModel):
-    """Wraps a Hugging Face causal LM saved as the artifact `model`."""
+    """Wraps a Hugging Face causal LM: the folder DVC keeps under the hash `model_config["weights"]`
+    records (tracking/weights.py), or for versions logged before that, the artifact `model`."""
 
     def load_context(self, context):
+        from contextlib import nullcontext
+
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from transferlab.models.torch_decoder import register
+        from transferlab.tracking.weights import materialized
 
         register()  # the torch.nn decoder is not a built-in transformers architecture
-        folder = context.artifacts["model"]
-        # The server never runs code shipped inside a model folder.
-        self.tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-        self.model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=False).eval()
         self.settings = dict(context.model_config or {})
+        weights = self.settings.get("weights")
+        with materialized(weights) if weights else nullcontext(context.artifacts["model"]) as folder:
+            # The server never runs code shipped inside a model folder.
+            self.tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+            self.model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=False).eval()
 
     def predict(self, context, model_input, params=None):
         from types import SimpleNamespace
