@@ -62,7 +62,7 @@ run: $(STAMP)
 TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
 test: $(STAMP)
 	ruff check src tests tools benchmarks
-	python -m pytest -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
+	python -m pytest -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	ruff check src tests tools benchmarks
@@ -103,6 +103,24 @@ UI_PORT ?= 5000
 ui: $(STAMP)
 	@echo "MLflow UI: http://127.0.0.1:$(UI_PORT)  (Ctrl-C stops it)"
 	mlflow ui --host 127.0.0.1 --port $(UI_PORT) --workers 1 --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}
+
+# A team's MLflow tracking server (docs/collaboration.md): runs go to SERVER_STORE, by default the
+# database `mlflow` of this machine's PostgreSQL, reached as you through its socket (no password;
+# elsewhere postgresql://user@db-host/mlflow, the password in ~/.pgpass), artifacts through the server
+# into SERVER_ARTIFACTS. Clones log to it with MLFLOW_TRACKING_URI=http://<host>:$(SERVER_PORT). It
+# listens on 127.0.0.1 unless SERVER_HOST names another address (then also
+# SERVER_ARGS='--allowed-hosts <name>:<port>').
+SERVER_STORE ?= postgresql:///mlflow
+SERVER_ARTIFACTS ?= mlartifacts
+SERVER_HOST ?= 127.0.0.1
+SERVER_PORT ?= 5000
+SERVER_WORKERS ?= 4
+SERVER_ARGS ?=
+.PHONY: server
+server: $(STAMP)
+	@echo "MLflow tracking server: http://$(SERVER_HOST):$(SERVER_PORT)  (Ctrl-C stops it)"
+	mlflow server --backend-store-uri "$(SERVER_STORE)" --artifacts-destination "$(SERVER_ARTIFACTS)" \
+	  --host $(SERVER_HOST) --port $(SERVER_PORT) --workers $(SERVER_WORKERS) $(SERVER_ARGS)
 
 # Re-resolve the direct dependencies of pyproject.toml with torch's CPU build; rewrite the three
 # locks and both environment files with the same pins, the CUDA set read from the wheels' metadata

@@ -15,6 +15,17 @@ VENV_BIN = Path(sys.executable).parent
 # SQL for a run's stage in an MLflow sqlite store: its tag (names say more: `finetune ·
 # bert-2x32-scratch-64`); lineage finds runs by it. Use as `... from runs r where {STAGE} = 'finetune'`.
 STAGE = "(select value from tags where run_uuid = r.run_uuid and key = 'transferlab.stage')"
+# The files that take longest (measured on 2 cores), handed out first: pytest-xdist gives each
+# worker one file at a time in collection order (`make test` turns off its reordering by test
+# count), so a long file that starts last would keep one core busy while the other idles.
+SLOWEST_FIRST = ("test_resume.py", "test_sweeps.py", "test_reruns.py", "test_causal_lm.py",
+                 "test_slurm.py", "test_distributed.py", "test_tuning.py", "test_team_server.py",
+                 "test_dvc_queue.py", "test_bad_input.py", "test_techniques.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
 
 
 def tool_env(**extra: str) -> dict[str, str]:
@@ -126,6 +137,24 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_until_up(url: str, process: subprocess.Popen, seconds: float = 120, log: Path | None = None) -> None:
+    """Poll `url` until it answers; fail with the server's output (its stdout pipe, or the file `log`
+    it writes to) if it exits first."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return
+        except OSError:
+            if process.poll() is not None:
+                pytest.fail(f"server exited: {log.read_text()[-6000:] if log else process.stdout.read()}")
+            time.sleep(0.5)
+    pytest.fail(f"{url} did not answer within {seconds} s")
 
 
 def serve_and_post(repo: Path, model_uri: str, *payloads: dict) -> list[list]:

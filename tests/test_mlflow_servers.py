@@ -13,20 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, free_port, sh, tool_env
-
-
-def wait_until_up(url: str, process: subprocess.Popen, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2).close()
-            return
-        except OSError:
-            if process.poll() is not None:
-                pytest.fail(f"server exited: {process.stdout.read()}")
-            time.sleep(0.5)
-    pytest.fail(f"{url} did not answer within {seconds} s")
+from conftest import REPO, free_port, sh, tool_env, wait_until_up
 
 
 @pytest.fixture(scope="module")
