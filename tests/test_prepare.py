@@ -49,7 +49,9 @@ def test_files_in_every_format_split_stratified(workdir, suffix):
     assert len(parts["validation"]) == len(parts["test"]) == 6  # round(10 * 0.15) = 2 per label
     texts = [set(p["text"]) for p in parts.values()]
     assert not (texts[0] & texts[1] or texts[0] & texts[2] or texts[1] & texts[2])
-    assert json.loads(Path(prepare.STATS).read_text()) == stats
+    assert json.loads(prepare.DETAIL.read_text()) == stats
+    assert json.loads(Path(prepare.STATS).read_text()) == {  # the DVC metrics: split sizes only
+        name: {"examples": len(part)} for name, part in parts.items()}
     assert stats["train"]["per_label"] == {"alpha": 6, "beta": 6, "gamma": 6}
 
 

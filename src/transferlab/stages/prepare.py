@@ -9,7 +9,8 @@ from transferlab.data import prepared, sources
 from transferlab.errors import UserError
 
 log = logging.getLogger(__name__)
-STATS = "metrics/data.json"
+STATS = "metrics/data.json"  # the split sizes: what `dvc exp show` lists as this stage's metrics
+DETAIL = prepared.PREPARED / "stats.json"  # and the whole statistics, with the data they describe
 
 
 def clean(frame):
@@ -113,12 +114,14 @@ def run(cfg) -> dict:
                 part.assign(label=part["label"].map(label_ids)).to_parquet(
                     folder / f"{name}.parquet", index=False)
             (folder / "labels.json").write_text(json.dumps(labels, indent=2) + "\n")
-            outs.path(STATS).write_text(json.dumps(stats, indent=2) + "\n")
+            (folder / DETAIL.name).write_text(json.dumps(stats, indent=2) + "\n")
+            headline = {name: {"examples": stats[name]["examples"]} for name in splits}
+            outs.path(STATS).write_text(json.dumps(headline, indent=2) + "\n")
 
         digest = prepared.files_digest(prepared.split_path(s) for s in prepared.SPLITS)
         run_log.set_tags({"data.digest": digest})
         run_log.log_metrics({f"{name}_examples": len(part) for name, part in splits.items()})
         run_log.log_metrics({"duplicates_dropped": duplicates, "labels": len(labels)})
-        run_log.log_artifact(STATS)
+        run_log.log_artifact(DETAIL)
         run_log.log_artifact(prepared.labels_path())
     return stats

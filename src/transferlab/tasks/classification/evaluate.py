@@ -19,6 +19,7 @@ from transferlab.training.curves import CURVE_PNG, write_csv, write_learning_cur
 log = logging.getLogger(__name__)
 CONFUSION_CSV = "confusion.csv"
 CONFUSION_PNG = "confusion_matrix.png"
+PER_CLASS = "per_class.json"  # precision, recall, F1 and support of each label, in reports/evaluate/
 
 
 def predict(net, tok, texts: list[str], max_length: int, batch_size: int, device: str):
@@ -136,7 +137,10 @@ def run(cfg) -> dict:
         history = json.loads((FINETUNED / TRAINING_LOG).read_text())
 
         with staged_outputs() as outs:
-            outs.path(METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+            # The headline scores are DVC metrics (one column each in `dvc exp show`); the
+            # per-class scores go with the reports.
+            headline = {k: v for k, v in metrics.items() if k != "per_class"}
+            outs.path(METRICS).write_text(json.dumps(headline, indent=2) + "\n")
             plots = outs.path(PLOTS, is_dir=True)
             pairs = [{"actual": labels[t], "predicted": labels[p]}
                      for t, p in zip(y_true, y_pred, strict=True)]
@@ -144,6 +148,7 @@ def run(cfg) -> dict:
             draw_confusion(plots / CONFUSION_PNG, y_true, y_pred, labels)
             write_learning_curves(plots, history)
             reports = outs.path(REPORTS, is_dir=True)
+            (reports / PER_CLASS).write_text(json.dumps(metrics["per_class"], indent=2) + "\n")
             (reports / "classification_report.txt").write_text(
                 classification_report_text(y_true, y_pred, labels))
             (reports / "misclassified.csv").write_text(
@@ -154,7 +159,8 @@ def run(cfg) -> dict:
             run_log.log_metrics({f"baseline_test_{k}": v
                                  for k, v in metrics["baseline_tfidf_logreg"].items()})
         for artifact in (METRICS, PLOTS / CONFUSION_PNG, PLOTS / CURVE_PNG, PLOTS / CONFUSION_CSV,
-                         REPORTS / "classification_report.txt", REPORTS / "misclassified.csv"):
+                         REPORTS / PER_CLASS, REPORTS / "classification_report.txt",
+                         REPORTS / "misclassified.csv"):
             run_log.log_artifact(artifact)
         run_log.set_tags({"test.digest": digest})
         results = [("accuracy", metrics["accuracy"]), ("macro-F1", metrics["macro_f1"]),
