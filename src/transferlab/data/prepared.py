@@ -51,14 +51,17 @@ def log_splits(run_log, splits: dict) -> None:
         run_log.log_dataset(frame, name, files_digest([split_path(name)]), context=name)
 
 
-def tokenized(frame, tok, max_length: int, *, labels: bool = True):
-    """A datasets.Dataset of token ids (unpadded: the collator pads each batch to its longest)."""
+def tokenized(frame, tok, max_length: int, *, labels: bool = True, truncation: str = "head"):
+    """A datasets.Dataset of token ids (unpadded: the collator pads each batch to its longest), long
+    texts cut as `truncation` says (models/truncation.py)."""
     from datasets import Dataset
+
+    from transferlab.models.truncation import encode
 
     columns = ["text", "label"] if labels else ["text"]
     dataset = Dataset.from_pandas(frame[columns], preserve_index=False)
     dataset = dataset.map(
-        lambda batch: tok(batch["text"], truncation=True, max_length=max_length),
+        lambda batch: encode(tok, batch["text"], max_length, truncation),
         batched=True, remove_columns=["text"], desc="tokenizing",
     )
     return dataset.rename_column("label", "labels") if labels else dataset

@@ -44,7 +44,8 @@ def publish(run_log, cfg, model_dir: Path, examples: list[str], score: float, te
         output_example = pd.DataFrame({"label": ["x"] * len(sample), "score": [0.5] * len(sample)})
     signature = infer_signature(sample, output_example, params=params)
     artifacts, requirements = {"model": str(model_dir)}, pip_requirements()
-    model_config = model_config or {"max_length": cfg.model.max_length}
+    model_config = model_config or {"max_length": cfg.model.max_length,
+                                    "truncation": str(cfg.model.truncation)}
     if weights_in_dvc:
         from transferlab.tracking.weights import reference
 

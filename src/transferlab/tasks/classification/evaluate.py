@@ -22,18 +22,21 @@ CONFUSION_PNG = "confusion_matrix.png"
 PER_CLASS = "per_class.json"  # precision, recall, F1 and support of each label, in reports/evaluate/
 
 
-def predict(net, tok, texts: list[str], max_length: int, batch_size: int, device: str):
+def predict(net, tok, texts: list[str], max_length: int, batch_size: int, device: str,
+            truncation: str = "head"):
     """Class probabilities for each text, in order."""
     import torch
     from tqdm.auto import tqdm
+
+    from transferlab.models.truncation import encode
 
     net.to(device).eval()
     probabilities = []
     with torch.inference_mode():
         for start in tqdm(range(0, len(texts), batch_size), desc="evaluating", unit="batch",
                           disable=None):
-            batch = tok(texts[start:start + batch_size], truncation=True, max_length=max_length,
-                        padding=True, return_tensors="pt").to(device)
+            batch = encode(tok, texts[start:start + batch_size], max_length, truncation,
+                           padding=True, return_tensors="pt").to(device)
             probabilities.append(net(**batch).logits.float().softmax(-1).cpu())
     return torch.cat(probabilities).numpy()
 
@@ -121,7 +124,7 @@ def run(cfg) -> dict:
         net = AutoModelForSequenceClassification.from_pretrained(FINETUNED, trust_remote_code=trust)
         tok = AutoTokenizer.from_pretrained(FINETUNED, trust_remote_code=trust)
         probabilities = predict(net, tok, test["text"].tolist(), cfg.model.max_length,
-                                cfg.evaluate.batch_size, device)
+                                cfg.evaluate.batch_size, device, cfg.model.truncation)
         y_true, y_pred = test["label"].to_numpy(), probabilities.argmax(-1)
         metrics = scores(y_true, y_pred, labels)
         if cfg.evaluate.baseline:

@@ -22,14 +22,17 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
         self.model = AutoModelForSequenceClassification.from_pretrained(
             folder, trust_remote_code=False).eval()
         self.max_length = int(context.model_config.get("max_length", 128))
+        self.truncation = context.model_config.get("truncation", "head")
         self.torch = torch
 
     def predict(self, context, model_input, params=None):
         import pandas as pd
 
+        from transferlab.models.truncation import encode
+
         texts = to_texts(model_input)
-        batch = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=True,
-                               return_tensors="pt")
+        batch = encode(self.tokenizer, texts, self.max_length, self.truncation, padding=True,
+                       return_tensors="pt")
         with self.torch.inference_mode():
             probabilities = self.model(**batch).logits.float().softmax(-1)
         scores, ids = probabilities.max(-1)
