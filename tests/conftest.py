@@ -139,6 +139,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_checkpoint(repo: Path, marker_glob: str, min_step: int, *processes: subprocess.Popen) -> None:
+    """Return as soon as a complete checkpoint (its marker, `transferlab.json`) of at least
+    `min_step` exists under `repo`; fail if one of `processes` ends first."""
+    import glob
+    import time
+
+    while True:
+        steps = [int(Path(m).parent.name.split("-")[1]) for m in glob.glob(str(repo / marker_glob))]
+        if steps and max(steps) >= min_step:
+            return
+        ended = [process.args for process in processes if process.poll() is not None]
+        assert not ended, f"{ended} ended before a checkpoint of step {min_step}"
+        time.sleep(0.02)
+
+
+def kill_when(command: list[str], repo: Path, marker_glob: str, min_step: int) -> None:
+    """Start `command` in its own process group; SIGKILL the whole group as soon as a complete
+    checkpoint (its marker) of at least `min_step` exists."""
+    import signal
+
+    process = subprocess.Popen(command, cwd=repo, env=tool_env(), start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_checkpoint(repo, marker_glob, min_step, process)
+    finally:
+        with_group = process.poll() is None
+        if with_group:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert with_group
+
+
 def wait_until_up(url: str, process: subprocess.Popen, seconds: float = 120, log: Path | None = None) -> None:
     """Poll `url` until it answers; fail with the server's output (its stdout pipe, or the file `log`
     it writes to) if it exits first."""
@@ -207,3 +239,40 @@ def runs(repo: Path, where: str = "") -> list:
     client, experiment_id = store(repo)
     found = client.search_runs([experiment_id], filter_string=where, max_results=5000)
     return sorted(found, key=lambda run: run.info.start_time)
+
+
+def sweeps(repo: Path, argument: str) -> list:
+    """The sweep runs (Hydra multirun or `transferlab tune`) whose command line had `argument`,
+    oldest first."""
+    return [run for run in runs(repo, "tags.`transferlab.stage` = 'sweep'")
+            if argument in run.data.tags["sweep.arguments"].split()]
+
+
+def children(repo: Path, run) -> list:
+    """The runs directly under `run`, oldest first."""
+    return runs(repo, f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
+
+
+def stage_of(run) -> str:
+    return run.data.tags.get("transferlab.stage")
+
+
+def study(repo: Path, name: str):
+    """An Optuna study in the project's optuna.db."""
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{repo}/optuna.db")
+
+
+def optuna_search(repo: Path, name: str, sampler: str, params: dict[str, str], **sweeper) -> None:
+    """conf/hparams_search/<name>.yaml in `repo`: an Optuna study `name` in optuna.db drawing
+    `params` with `sampler`; `sweeper` adds settings (seed=... goes to the sampler)."""
+    import yaml
+
+    seed = sweeper.pop("seed", None)
+    settings = {"study_name": name, "storage": "sqlite:///optuna.db", **sweeper,
+                **({"sampler": {"seed": seed}} if seed is not None else {}), "params": params}
+    config = {"defaults": [{"override /hydra/sweeper": "optuna"},
+                           {"override /hydra/sweeper/sampler": sampler}], "hydra": {"sweeper": settings}}
+    (repo / f"conf/hparams_search/{name}.yaml").write_text(
+        "# @package _global_\n" + yaml.safe_dump(config, sort_keys=False))

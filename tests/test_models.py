@@ -83,7 +83,7 @@ def test_a_missing_asset_package_says_how_to_install_it(workdir):
 def test_head_tail_truncation_keeps_the_opening_and_the_ending_of_a_long_text():
     from transformers import AutoTokenizer
 
-    from transferlab.models.truncation import encode
+    from transferlab.data.truncation import encode
 
     tok = AutoTokenizer.from_pretrained(resolve(MINILM))
     long = " ".join(["opening"] * 5 + ["middle"] * 400 + ["ending"] * 5)

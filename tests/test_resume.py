@@ -5,20 +5,16 @@ clear error and leave the previous outputs alone."""
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import pickle
 import shutil
-import signal
 import sqlite3
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import copy_project, sh, tool_env
+from conftest import copy_project, kill_when, sh
 
 pytestmark = pytest.mark.slow
 # Long enough to kill in the middle: 12 MLM steps, 3 epochs of 7 fine-tuning steps, and a
@@ -42,26 +38,6 @@ def uninterrupted(tmp_path_factory) -> Path:
     repo = long_repo(tmp_path_factory.mktemp("uninterrupted") / "project")
     sh("dvc", "repro", cwd=repo)
     return repo
-
-
-def kill_when(command: list[str], repo: Path, marker_glob: str, min_step: int) -> None:
-    """Start `command` in its own process group; SIGKILL the whole group as soon as a complete
-    checkpoint (its marker) of at least `min_step` exists."""
-    process = subprocess.Popen(command, cwd=repo, env=tool_env(), start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        while True:
-            steps = [int(Path(m).parent.name.split("-")[1]) for m in glob.glob(str(repo / marker_glob))]
-            if steps and max(steps) >= min_step:
-                break
-            assert process.poll() is None, f"{command} ended before a checkpoint of step {min_step}"
-            time.sleep(0.02)
-    finally:
-        with_group = process.poll() is None
-        if with_group:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    assert with_group
 
 
 def runs(repo: Path) -> list[tuple[str, str]]:

@@ -16,7 +16,20 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, copy_project, make_config, runs, sh, store, tool_env
+from conftest import (
+    REPO,
+    children,
+    copy_project,
+    make_config,
+    optuna_search,
+    runs,
+    sh,
+    stage_of,
+    store,
+    study,
+    sweeps,
+    tool_env,
+)
 
 APP = (sys.executable, "-m", "transferlab")
 
@@ -127,20 +140,6 @@ def repo(tmp_path_factory) -> Path:
     return copy_project(tmp_path_factory.mktemp("sweeps") / "project")
 
 
-def sweeps(repo: Path, argument: str) -> list:
-    """The sweep runs whose command line had `argument`, oldest first."""
-    return [run for run in runs(repo, "tags.`transferlab.stage` = 'sweep'")
-            if argument in run.data.tags["sweep.arguments"].split()]
-
-
-def children(repo: Path, run) -> list:
-    return runs(repo, f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
-
-
-def stage_of(run) -> str:
-    return run.data.tags.get("transferlab.stage")
-
-
 @pytest.mark.slow
 def test_grid_sweep_runs_four_jobs_under_one_parent_and_a_repeat_reuses_every_stage(repo: Path):
     grid = ("experiment=tiny", "finetune.backbone_lr=1e-3,2e-3", "finetune.head_lr=1e-3,2e-3")
@@ -236,12 +235,6 @@ def test_a_causal_lm_sweep_selects_on_validation_loss(repo: Path):
     assert sweep.data.metrics["best_validation_loss"] == min(losses)
 
 
-def study(repo: Path, name: str):
-    import optuna
-
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{repo}/optuna.db")
-
-
 def completed(repo: Path, name: str) -> int:
     """COMPLETE trials of a study, read straight from optuna.db: optuna.load_study sets up its
     storage on every call (seconds on a busy 2-core machine), long enough to miss trials."""
@@ -288,28 +281,14 @@ def test_an_interrupted_optuna_study_resumes_to_its_target(repo: Path):
     assert resumed.data.metrics["best_validation_accuracy"] == study(repo, "resume").best_value
 
 
-DIVERGING = """\
-# @package _global_
-defaults:
-  - override /hydra/sweeper: optuna
-  - override /hydra/sweeper/sampler: grid
-hydra:
-  sweeper:
-    study_name: diverging
-    storage: sqlite:///optuna.db
-    direction: maximize
-    n_trials: 2
-    max_failure_rate: 1.0
-    params:
-      finetune.backbone_lr: choice(1e-3, 1e30)
-"""
 
 
 @pytest.mark.slow
 def test_a_diverging_trial_is_recorded_as_failed_and_the_study_goes_on(repo: Path):
     from optuna.trial import TrialState
 
-    (repo / "conf/hparams_search/diverging.yaml").write_text(DIVERGING)
+    optuna_search(repo, "diverging", "grid", {"finetune.backbone_lr": "choice(1e-3, 1e30)"},
+                  direction="maximize", n_trials=2, max_failure_rate=1.0)
     result = sh(*APP, "-m", "hparams_search=diverging", "experiment=tiny", cwd=repo)
     # The guard stops at the first non-finite loss: the training loss of a logged step.
     assert re.search(r"finetune: the (training|validation) loss is (nan|inf) at step \d+: the run diverged",

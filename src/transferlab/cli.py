@@ -1,6 +1,7 @@
 """Console script: `transferlab prepare|train|finetune|evaluate` (the DVC stages),
 `transferlab compose` (conf/ -> params.yaml), `transferlab run` (`dvc repro` under one MLflow
-parent run: what `make run` does) and `transferlab report` (the comparison table).
+parent run: what `make run` does), `transferlab tune` (parallel Optuna workers) and
+`transferlab report` (the comparison table).
 Heavy libraries load only inside the commands."""
 
 from __future__ import annotations
@@ -34,6 +35,14 @@ def parser() -> argparse.ArgumentParser:
     pipeline.add_argument("dvc_args", nargs=argparse.REMAINDER,
                           help="passed on to `dvc repro`; options after --, e.g. run -- --force")
     pipeline.add_argument("--params", default="params.yaml", help="(default: %(default)s)")
+    tune = commands.add_parser(
+        "tune", help="Optuna search: N worker processes on one study, bad trials pruned (docs/sweeps.md)",
+        description="Run N Optuna workers on one study (hparams_search=..., default finetune_optuna): "
+                    "each asks a trial as soon as its last one ended and runs the stages in-process; the "
+                    "fine-tuning reports sweep.objective every epoch and the pruner (sweep.pruner.*) stops "
+                    "bad trials. Ends at sweep.trials finished trials; the same command again resumes.")
+    tune.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. sweep.trials=20 experiment=tiny")
+    tune.add_argument("--workers", "-j", type=int, default=1, help="worker processes (default: %(default)s)")
     report = commands.add_parser(
         "report", help="comparison table + plot from the MLflow runs (reports/comparison.*)",
         description="Collect the finished runs of the comparison experiments from MLflow and write "
@@ -100,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
             compose_command(args)
         elif args.command == "report":
             report_command(args)
+        elif args.command == "tune":
+            from transferlab.tuning import tune
+
+            return tune(args.overrides, args.workers)
         elif args.command == "run":
             import shutil
 

@@ -1,7 +1,9 @@
 """Stage outputs by content hash, for sweeps: a stage whose config (its own params and its
 upstream stages', as dvc.yaml lists them) and code are unchanged runs once; every later job and
 sweep links its outputs. Like DVC's run cache, but safe for concurrent jobs (a lock per entry),
-and an entry appears only complete (built in a temporary folder, then renamed)."""
+and an entry appears only complete (built in a temporary folder, then renamed). A stage's
+checkpoints live next to its entry, not in the temporary folder: a job that Slurm requeues (or
+that was killed) resumes from them into the same MLflow run when it runs again."""
 
 from __future__ import annotations
 
@@ -45,6 +47,14 @@ def link_outputs(into: Path, entry: Path, paths: list[str]) -> None:
         target.symlink_to(source.resolve(), target_is_directory=source.is_dir())
 
 
+def with_checkpoints_in(cfg, folder: Path):
+    """`cfg` with checkpoint.dir set to `folder` (absolute): the entry's own, shared by every attempt
+    of this key (one at a time, under the entry's lock) and by no other key."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.merge(cfg, {"checkpoint": {"dir": str(folder.resolve())}})
+
+
 def run(stage: str, cfg, upstream: dict[str, Path]) -> tuple[Path, bool]:
     """Run `stage` in its own cache entry unless the entry exists. `upstream` maps earlier stages
     to their entries, whose outs are linked in first. Returns (entry, whether it ran here)."""
@@ -65,7 +75,7 @@ def run(stage: str, cfg, upstream: dict[str, Path]) -> tuple[Path, bool]:
             for name, entry in upstream.items():
                 link_outputs(building, entry, pipeline.outs(name))
             with contextlib.chdir(building):
-                stages.run(stage, cfg)
+                stages.run(stage, with_checkpoints_in(cfg, final.with_name(f".{final.name}.checkpoints")))
             for name in upstream:  # the entry keeps only what this stage wrote
                 for rel in pipeline.outs(name):
                     (building / rel).unlink(missing_ok=True)

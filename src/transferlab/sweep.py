@@ -24,7 +24,7 @@ from transferlab.pipeline import WORKSPACE_ENV
 log = logging.getLogger(__name__)
 SWEEP_ENV = "TRANSFERLAB_SWEEP_RUN_ID"  # the sweep's parent run, for jobs in worker processes
 _open_sweep: dict = {}  # the running sweep's parent run, closed as FAILED if the sweep dies
-_interrupts: list[int] = []  # Ctrl-C seen by this process (see _on_interrupt)
+interrupts: list[int] = []  # Ctrl-C seen by this process (see on_interrupt)
 
 
 def job_config(raw):
@@ -60,38 +60,23 @@ def run_job(raw) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from transferlab import stage_cache
-    from transferlab.contracts import FINETUNE_METRICS as METRICS
-    from transferlab.pipeline import outputs, stage_names
-    from transferlab.tracking import close_run, nested_under, open_run
+    from transferlab.tracking import close_run, open_run
 
-    if _interrupts:  # an earlier Ctrl-C was swallowed on its way up: stop here, not next trial
+    if interrupts:  # an earlier Ctrl-C was swallowed on its way up: stop here, not next trial
         raise KeyboardInterrupt
     hydra = HydraConfig.get()
     cfg = job_config(raw)
-    _own_process()
+    own_process()
     output_dir = Path(hydra.runtime.output_dir)
     number = hydra.job.num if hydra.mode == RunMode.MULTIRUN else 0  # unset outside multirun
     name = f"job-{number}" if hydra.mode == RunMode.MULTIRUN else "job"
     overrides = " ".join(hydra.overrides.task) or "(defaults)"
-    stages = [stage for stage in stage_names() if stage != "evaluate" or cfg.sweep.evaluate]
     os.environ.pop("MLFLOW_RUN_ID", None)
     run = open_run(cfg, name, parent=os.environ.get(SWEEP_ENV),
                    tags={"sweep.overrides": overrides, "sweep.objective": cfg.sweep.objective,
                          "hydra.output_dir": output_dir, "hydra.job.num": number})
     try:
-        entries, ran = {}, set()
-        with nested_under(run):
-            for stage in stages:
-                entries[stage], fresh = stage_cache.run(stage, cfg, dict(entries))
-                if fresh:
-                    ran.add(stage)
-                stage_cache.link_outputs(output_dir, entries[stage], outputs(stage))
-        run.link_skipped(ran, stages)
-        metrics = json.loads((output_dir / METRICS).read_text())
-        value = float(metrics[cfg.sweep.objective])
-        run.log_metrics(metrics)
-        run.set_tags({"stages.ran": ",".join(sorted(ran)) or "none (all reused)"})
+        value = float(run_stages(cfg, run, output_dir)[0][cfg.sweep.objective])
     except BaseException:
         close_run(run, failed=True)
         raise
@@ -100,20 +85,45 @@ def run_job(raw) -> float:
     return value
 
 
-def _on_interrupt(signum, frame) -> None:
+def run_stages(cfg, run, output_dir: Path | None = None) -> tuple[dict, dict[str, Path]]:
+    """The stages of one job or trial, each from the stage cache or run there as a child of `run`
+    (a reused one is linked by its lineage tag), their outputs linked into `output_dir`. Returns
+    finetune's metrics, also logged on `run`, and the cache entries of the stages reused."""
+    from transferlab import stage_cache
+    from transferlab.contracts import FINETUNE_METRICS as METRICS
+    from transferlab.pipeline import outputs, stage_names
+    from transferlab.tracking import nested_under
+
+    stages = [stage for stage in stage_names() if stage != "evaluate" or cfg.sweep.evaluate]
+    entries, ran = {}, set()
+    with nested_under(run):
+        for stage in stages:
+            entries[stage], fresh = stage_cache.run(stage, cfg, dict(entries))
+            if fresh:
+                ran.add(stage)
+            if output_dir is not None:
+                stage_cache.link_outputs(output_dir, entries[stage], outputs(stage))
+    run.link_skipped(ran, stages)
+    metrics = json.loads((entries["finetune"] / METRICS).read_text())
+    run.log_metrics(metrics)
+    run.set_tags({"stages.ran": ",".join(sorted(ran)) or "none (all reused)"})
+    return metrics, {stage: entry for stage, entry in entries.items() if stage not in ran}
+
+
+def on_interrupt(signum, frame) -> None:
     """SIGINT handler: raise KeyboardInterrupt as Python's does, and remember it. A
     KeyboardInterrupt raised inside a finalizer (`__del__`, a weakref callback) is printed and
     dropped by Python, so a Ctrl-C during training could let the sweep finish with exit code 0;
     remembered, it stops the next job and makes the exit code 130 whatever happened to it."""
-    _interrupts.append(signum)
+    interrupts.append(signum)
     raise KeyboardInterrupt
 
 
-def _own_process() -> None:
-    """A job in a parallel launcher's worker process (joblib/loky) trains like a main process.
-    transformers' seeded data collators take any process not named MainProcess for a DataLoader
-    worker and refuse to seed ("Worker process information is not available ..."), which failed
-    every joblib job that had to train the language model."""
+def own_process() -> None:
+    """A job in a parallel launcher's worker process (joblib/loky; a `transferlab tune` worker)
+    trains like a main process. transformers' seeded data collators take any process not named
+    MainProcess for a DataLoader worker and refuse to seed ("Worker process information is not
+    available ..."), which failed every joblib job that had to train the language model."""
     import multiprocessing
 
     multiprocessing.current_process().name = "MainProcess"
@@ -143,7 +153,7 @@ class SweepRunCallback(Callback):
                                hydra_yaml=_to_yaml(config))
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        finish_sweep(failed=bool(_interrupts))
+        finish_sweep(failed=bool(interrupts))
 
 
 def _to_yaml(config) -> str:
@@ -195,14 +205,23 @@ def trials_to_run(target: int, *, _root_) -> int:
         study = optuna.load_study(study_name=sweeper.study_name, storage=sweeper.storage)
     except KeyError:  # a new study
         return int(target)
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study.tell(trial.number, state=TrialState.FAIL)
-        log.warning("study %s: trial %d was left unfinished by an interrupted sweep: marked FAIL",
-                    study.study_name, trial.number)
+    fail_unfinished(study)
     complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     left = max(0, int(target) - complete)
     log.info("study %s: %d of %d trials complete, %d to run", study.study_name, complete, target, left)
     return left
+
+
+def fail_unfinished(study, abandoned=lambda trial: True) -> None:
+    """Mark FAIL the study's RUNNING trials that `abandoned` says no process runs any more (all of
+    them for the Hydra sweeper, which runs alone): an interrupted sweep or a killed worker left them."""
+    from optuna.trial import TrialState
+
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if abandoned(trial):
+            study.tell(trial.number, state=TrialState.FAIL)
+            log.warning("study %s: trial %d was left unfinished by an interrupted sweep or a killed "
+                        "worker: marked FAIL", study.study_name, trial.number)
 
 
 def main() -> None:
@@ -224,11 +243,11 @@ def main() -> None:
     # Stages read dvc.yaml and the code from here, whatever directory they run in.
     os.environ.setdefault(WORKSPACE_ENV, str(Path.cwd()))
     app = hydra.main(config_path=str(Path.cwd() / "conf"), config_name="config", version_base="1.3")(job)
-    signal.signal(signal.SIGINT, _on_interrupt)
+    signal.signal(signal.SIGINT, on_interrupt)
     try:
         app()
     finally:
         finish_sweep(failed=True)  # only when the sweep ended without on_multirun_end
-    if _interrupts:
+    if interrupts:
         print("python -m transferlab: interrupted", file=sys.stderr)
         sys.exit(130)

@@ -53,10 +53,10 @@ def log_splits(run_log, splits: dict) -> None:
 
 def tokenized(frame, tok, max_length: int, *, labels: bool = True, truncation: str = "head"):
     """A datasets.Dataset of token ids (unpadded: the collator pads each batch to its longest), long
-    texts cut as `truncation` says (models/truncation.py)."""
+    texts cut as `truncation` says (data/truncation.py)."""
     from datasets import Dataset
 
-    from transferlab.models.truncation import encode
+    from transferlab.data.truncation import encode
 
     columns = ["text", "label"] if labels else ["text"]
     dataset = Dataset.from_pandas(frame[columns], preserve_index=False)

@@ -17,8 +17,9 @@ def training_run(cfg, stage: str, *, inputs=(), tags: dict | None = None):
     `inputs` (more files or folders its checkpoints depend on); `tags` go on the run with data.digest."""
     from transferlab.tracking import stage_run
     from transferlab.training.checkpoints import Checkpointing
-    from transferlab.training.runtime import apply_repro, machine_tags
+    from transferlab.training.runtime import apply_repro, check_restarts, machine_tags
 
+    check_restarts()
     splits = [prepared.split_path("train"), prepared.split_path("validation")]
     digest = prepared.files_digest(splits)
     checkpoints = Checkpointing(cfg, stage, inputs=[*splits, *inputs])

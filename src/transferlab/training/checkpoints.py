@@ -138,13 +138,14 @@ class Checkpointing:
         """Trainer's output_dir: the checkpoint folder, removed once the block succeeded (the
         outputs are DVC's then) and kept after a failure, to resume from; checkpointing off: a
         temporary folder."""
-        from transferlab.training.runtime import is_main_process
+        from transferlab.training.runtime import barrier, is_main_process
 
         if self.every <= 0:
             with tempfile.TemporaryDirectory(prefix=f"transferlab-{self.stage}-") as folder:
                 yield folder
             return
         yield str(self.folder)
+        barrier()  # every process has loaded the best checkpoint (load_best_model_at_end) first
         if is_main_process():
             shutil.rmtree(self.folder, ignore_errors=True)
             with contextlib.suppress(OSError):
@@ -165,7 +166,7 @@ class Checkpointing:
         from transformers import DefaultFlowCallback
 
         from transferlab.training.callbacks import Diverged, stop_on_nan
-        from transferlab.training.runtime import is_main_process
+        from transferlab.training.runtime import barrier, is_main_process
 
         # Right after Trainer's DefaultFlowCallback (which sets this step's log/save flags), before
         # the stage's own: the NaN stop acts before any logger or saver sees a diverged loss, and
@@ -174,11 +175,11 @@ class Checkpointing:
         flow = next(i for i, c in enumerate(handler.callbacks) if isinstance(c, DefaultFlowCallback))
         handler.callbacks[flow + 1:flow + 1] = [stop_on_nan(self.stage), self._callback(run_log)]
         if self.every > 0:
-            trainer.accelerator.wait_for_everyone()  # every process has decided before anything is removed
+            self._agree()  # every process has decided, the same way, before anything is removed
             if is_main_process():
                 for path in self._remove:
                     shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
-            trainer.accelerator.wait_for_everyone()
+            barrier()
         if self.resume_from is not None:
             run_log.set_tags({"checkpoint.resumed_from": self.resume_from.name})
         try:
@@ -189,10 +190,30 @@ class Checkpointing:
             raise
         return result._replace(training_loss=trainer.state.log_history[-1]["train_loss"])
 
+    def _agree(self) -> None:
+        """Each process decided alone, before the process group existed (its rank 0 opens the MLflow
+        run it found). On one shared filesystem, with one project, they agree; a node that sees
+        another checkpoint.dir, config, code or data stops the launch here, on every process,
+        before anything is removed or trained. Under torchrun's restarts (--max-restarts) the new
+        group decides again from the markers on disk: the newest complete checkpoint."""
+        from transferlab.training.runtime import gathered
+
+        mine = {"checkpoint to resume": self.resume_from.name if self.resume_from else "none", **self.key}
+        everyone = gathered(mine)  # returns once every process has decided
+        differ = [part for part in mine if len({seen[part] for seen in everyone}) > 1]
+        if differ:
+            named = len(differ) > 1  # name each part only when there are several
+            seen = "; ".join(f"rank {rank}: " + ", ".join(f"{part} {theirs[part]}" if named else theirs[part]
+                                                          for part in differ)
+                             for rank, theirs in enumerate(everyone))
+            raise UserError(f"{self.stage}: the {len(everyone)} processes disagree on the "
+                            f"{' and '.join(differ)} ({seen}): every node must run the same project, "
+                            f"with checkpoint.dir ({self.folder.parent}) on a filesystem they all see")
+
     def _callback(self, run_log):
         from transformers import TrainerCallback
 
-        from transferlab.training.runtime import is_main_process
+        from transferlab.training.runtime import barrier, is_main_process
 
         owner = self
 
@@ -219,13 +240,10 @@ class Checkpointing:
                     logs["train_loss"] = state.log_history[-1]["train_loss"] = run_mean_loss(state)
 
             def on_save(self, args, state, control, **kwargs):
-                import torch.distributed as dist
-
                 if owner.every <= 0:
                     return
                 folder = Path(args.output_dir) / f"{PREFIX}{state.global_step}"
-                if dist.is_available() and dist.is_initialized():
-                    dist.barrier()  # every process's files are written before the marker
+                barrier()  # every process's files are written before the marker
                 if is_main_process():
                     files = {p.name: sha256(p) for p in sorted(folder.iterdir())
                              if p.is_file() and p.name != MARKER and not p.name.startswith(".")}

@@ -64,8 +64,49 @@ def world_size() -> int:
 
 
 def is_main_process() -> bool:
-    """Rank 0 (or a plain run): the one process that logs to MLflow and writes outputs."""
+    """Global rank 0 (or a plain run): the one process of the launch, over every node, that logs to
+    MLflow and writes outputs. Not LOCAL_RANK: with two nodes each has a local rank 0 (torchrun's
+    LOCAL_RANK only picks the GPU, which accelerate does)."""
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def check_restarts() -> None:
+    """torchrun --max-restarts > 0 with the rendezvous store shared with the workers (torch's default
+    for c10d) is refused before any work: torch never clears that store between restarts and the
+    process group keys are not per attempt, so a restarted group reads the addresses of the dead
+    one (measured with torch 2.13: rank 1 connected to the killed rank 0's port and failed, and the
+    other node's worker was still waiting for it 7 minutes later). TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1
+    gives every group a fresh store (pytorch/pytorch#135712)."""
+    restarts = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0"))
+    if restarts > 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        raise UserError(f"torchrun --max-restarts={restarts} needs TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in "
+                        "the environment of every torchrun: without it a restarted group reads the "
+                        "addresses of the processes that died and fails or hangs (pytorch/pytorch#135712)")
+
+
+def _process_group():
+    """torch.distributed when this process is in an initialized group (TrainingArguments starts it
+    under torchrun), else None."""
+    import torch.distributed as dist
+
+    return dist if dist.is_available() and dist.is_initialized() else None
+
+
+def barrier() -> None:
+    """Wait until every process of the launch gets here (nothing to wait for in one process)."""
+    dist = _process_group()
+    if dist is not None:
+        dist.barrier()
+
+
+def gathered(value) -> list:
+    """`value` from every process of the launch, by global rank ([value] in one process)."""
+    dist = _process_group()
+    if dist is None:
+        return [value]
+    values = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values
 
 
 def per_device(batch_size: int) -> int:
@@ -75,7 +116,7 @@ def per_device(batch_size: int) -> int:
     if batch_size % world:
         raise UserError(f"the batch size {batch_size} cannot be split evenly over {world} processes: "
                         f"set train.batch_size / finetune.batch_size to a multiple of {world}, or "
-                        "change --nproc_per_node")
+                        "change the number of processes (torchrun --nnodes x --nproc-per-node)")
     return batch_size // world
 
 
@@ -167,9 +208,12 @@ def attention_kernel(runtime, device: str) -> str:
 def use_attention(net, cfg) -> None:
     """Switch a Hugging Face model to the configured attention kernel (same weights and math up to
     rounding). torch.nn models (torch_transformer, torch_decoder) have one kernel and are left."""
-    can_switch = getattr(net, "_can_set_attn_implementation", None)
-    if can_switch is not None and can_switch():
-        net.set_attn_implementation(attention_kernel(cfg.runtime, resolve_device(cfg.device)))
+    kernel = attention_kernel(cfg.runtime, resolve_device(cfg.device))
+    try:
+        net.set_attn_implementation(kernel)
+    except ValueError as err:  # a model whose code has one kernel (transformers says which)
+        log.info("runtime.attention: %s keeps its own attention (%s)", type(net).__name__,
+                 str(err).split(".")[0])
 
 
 def adamw_options(runtime) -> dict:

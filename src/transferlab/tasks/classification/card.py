@@ -64,7 +64,7 @@ def classifier_card(cfg, labels: list[str], frames: dict, metrics: dict, archite
         "something else. Scores are softmax outputs, not calibrated probabilities.",
         f"- Texts are cut to their first {cfg.model.max_length} tokens." if cfg.model.truncation == "head"
         else f"- Texts are cut to {cfg.model.max_length} tokens: the first quarter and the last three "
-        "quarters of a longer text (transferlab.models.truncation; a plain pipeline keeps the first).",
+        "quarters of a longer text (transferlab.data.truncation; a plain pipeline keeps the first).",
         f"- Trained on {len(frames['train'])} texts: {shared.data_scope(cfg)}",
         *(["- A model from random weights on capped data: a smoke test, not a usable classifier."]
           if cfg.model.init == "scratch" and cfg.data.max_per_label else []),

@@ -28,7 +28,7 @@ def predict(net, tok, texts: list[str], max_length: int, batch_size: int, device
     import torch
     from tqdm.auto import tqdm
 
-    from transferlab.models.truncation import encode
+    from transferlab.data.truncation import encode
 
     net.to(device).eval()
     probabilities = []

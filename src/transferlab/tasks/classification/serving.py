@@ -28,7 +28,7 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params=None):
         import pandas as pd
 
-        from transferlab.models.truncation import encode
+        from transferlab.data.truncation import encode
 
         texts = to_texts(model_input)
         batch = encode(self.tokenizer, texts, self.max_length, self.truncation, padding=True,
