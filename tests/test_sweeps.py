@@ -123,7 +123,7 @@ def test_a_bad_value_ends_a_single_run_in_one_line(tmp_path):
 
 
 def test_cluster_and_optuna_configs_compose():
-    """The Slurm launcher cannot run here; its config and the Optuna search space must compose."""
+    """The Slurm launcher config (run for real in test_slurm.py) and the Optuna search space compose."""
     slurm = subprocess.run([*APP, "hydra/launcher=slurm", "--cfg", "hydra"], cwd=REPO, env=tool_env(),
                            capture_output=True, text=True, check=True).stdout
     assert "SlurmLauncher" in slurm and "gpus_per_node: 1" in slurm

@@ -60,7 +60,7 @@ def run_job(raw) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from transferlab.tracking import close_run, open_run
+    from transferlab.tracking import close_run, open_run, reopen_run
 
     if interrupts:  # an earlier Ctrl-C was swallowed on its way up: stop here, not next trial
         raise KeyboardInterrupt
@@ -72,9 +72,11 @@ def run_job(raw) -> float:
     name = f"job-{number}" if hydra.mode == RunMode.MULTIRUN else "job"
     overrides = " ".join(hydra.overrides.task) or "(defaults)"
     os.environ.pop("MLFLOW_RUN_ID", None)
-    run = open_run(cfg, name, parent=os.environ.get(SWEEP_ENV),
-                   tags={"sweep.overrides": overrides, "sweep.objective": cfg.sweep.objective,
-                         "hydra.output_dir": output_dir, "hydra.job.num": number})
+    parent = os.environ.get(SWEEP_ENV)
+    requeued = int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0  # Slurm requeued this job
+    run = (requeued and reopen_run(cfg, parent, "hydra.job.num", number)) or open_run(
+        cfg, name, parent=parent, tags={"sweep.overrides": overrides, "sweep.objective": cfg.sweep.objective,
+                                        "hydra.output_dir": output_dir, "hydra.job.num": number})
     try:
         value = float(run_stages(cfg, run, output_dir)[0][cfg.sweep.objective])
     except BaseException:

@@ -13,10 +13,11 @@ from transferlab.tracking.runs import (
     close_run,
     nested_under,
     open_run,
+    reopen_run,
     stage_run,
 )
 from transferlab.tracking.store import DEFAULT_URI, tracking_uri
 
 __all__ = ["DEFAULT_URI", "PARENT_ENV", "SECRET_NAME", "URL_PASSWORD", "StageRun", "child_runs", "close_run",
            "fingerprint", "flatten", "latest_stage_run", "masked", "nested_under", "open_run", "pipeline_run",
-           "redact", "stage_run", "tag_lock_hashes", "tracking_uri"]
+           "redact", "reopen_run", "stage_run", "tag_lock_hashes", "tracking_uri"]

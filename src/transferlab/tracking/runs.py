@@ -189,6 +189,24 @@ def open_run(cfg, name: str, *, parent: str | None = None, tags: dict | None = N
     return run
 
 
+def reopen_run(cfg, parent: str | None, key: str, value) -> StageRun | None:
+    """The run under `parent` tagged `key` = `value`, set back to RUNNING, or None: a job that Slurm
+    requeued carries on in the run its first attempt opened rather than a second one."""
+    if not (cfg.tracking.enabled and parent):
+        return None
+    import mlflow
+
+    experiment_id = open_store(cfg)
+    client = mlflow.MlflowClient()
+    found = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent}' and "
+                               f"tags.`{key}` = '{value}'", max_results=1)
+    if not found:
+        return None
+    client.update_run(found[0].info.run_id, status="RUNNING")
+    log.info("requeued: carrying on in MLflow run %s", found[0].info.run_id)
+    return StageRun(cfg, experiment_id, found[0].info.run_id)
+
+
 def close_run(run: StageRun, *, failed: bool = False) -> None:
     if run.run_id:
         import mlflow
