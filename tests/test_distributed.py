@@ -150,6 +150,7 @@ class TwoNodes:
         return found
 
 
+@pytest.mark.cluster
 def test_two_nodes_match_one_process(single: Path, tmp_path: Path):
     repo = copy_tiny(single, tmp_path / "project")
 
@@ -160,6 +161,7 @@ def test_two_nodes_match_one_process(single: Path, tmp_path: Path):
     assert_like_one_process(single, repo, launch)
 
 
+@pytest.mark.cluster
 def test_a_killed_worker_restarts_the_group_from_the_last_checkpoint(single: Path, tmp_path: Path):
     uninterrupted, repo = (copy_tiny(single, tmp_path / name) for name in ("uninterrupted", "project"))
     sh("transferlab", "compose", *CONFIG, *RESTARTED, cwd=uninterrupted)

@@ -22,7 +22,7 @@ import pytest
 
 from conftest import copy_project, free_port, store, tool_env
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 SBIN = os.pathsep.join(["/usr/sbin", "/sbin", "/usr/bin", os.environ.get("PATH", "")])
 PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
 

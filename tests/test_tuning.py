@@ -71,6 +71,7 @@ TUNE = ("transferlab", "tune", "--workers", "2", "hparams_search=tuned", "experi
 
 
 @pytest.mark.slow
+@pytest.mark.cluster
 def test_two_workers_prune_bad_trials_and_a_rerun_tops_the_study_up(tmp_path):
     from optuna.trial import TrialState
 
