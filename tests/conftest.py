@@ -11,6 +11,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# pytest-xdist runs one worker per core; with torch's default of one thread per core in every
+# pipeline process the workers' threads fight over the cores (2 cores: 600 s for the suite against
+# 528 s with one thread each). No test compares figures across thread counts.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 VENV_BIN = Path(sys.executable).parent
 # SQL for a run's stage in an MLflow sqlite store: its tag (names say more: `finetune ·
 # bert-2x32-scratch-64`); lineage finds runs by it. Use as `... from runs r where {STAGE} = 'finetune'`.

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import copy_project, runs, sh
+from conftest import runs, sh
 
 
 @pytest.mark.slow
-def test_dvc_queue_runs_two_experiments_that_land_in_the_project_store(tmp_path: Path):
-    project = copy_project(tmp_path / "project")
+def test_dvc_queue_runs_two_experiments_that_land_in_the_project_store(tiny_copy: Path):
+    project = tiny_copy  # prepare and train come back from DVC's run cache: only the lr differs
     sh("dvc", "exp", "run", "--queue", "-S", "experiment=tiny", "-S", "finetune.backbone_lr=1e-3,2e-3",
        cwd=project)
     sh("dvc", "queue", "start", "-j", "2", cwd=project)

@@ -1,7 +1,7 @@
 """What a change reruns, through the real DVC CLI in a private copy of the tiny pipeline: a
 finetune param reruns finetune and evaluate only (under one MLflow parent run), `dvc repro --force`
-gives identical metrics and weights, `dvc exp run -S` goes through Hydra composition, and an
-earlier config comes back from DVC's run cache without training."""
+gives identical metrics and weights, `dvc exp run -S` goes through Hydra composition, and going
+back to the earlier config restores it from DVC's run cache without training."""
 
 from __future__ import annotations
 
@@ -83,24 +83,8 @@ def test_forced_repro_gives_identical_metrics_and_weights(tiny_copy: Path):
     assert registry(tiny_copy) == ([1, 2], 1)
 
 
-def test_exp_run_composes_params_through_hydra(tiny_copy: Path):
-    sh("git", "add", "-A", cwd=tiny_copy)
-    sh("git", "commit", "-q", "-m", "tiny results", cwd=tiny_copy)
-    sh("dvc", "exp", "run", "-S", "experiment=tiny", "-S", "finetune.batch_size=4", cwd=tiny_copy)
-    params = yaml.safe_load((tiny_copy / "params.yaml").read_text())
-    assert params["finetune"]["batch_size"] == 4 and params["model"]["init"] == "scratch"
-    db = sqlite3.connect(tiny_copy / "mlflow.db")
-    tagged = db.execute("select count(distinct value) from tags where key = 'dvc.experiment'").fetchone()[0]
-    assert tagged == 1, "the runs of `dvc exp run` are not tagged with the DVC experiment name"
-    named = db.execute("select r.name, t.value from runs r join tags t on t.run_uuid = r.run_uuid "
-                       "where t.key = 'dvc.experiment'").fetchall()
-    assert sorted(name.split(" · ")[0] for name, _ in named) == ["evaluate", "finetune"]
-    assert all(name.split(" · ")[1] == experiment for name, experiment in named), named  # in the name too
-    shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=tiny_copy).stdout)
-    assert "finetune" in json.dumps(shown) and "accuracy" in json.dumps(shown)
-
-
-def test_an_earlier_config_comes_back_from_the_run_cache_without_training(tiny_copy: Path):
+def test_exp_run_composes_params_through_hydra_and_an_earlier_config_comes_back_from_the_run_cache(
+        tiny_copy: Path):
     import hashlib
 
     def outputs():  # what finetune and evaluate made, file by file
@@ -115,11 +99,23 @@ def test_an_earlier_config_comes_back_from_the_run_cache_without_training(tiny_c
     sh("git", "add", "-A", cwd=tiny_copy)
     sh("git", "commit", "-q", "-m", "tiny results", cwd=tiny_copy)
     first, runs = outputs(), finetune_runs()
-    sh("dvc", "exp", "run", "-S", "experiment=tiny", "-S", "finetune.head_lr=0.003", cwd=tiny_copy)
+    sh("dvc", "exp", "run", "-S", "experiment=tiny", "-S", "finetune.batch_size=4", cwd=tiny_copy)
+    params = yaml.safe_load((tiny_copy / "params.yaml").read_text())
+    assert params["finetune"]["batch_size"] == 4 and params["model"]["init"] == "scratch"
     assert finetune_runs() == runs + 1 and outputs() != first, "a new config must train"
+    db = sqlite3.connect(tiny_copy / "mlflow.db")
+    tagged = db.execute("select count(distinct value) from tags where key = 'dvc.experiment'").fetchone()[0]
+    assert tagged == 1, "the runs of `dvc exp run` are not tagged with the DVC experiment name"
+    named = db.execute("select r.name, t.value from runs r join tags t on t.run_uuid = r.run_uuid "
+                       "where t.key = 'dvc.experiment'").fetchall()
+    assert sorted(name.split(" · ")[0] for name, _ in named) == ["evaluate", "finetune"]
+    assert all(name.split(" · ")[1] == experiment for name, experiment in named), named  # in the name too
+    shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=tiny_copy).stdout)
+    assert "finetune" in json.dumps(shown) and "accuracy" in json.dumps(shown)
+    # Back to the committed config: DVC's run cache, not a rerun.
     back = sh("dvc", "exp", "run", "-S", "experiment=tiny", cwd=tiny_copy)
     log = back.stdout + back.stderr
-    for stage in ("finetune", "evaluate"):  # DVC's run cache, not a rerun
+    for stage in ("finetune", "evaluate"):
         assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in log, log
     assert finetune_runs() == runs + 1, "returning to an earlier config trained again"
     assert outputs() == first
