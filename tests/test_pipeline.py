@@ -46,6 +46,18 @@ def test_metrics_are_complete(tiny_repo: Path):
     assert set(per_class) == {"business", "entertainment", "politics", "sports", "tech"}
     assert sum(c["support"] for c in per_class.values()) == metrics["test_examples"]
     assert "per_class" not in metrics, "the DVC metrics hold the headline scores only"
+    # The paired predictions the report tests on: one row per test article, in test-split order.
+    import pandas as pd
+
+    with (tiny_repo / "reports/evaluate/predictions.csv").open() as handle:
+        paired = [{k: int(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+    test = pd.read_parquet(tiny_repo / "data/prepared/test.parquet")
+    assert [row["label"] for row in paired] == test["label"].tolist()
+    assert len(paired) == metrics["test_examples"]
+    for column, accuracy in (("predicted", metrics["accuracy"]),
+                             ("baseline", metrics["baseline_tfidf_logreg"]["accuracy"])):
+        right = sum(row[column] == row["label"] for row in paired)
+        assert round(right / len(paired), 6) == accuracy, column
     data = json.loads((tiny_repo / "metrics/data.json").read_text())
     assert metrics["test_examples"] == data["test"]["examples"]
     train = json.loads((tiny_repo / "metrics/train.json").read_text())
@@ -101,7 +113,7 @@ def test_mlflow_has_one_run_per_stage_with_config_and_tags(tiny_repo: Path):
     assert {("train", by_stage["finetune"]), ("validation", by_stage["finetune"]),
             ("test", by_stage["evaluate"])} <= read
     assert ("test", by_stage["finetune"]) not in read, "the test split leaked into fine-tuning"
-    for artifact in ("classification_report.txt", "misclassified.csv", "logs/stage.log"):
+    for artifact in ("classification_report.txt", "misclassified.csv", "predictions.csv", "logs/stage.log"):
         assert list((tiny_repo / "mlruns").glob(f"**/{by_stage['evaluate']}/artifacts/{artifact}")), artifact
     finetune_id = next(r for r, s in runs.items() if s == "finetune")
     steps = db.execute("select count(*) from metrics where run_uuid = ? and key = 'loss'",
@@ -166,7 +178,15 @@ def test_report_tables_the_runs_from_mlflow(tiny_repo: Path, tmp_path: Path):
     accuracy = json.loads((tiny_repo / "metrics/evaluate.json").read_text())["accuracy"]
     row = next(line for line in table.splitlines() if line.startswith("| tiny |"))
     assert f"{accuracy:.4f}" in row and "bert 2x32" in row and "full fine-tune" in row
+    assert "| 1 seed (42) |" in row and "±" not in row, "without --seeds: the config's seed, said so"
     assert "TF-IDF + logistic regression" in table
+    # the paired test reads the evaluate run's predictions.csv: its discordant counts per seed
+    with (tiny_repo / "reports/evaluate/predictions.csv").open() as handle:
+        paired = list(csv.DictReader(handle))
+    b = sum(r["predicted"] == r["label"] != r["baseline"] for r in paired)
+    c = sum(r["baseline"] == r["label"] != r["predicted"] for r in paired)
+    assert any(line.startswith(f"| tiny | 42 | {accuracy:.4f} |") and f"| {b} | {c} |" in line
+               for line in table.splitlines()), table
     assert (out / "comparison.png").stat().st_size > 1000
     missing = sh("transferlab", "report", "compare_scratch/no_pretraining", "--output", str(out),
                  cwd=tiny_repo, check=False)

@@ -46,17 +46,21 @@ def parser() -> argparse.ArgumentParser:
     report = commands.add_parser(
         "report", help="comparison table + plot from the MLflow runs (reports/comparison.*)",
         description="Collect the finished runs of the comparison experiments from MLflow and write "
-                    "reports/comparison.md and reports/comparison.png. Nothing is re-run.")
+                    "reports/comparison.md and reports/comparison.png: mean ± sd over the seeds, and "
+                    "paired tests against the TF-IDF baseline on the same test articles. Nothing is re-run.")
     report.add_argument("experiments", nargs="*", help="experiment configs (default: the comparison set)")
     report.add_argument("--config-dir", default="conf", help="(default: %(default)s)")
     report.add_argument("--output", default="reports", help="(default: %(default)s)")
+    report.add_argument("--seeds", nargs="+", type=int, metavar="SEED",
+                        help="the seeds each experiment ran with (`make compare SEEDS=...`), e.g. "
+                             "--seeds 1 2 3 (default: the config's seed)")
     return root
 
 
 def report_command(args) -> None:
     from transferlab import report
 
-    report.run(args.experiments or report.DEFAULT_EXPERIMENTS, args.config_dir, args.output)
+    report.run(args.experiments or report.DEFAULT_EXPERIMENTS, args.config_dir, args.output, args.seeds)
 
 
 def compose_command(args) -> None:

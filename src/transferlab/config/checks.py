@@ -10,6 +10,7 @@ ENCODERS = ("bert", "torch_transformer")
 DECODERS = ("gpt2", "llama", "torch_decoder")
 POSITIVE = (
     "model.max_length",
+    "model.max_windows",
     "model.hidden_size",
     "model.num_layers",
     "model.num_heads",
@@ -77,6 +78,11 @@ def check(cfg) -> None:
         problems.append("data.max_per_label must be >= 3 (one example per split) or null")
     if data.source == "files" and not data.path:
         problems.append("data=files needs data.path (a .csv, .jsonl or .parquet file)")
+    # Stricter than the tokenizers' own limit (stride < max_length - special tokens), which panics.
+    stride, max_length = cfg.model.window_stride, cfg.model.max_length
+    if stride is not None and not 0 <= 2 * stride < max_length:
+        problems.append(f"model.window_stride={stride} must be >= 0 and < model.max_length / 2 = "
+                        f"{max_length / 2:g}: neighbouring windows share fewer than half their tokens")
     if cfg.model.init == "scratch" and cfg.model.hidden_size % cfg.model.num_heads:
         problems.append("model.hidden_size must be a multiple of model.num_heads")
     if cfg.finetune.layer_lr_decay > 1:

@@ -27,7 +27,7 @@ Init = choices("Init", "pretrained scratch")
 # Decoders (task=causal_lm): gpt2 | llama (Hugging Face) | torch_decoder (torch.nn, causal mask).
 Arch = choices("Arch", "bert torch_transformer gpt2 llama torch_decoder")
 Tokenizer = choices("Tokenizer", "pretrained train")
-Truncation = choices("Truncation", "head head_tail")  # data/truncation.py
+Truncation = choices("Truncation", "head head_tail windows")  # data/truncation.py
 Unit = choices("Unit", "epoch step")
 Optimizer = choices("Optimizer", "fused foreach for_loop")  # AdamW kernel
 Attention = choices("Attention", "auto eager sdpa")
@@ -55,8 +55,11 @@ class ModelConfig:
     init: Init = Init.pretrained
     name_or_path: str = MINILM  # checkpoint (pretrained) or tokenizer source (scratch)
     max_length: int = 128  # task=causal_lm: the length of the packed training blocks
-    # classification, texts longer than max_length: keep the first tokens, or head + tail
+    # classification, texts longer than max_length: keep the first tokens, head + tail, or all of
+    # it in overlapping windows (trained on each; a prediction averages the windows' logits)
     truncation: Truncation = Truncation.head
+    window_stride: int | None = None  # windows: tokens neighbouring windows share; null: max_length // 4
+    max_windows: int = 8  # windows: at most this many per text (its first ones), to bound compute
     # A scratch model: architecture, tokenizer and size (ignored for pretrained checkpoints).
     arch: Arch = Arch.bert
     # pretrained: name_or_path's | train: learnt on the train split (WordPiece for encoders, BPE

@@ -51,17 +51,23 @@ def log_splits(run_log, splits: dict) -> None:
         run_log.log_dataset(frame, name, files_digest([split_path(name)]), context=name)
 
 
-def tokenized(frame, tok, max_length: int, *, labels: bool = True, truncation: str = "head"):
+def tokenized(frame, tok, max_length: int, *, labels: bool = True, truncation: str = "head",
+              stride: int | None = None, max_windows: int | None = None):
     """A datasets.Dataset of token ids (unpadded: the collator pads each batch to its longest), long
-    texts cut as `truncation` says (data/truncation.py)."""
+    texts cut as `truncation` says (data/truncation.py); windows: one row per window, each with its
+    text's label, so the dataset has more rows than `frame`."""
     from datasets import Dataset
 
-    from transferlab.data.truncation import encode
+    from transferlab.data.truncation import WINDOW_OF, encode
 
     columns = ["text", "label"] if labels else ["text"]
+
+    def rows(batch):
+        out = encode(tok, batch["text"], max_length, truncation, stride=stride, max_windows=max_windows)
+        owner = out.pop(WINDOW_OF, range(len(batch["text"])))  # the text each row came from
+        if labels:
+            out["labels"] = [batch["label"][i] for i in owner]
+        return out
+
     dataset = Dataset.from_pandas(frame[columns], preserve_index=False)
-    dataset = dataset.map(
-        lambda batch: encode(tok, batch["text"], max_length, truncation),
-        batched=True, remove_columns=["text"], desc="tokenizing",
-    )
-    return dataset.rename_column("label", "labels") if labels else dataset
+    return dataset.map(rows, batched=True, remove_columns=columns, desc="tokenizing")

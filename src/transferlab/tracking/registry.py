@@ -44,8 +44,13 @@ def publish(run_log, cfg, model_dir: Path, examples: list[str], score: float, te
         output_example = pd.DataFrame({"label": ["x"] * len(sample), "score": [0.5] * len(sample)})
     signature = infer_signature(sample, output_example, params=params)
     artifacts, requirements = {"model": str(model_dir)}, pip_requirements()
-    model_config = model_config or {"max_length": cfg.model.max_length,
-                                    "truncation": str(cfg.model.truncation)}
+    if model_config is None:  # the classifier: serving cuts and pools texts as evaluate did
+        from transferlab.data.truncation import window_stride
+
+        model = cfg.model
+        model_config = {"max_length": model.max_length, "truncation": str(model.truncation),
+                        "window_stride": window_stride(model.max_length, model.window_stride),
+                        "max_windows": model.max_windows}
     if weights_in_dvc:
         from transferlab.tracking.weights import reference
 

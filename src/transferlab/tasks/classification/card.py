@@ -3,6 +3,7 @@ shares are in transferlab.tracking.card."""
 
 from __future__ import annotations
 
+from transferlab.data.truncation import window_stride
 from transferlab.tracking import card as shared
 from transferlab.tracking.identity import data_summary, model_summary
 
@@ -62,11 +63,24 @@ def classifier_card(cfg, labels: list[str], frames: dict, metrics: dict, archite
         "## Limitations", "",
         f"- It knows only these {len(labels)} labels: every text gets one of them, also a text about "
         "something else. Scores are softmax outputs, not calibrated probabilities.",
-        f"- Texts are cut to their first {cfg.model.max_length} tokens." if cfg.model.truncation == "head"
-        else f"- Texts are cut to {cfg.model.max_length} tokens: the first quarter and the last three "
-        "quarters of a longer text (transferlab.data.truncation; a plain pipeline keeps the first).",
+        truncation_line(cfg.model),
         f"- Trained on {len(frames['train'])} texts: {shared.data_scope(cfg)}",
         *(["- A model from random weights on capped data: a smoke test, not a usable classifier."]
           if cfg.model.init == "scratch" and cfg.data.max_per_label else []),
     ]
     return shared.front_matter(meta) + "\n" + "\n".join(lines) + "\n"
+
+
+def truncation_line(model) -> str:
+    """How the model reads a text longer than model.max_length (transferlab.data.truncation)."""
+    if model.truncation == "head":
+        return f"- Texts are cut to their first {model.max_length} tokens."
+    if model.truncation == "head_tail":
+        return (f"- Texts are cut to {model.max_length} tokens: the first quarter and the last three "
+                "quarters of a longer text (transferlab.data.truncation; a plain pipeline keeps the first).")
+    stride = window_stride(model.max_length, model.window_stride)
+    return (f"- Texts are read in windows of {model.max_length} tokens that share {stride} tokens, at most "
+            f"{model.max_windows} per text (its first ones); it was fine-tuned on every window with its "
+            "text's label, so the validation figures above are per window, and a prediction averages "
+            "the windows' logits (transferlab.data.truncation; a plain pipeline keeps the first "
+            f"{model.max_length} tokens).")

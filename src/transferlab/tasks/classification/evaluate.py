@@ -20,24 +20,31 @@ log = logging.getLogger(__name__)
 CONFUSION_CSV = "confusion.csv"
 CONFUSION_PNG = "confusion_matrix.png"
 PER_CLASS = "per_class.json"  # precision, recall, F1 and support of each label, in reports/evaluate/
+PREDICTIONS = "predictions.csv"  # per test article: label, model and baseline ids (the report tests them)
 
 
 def predict(net, tok, texts: list[str], max_length: int, batch_size: int, device: str,
-            truncation: str = "head"):
-    """Class probabilities for each text, in order."""
+            truncation: str = "head", stride: int | None = None, max_windows: int | None = None):
+    """Class probabilities for each text, in order; windows: the softmax of the mean of the text's
+    windows' logits (data/truncation.py)."""
     import torch
     from tqdm.auto import tqdm
 
-    from transferlab.data.truncation import encode
+    from transferlab.data.truncation import WINDOW_OF, encode, pool
 
     net.to(device).eval()
     probabilities = []
     with torch.inference_mode():
         for start in tqdm(range(0, len(texts), batch_size), desc="evaluating", unit="batch",
                           disable=None):
-            batch = encode(tok, texts[start:start + batch_size], max_length, truncation,
+            chunk = texts[start:start + batch_size]
+            batch = encode(tok, chunk, max_length, truncation, stride=stride, max_windows=max_windows,
                            padding=True, return_tensors="pt").to(device)
-            probabilities.append(net(**batch).logits.float().softmax(-1).cpu())
+            owner = batch.pop(WINDOW_OF, None)
+            # windows: a chunk may hold up to max_windows rows per text; run batch_size at a time
+            logits = torch.cat([net(**{key: rows[i:i + batch_size] for key, rows in batch.items()})
+                                .logits.float() for i in range(0, len(batch["input_ids"]), batch_size)])
+            probabilities.append(pool(logits, owner, len(chunk)).softmax(-1).cpu())
     return torch.cat(probabilities).numpy()
 
 
@@ -78,6 +85,17 @@ def misclassified(test, probabilities, labels: list[str], limit: int) -> str:
         "confidence": probabilities.max(-1).round(4),
     })[predicted != test["label"].to_numpy()]
     return wrong.sort_values("confidence", ascending=False).head(limit).to_csv(index=False)
+
+
+def predictions_csv(y_true, y_pred, baseline_pred=None) -> str:
+    """One row per test article, in test-split order: the true label id, the model's predicted id
+    and (evaluate.baseline) the baseline's: the paired data `transferlab report` tests on."""
+    import pandas as pd
+
+    columns = {"label": y_true, "predicted": y_pred}
+    if baseline_pred is not None:
+        columns["baseline"] = baseline_pred
+    return pd.DataFrame(columns).to_csv(index=False)
 
 
 def draw_confusion(path: Path, y_true, y_pred, labels: list[str]) -> None:
@@ -123,10 +141,13 @@ def run(cfg) -> dict:
         trust = cfg.model.trust_remote_code
         net = AutoModelForSequenceClassification.from_pretrained(FINETUNED, trust_remote_code=trust)
         tok = AutoTokenizer.from_pretrained(FINETUNED, trust_remote_code=trust)
-        probabilities = predict(net, tok, test["text"].tolist(), cfg.model.max_length,
-                                cfg.evaluate.batch_size, device, cfg.model.truncation)
+        model = cfg.model
+        probabilities = predict(net, tok, test["text"].tolist(), model.max_length,
+                                cfg.evaluate.batch_size, device, model.truncation,
+                                model.window_stride, model.max_windows)
         y_true, y_pred = test["label"].to_numpy(), probabilities.argmax(-1)
         metrics = scores(y_true, y_pred, labels)
+        baseline_pred = None
         if cfg.evaluate.baseline:
             train = prepared.read_split("train")
             baseline_pred, fit_seconds = tfidf_logistic_regression(
@@ -156,6 +177,7 @@ def run(cfg) -> dict:
                 classification_report_text(y_true, y_pred, labels))
             (reports / "misclassified.csv").write_text(
                 misclassified(test, probabilities, labels, cfg.evaluate.misclassified_samples))
+            (reports / PREDICTIONS).write_text(predictions_csv(y_true, y_pred, baseline_pred))
 
         run_log.log_metrics({"test_accuracy": metrics["accuracy"], "test_macro_f1": metrics["macro_f1"]})
         if "baseline_tfidf_logreg" in metrics:
@@ -163,7 +185,7 @@ def run(cfg) -> dict:
                                  for k, v in metrics["baseline_tfidf_logreg"].items()})
         for artifact in (METRICS, PLOTS / CONFUSION_PNG, PLOTS / CURVE_PNG, PLOTS / CONFUSION_CSV,
                          REPORTS / PER_CLASS, REPORTS / "classification_report.txt",
-                         REPORTS / "misclassified.csv"):
+                         REPORTS / "misclassified.csv", REPORTS / PREDICTIONS):
             run_log.log_artifact(artifact)
         run_log.set_tags({"test.digest": digest})
         results = [("accuracy", metrics["accuracy"]), ("macro-F1", metrics["macro_f1"]),

@@ -79,9 +79,10 @@ def run(cfg) -> dict:
         net, tok = load_classifier(labels, cfg.model.trust_remote_code, cfg.finetune.attention_dropout)
         runtime.use_attention(net, cfg)
         max_length = cfg.model.max_length
-        cut = cfg.model.truncation
-        train_set = prepared.tokenized(frames["train"], tok, max_length, truncation=cut)
-        eval_set = prepared.tokenized(frames["validation"], tok, max_length, truncation=cut)
+        cut = {"truncation": cfg.model.truncation, "stride": cfg.model.window_stride,
+               "max_windows": cfg.model.max_windows}
+        train_set = prepared.tokenized(frames["train"], tok, max_length, **cut)
+        eval_set = prepared.tokenized(frames["validation"], tok, max_length, **cut)
         ft = cfg.finetune
         optimizer, layer_callbacks, sizes = techniques.configure_layers(net, ft, cfg.runtime, run_log)
         overfitting = techniques.overfitting_callback(run_log)

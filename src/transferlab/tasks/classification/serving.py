@@ -23,18 +23,22 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
             folder, trust_remote_code=False).eval()
         self.max_length = int(context.model_config.get("max_length", 128))
         self.truncation = context.model_config.get("truncation", "head")
+        # windows: the same stride and cap as evaluate used (tracking/registry.py writes them)
+        self.windows = {"stride": context.model_config.get("window_stride"),
+                        "max_windows": context.model_config.get("max_windows")}
         self.torch = torch
 
     def predict(self, context, model_input, params=None):
         import pandas as pd
 
-        from transferlab.data.truncation import encode
+        from transferlab.data.truncation import WINDOW_OF, encode, pool
 
         texts = to_texts(model_input)
-        batch = encode(self.tokenizer, texts, self.max_length, self.truncation, padding=True,
-                       return_tensors="pt")
+        batch = encode(self.tokenizer, texts, self.max_length, self.truncation, **self.windows,
+                       padding=True, return_tensors="pt")
+        owner = batch.pop(WINDOW_OF, None)  # windows: pooled back to one row per text
         with self.torch.inference_mode():
-            probabilities = self.model(**batch).logits.float().softmax(-1)
+            probabilities = pool(self.model(**batch).logits.float(), owner, len(texts)).softmax(-1)
         scores, ids = probabilities.max(-1)
         labels = [self.model.config.id2label[int(i)] for i in ids]
         return pd.DataFrame({"label": labels, "score": scores.tolist()})

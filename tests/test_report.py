@@ -1,0 +1,120 @@
+"""The comparison's statistics (mean ± sd over seeds, exact McNemar, paired bootstrap) against
+values worked out by hand, and `transferlab report --seeds` over evaluate runs in a real sqlite
+MLflow store (no pipeline is run: the runs are logged as the evaluate stage logs them)."""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import pytest
+
+from conftest import REPO, make_config
+from transferlab.significance import bootstrap_difference_ci, discordant, mcnemar_exact, mean_sd
+
+
+def test_mean_and_sample_sd_over_seeds():
+    mean, sd = mean_sd([0.90, 0.92, 0.97])
+    # deviations -0.03, -0.01, +0.04: squares 0.0026 over n - 1 = 2
+    assert mean == pytest.approx(0.93) and sd == pytest.approx(math.sqrt(0.0013))
+    assert mean_sd([0.5]) == (0.5, None), "one seed: no spread to report"
+
+
+def test_exact_mcnemar_by_hand():
+    # b = 7, c = 1: P(X <= 1) for X ~ Binomial(8, 1/2) is (1 + 8) / 256, twice that two-sided
+    assert mcnemar_exact(7, 1) == 18 / 256 == 0.0703125
+    assert mcnemar_exact(1, 7) == 0.0703125
+    assert mcnemar_exact(5, 0) == 2 / 32
+    assert mcnemar_exact(3, 3) == 1.0 and mcnemar_exact(0, 0) == 1.0
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for b, c in [(7, 1), (12, 4), (0, 9), (30, 18), (2, 3)]:
+        assert mcnemar_exact(b, c) == pytest.approx(scipy_stats.binomtest(b, b + c, 0.5).pvalue, rel=1e-12)
+    # only-A-right and only-B-right articles; articles both got right or wrong do not count
+    assert discordant([0, 1, 2, 3, 4, 0], [0, 1, 2, 0, 0, 1], [0, 0, 0, 3, 4, 1]) == (2, 2)
+    assert discordant([0, 1, 2, 3], [0, 1, 2, 3], [1, 1, 0, 3]) == (2, 0)
+
+
+def test_paired_bootstrap_interval_of_the_accuracy_difference():
+    right = [True] * 100
+    # 10 articles only the model gets right: difference 0.1, bootstrap sd about sqrt(0.1 * 0.9 / 100) = 0.03
+    low, high = bootstrap_difference_ci([(right, [False] * 10 + [True] * 90)])
+    assert 0.03 < low < 0.07 and 0.13 < high < 0.17
+    assert bootstrap_difference_ci([(right, [False] * 10 + [True] * 90)]) == (low, high), "fixed seed"
+    assert bootstrap_difference_ci([(right, right)]) == (0.0, 0.0)
+    # two seeds: the model beats the baseline on every article of one, ties on the other: every
+    # resample's mean over the seeds is (1 + 0) / 2
+    assert bootstrap_difference_ci([([True] * 5, [False] * 5), ([True] * 7, [True] * 7)]) == (0.5, 0.5)
+
+
+# Per seed, 20 test articles: (both right, only the model right = b, only the baseline right = c);
+# the rest both wrong. Experiment "tiny" ran seeds 1-3, "compare_pretrained/frozen_backbone" 1-2.
+OUTCOMES = {"tiny": {1: (10, 7, 1), 2: (12, 3, 3), 3: (13, 5, 0)},
+            "compare_pretrained/frozen_backbone": {1: (16, 2, 0), 2: (14, 0, 1)}}
+
+
+def predictions(both: int, b: int, c: int, n: int = 20):
+    """Labels and the model's and baseline's predicted ids with these paired outcomes."""
+    labels = [i % 5 for i in range(n)]
+    wrong = [(label + 1) % 5 for label in labels]
+    model = labels[:both + b] + wrong[both + b:both + b + c] + wrong[both + b + c:]
+    baseline = labels[:both] + wrong[both:both + b] + labels[both + b:both + b + c] + wrong[both + b + c:]
+    return labels, model, baseline
+
+
+def log_evaluate_runs(workdir) -> None:
+    """Evaluate runs as the stage logs them: its MLflow run (tags, fingerprint), its metrics and
+    its predictions.csv (the stage's own writer)."""
+    from transferlab.tasks.classification.evaluate import PREDICTIONS, predictions_csv, scores
+    from transferlab.tracking import stage_run
+
+    path = workdir / "reports" / "evaluate" / PREDICTIONS
+    path.parent.mkdir(parents=True)
+    names = ["business", "entertainment", "politics", "sports", "tech"]
+    for experiment, seeds in OUTCOMES.items():
+        for seed, outcome in seeds.items():
+            labels, model, baseline = predictions(*outcome)
+            with stage_run("evaluate", make_config(f"experiment={experiment}", f"seed={seed}")) as run:
+                path.write_text(predictions_csv(labels, model, baseline))
+                run.log_artifact(path)
+                ours, theirs = scores(labels, model, names), scores(labels, baseline, names)
+                run.log_metrics({"test_accuracy": ours["accuracy"], "test_macro_f1": ours["macro_f1"],
+                                 "baseline_test_accuracy": theirs["accuracy"],
+                                 "baseline_test_macro_f1": theirs["macro_f1"],
+                                 "baseline_test_fit_seconds": 2})
+
+
+def test_report_over_seeds_from_a_real_store(workdir, monkeypatch):
+    from transferlab.cli import main
+    from transferlab.report import accuracy_axis
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir}/mlflow.db")
+    shutil.copy(REPO / "dvc.yaml", workdir)  # the stages' params keys: what a fingerprint covers
+    log_evaluate_runs(workdir)
+    out = workdir / "out"
+    experiments = ["tiny", "compare_pretrained/frozen_backbone"]
+    assert main(["report", *experiments, "--config-dir", str(REPO / "conf"), "--output", str(out),
+                 "--seeds", "1", "2", "3"]) == 0
+    table = (out / "comparison.md").read_text()
+    rows = {}  # the summary table's rows by their first cell (the per-seed table comes after it)
+    for line in table.splitlines():
+        if line.startswith("| "):
+            rows.setdefault(line.split(" | ")[0].removeprefix("| "), line)
+    tiny = rows["tiny"]
+    # accuracy 0.85, 0.75, 0.90: mean 0.8333, sd sqrt(0.011667 / 2); baseline 0.55, 0.75, 0.65
+    assert "| 3 seeds (1, 2, 3) |" in tiny and "| 0.8333 ± 0.0764 |" in tiny
+    assert "| +0.1833 [+0." in tiny, "mean Δ (0.30 + 0.00 + 0.25) / 3 and its interval"
+    assert "| 0.0703, 1, 0.0625 |" in tiny, "McNemar p per seed: b/c = 7/1, 3/3, 5/0"
+    assert "| 2 seeds (1, 2); not run: 3 |" in rows["compare_pretrained/frozen_backbone"]
+    baseline = rows["baseline"]
+    assert "TF-IDF + logistic regression" in baseline and "| 0.6500 ± 0.1000 |" in baseline
+    per_seed = [line for line in table.splitlines() if line.startswith("| tiny | 1 |")]
+    assert len(per_seed) == 1 and "| 0.8500 | 0.5500 | +0.3000 | 7 | 1 | 0.0703 | [+0." in per_seed[0]
+    assert "split (stage prepare)" in table and "10,000" in table
+    assert (out / "comparison.png").stat().st_size > 1000
+    assert 0.7 < accuracy_axis(0.8333 - 0.0764)[0] < 0.757, "the axis starts just below the lowest mean - sd"
+
+    assert main(["report", "tiny", "--config-dir", str(REPO / "conf"), "--output", str(out),
+                 "--seeds", "2"]) == 0
+    table = (out / "comparison.md").read_text()
+    one = next(line for line in table.splitlines() if line.startswith("| tiny |"))
+    assert "| 1 seed (2) |" in one and "| 0.7500 |" in one and "±" not in one
