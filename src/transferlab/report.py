@@ -258,7 +258,7 @@ def error_bar_plot(path: Path, rows: list[dict], baselines: dict) -> None:
     ax.set_xlim(-0.5, len(rows) - 0.2)
     ax.set_ylim(*accuracy_axis(min(lows)))
     ax.set_ylabel("test accuracy (the axis does not start at 0)")
-    ax.set_title("Transfer learning comparison: test accuracy, mean ± sd over seeds", fontsize=10)
+    ax.set_title("Test accuracy, mean ± sd over seeds", fontsize=10)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100, format="png")
