@@ -14,7 +14,7 @@ from transferlab.data import prepared
 from transferlab.data.truncation import WINDOW_OF, encode
 from transferlab.errors import UserError
 from transferlab.packages import resolve
-from transferlab.tasks.classification import evaluate
+from transferlab.tasks.classification import serving
 
 MAX_LENGTH, STRIDE = 32, 8
 
@@ -97,7 +97,7 @@ def expected_probabilities(net, tok, text: str, cap: int):
 
 
 def test_predict_gives_one_row_per_text_the_softmax_of_its_windows_mean_logits(net, tok):
-    got = evaluate.predict(net, tok, TEXTS, MAX_LENGTH, batch_size=2, device="cpu",
+    got = serving.class_probabilities(net, tok, TEXTS, MAX_LENGTH, batch_size=2, device="cpu",
                            truncation="windows", stride=STRIDE, max_windows=8)
     assert got.shape == (len(TEXTS), 3)
     for row, text in zip(got, TEXTS, strict=True):
@@ -120,7 +120,7 @@ def test_serving_pools_the_windows_as_evaluate_does(net, tok, tmp_path):
     served.load_context(SimpleNamespace(artifacts={"model": str(tmp_path)}, model_config={
         "max_length": MAX_LENGTH, "truncation": "windows", "window_stride": STRIDE, "max_windows": 8}))
     answer = served.predict(None, TEXTS)
-    probabilities = evaluate.predict(net, tok, TEXTS, MAX_LENGTH, 2, "cpu", "windows", STRIDE, 8)
+    probabilities = serving.class_probabilities(net, tok, TEXTS, MAX_LENGTH, 2, "cpu", "windows", STRIDE, 8)
     assert answer["label"].tolist() == [net.config.id2label[int(i)] for i in probabilities.argmax(-1)]
     np.testing.assert_allclose(answer["score"], probabilities.max(-1), atol=1e-5)
 

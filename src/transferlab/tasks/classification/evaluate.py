@@ -23,31 +23,6 @@ PER_CLASS = "per_class.json"  # precision, recall, F1 and support of each label,
 PREDICTIONS = "predictions.csv"  # per test article: label, model and baseline ids (the report tests them)
 
 
-def predict(net, tok, texts: list[str], max_length: int, batch_size: int, device: str,
-            truncation: str = "head", stride: int | None = None, max_windows: int | None = None):
-    """Class probabilities for each text, in order; windows: the softmax of the mean of the text's
-    windows' logits (data/truncation.py)."""
-    import torch
-    from tqdm.auto import tqdm
-
-    from transferlab.data.truncation import WINDOW_OF, encode, pool
-
-    net.to(device).eval()
-    probabilities = []
-    with torch.inference_mode():
-        for start in tqdm(range(0, len(texts), batch_size), desc="evaluating", unit="batch",
-                          disable=None):
-            chunk = texts[start:start + batch_size]
-            batch = encode(tok, chunk, max_length, truncation, stride=stride, max_windows=max_windows,
-                           padding=True, return_tensors="pt").to(device)
-            owner = batch.pop(WINDOW_OF, None)
-            # windows: a chunk may hold up to max_windows rows per text; run batch_size at a time
-            logits = torch.cat([net(**{key: rows[i:i + batch_size] for key, rows in batch.items()})
-                                .logits.float() for i in range(0, len(batch["input_ids"]), batch_size)])
-            probabilities.append(pool(logits, owner, len(chunk)).softmax(-1).cpu())
-    return torch.cat(probabilities).numpy()
-
-
 def scores(y_true, y_pred, labels: list[str]) -> dict:
     from sklearn.metrics import accuracy_score, classification_report, f1_score
 
@@ -119,6 +94,7 @@ def run(cfg) -> dict:
     from transferlab.models.build import register_architectures
     from transferlab.outputs import staged_outputs
     from transferlab.tasks.classification.baseline import tfidf_logistic_regression
+    from transferlab.tasks.classification.serving import class_probabilities
     from transferlab.tracking import stage_run
     from transferlab.tracking.card import registry_description
     from transferlab.tracking.registry import publish
@@ -142,7 +118,7 @@ def run(cfg) -> dict:
         net = AutoModelForSequenceClassification.from_pretrained(FINETUNED, trust_remote_code=trust)
         tok = AutoTokenizer.from_pretrained(FINETUNED, trust_remote_code=trust)
         model = cfg.model
-        probabilities = predict(net, tok, test["text"].tolist(), model.max_length,
+        probabilities = class_probabilities(net, tok, test["text"].tolist(), model.max_length,
                                 cfg.evaluate.batch_size, device, model.truncation,
                                 model.window_stride, model.max_windows)
         y_true, y_pred = test["label"].to_numpy(), probabilities.argmax(-1)

@@ -10,7 +10,6 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
     """Wraps a Hugging Face sequence classifier saved as the artifact `model`."""
 
     def load_context(self, context):
-        import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         from transferlab.models.torch_transformer import register
@@ -21,27 +20,47 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
         self.tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
         self.model = AutoModelForSequenceClassification.from_pretrained(
             folder, trust_remote_code=False).eval()
-        self.max_length = int(context.model_config.get("max_length", 128))
-        self.truncation = context.model_config.get("truncation", "head")
-        # windows: the same stride and cap as evaluate used (tracking/registry.py writes them)
-        self.windows = {"stride": context.model_config.get("window_stride"),
+        # How evaluate cut (and, for windows, pooled) the texts: tracking/registry.py writes it.
+        self.reading = {"max_length": int(context.model_config.get("max_length", 128)),
+                        "truncation": context.model_config.get("truncation", "head"),
+                        "stride": context.model_config.get("window_stride"),
                         "max_windows": context.model_config.get("max_windows")}
-        self.torch = torch
 
     def predict(self, context, model_input, params=None):
         import pandas as pd
 
-        from transferlab.data.truncation import WINDOW_OF, encode, pool
-
         texts = to_texts(model_input)
-        batch = encode(self.tokenizer, texts, self.max_length, self.truncation, **self.windows,
-                       padding=True, return_tensors="pt")
-        owner = batch.pop(WINDOW_OF, None)  # windows: pooled back to one row per text
-        with self.torch.inference_mode():
-            probabilities = pool(self.model(**batch).logits.float(), owner, len(texts)).softmax(-1)
-        scores, ids = probabilities.max(-1)
+        probabilities = class_probabilities(self.model, self.tokenizer, texts, device="cpu",
+                                            batch_size=max(len(texts), 1), **self.reading)
+        ids = probabilities.argmax(-1)
         labels = [self.model.config.id2label[int(i)] for i in ids]
-        return pd.DataFrame({"label": labels, "score": scores.tolist()})
+        return pd.DataFrame({"label": labels, "score": probabilities.max(-1).tolist()})
+
+
+def class_probabilities(net, tok, texts: list[str], max_length: int, batch_size: int, device: str,
+                        truncation: str = "head", stride: int | None = None,
+                        max_windows: int | None = None):
+    """Class probabilities for each text, in order, for evaluate and the server alike; windows: the
+    softmax of the mean of the text's windows' logits (data/truncation.py)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from transferlab.data.truncation import WINDOW_OF, encode, pool
+
+    net.to(device).eval()
+    probabilities = []
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(texts), batch_size), desc="evaluating", unit="batch",
+                          disable=None):
+            chunk = texts[start:start + batch_size]
+            batch = encode(tok, chunk, max_length, truncation, stride=stride, max_windows=max_windows,
+                           padding=True, return_tensors="pt").to(device)
+            owner = batch.pop(WINDOW_OF, None)
+            # windows: a chunk may hold up to max_windows rows per text; run batch_size at a time
+            logits = torch.cat([net(**{key: rows[i:i + batch_size] for key, rows in batch.items()})
+                                .logits.float() for i in range(0, len(batch["input_ids"]), batch_size)])
+            probabilities.append(pool(logits, owner, len(chunk)).softmax(-1).cpu())
+    return torch.cat(probabilities).numpy()
 
 
 def to_texts(model_input) -> list[str]:
