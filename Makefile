@@ -34,12 +34,12 @@ export TRANSFORMERS_OFFLINE ?= 1
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION ?= false
 
-# The transfer-learning comparison: each experiment and seed is a `dvc exp run`, then the report
-# (mean ± sd over the seeds, paired tests against the baseline). One seed by default;
-# `make compare SEEDS="1 2 3"` runs every experiment three times (three times as long).
-COMPARE ?= compare_scratch/no_pretraining compare_scratch/mlm_pretraining torch_transformer \
-           compare_pretrained/frozen_backbone compare_pretrained/full_finetune \
-           compare_pretrained/gradual_unfreezing compare_pretrained/dapt
+# The transfer-learning comparison: each experiment and seed is a queued, named DVC experiment
+# (<config>-s<seed>; a rerun replaces the one of that name, its unchanged stages restored from DVC's
+# run cache), COMPARE_JOBS of them at a time, each on cores/COMPARE_JOBS threads; then the report
+# (mean ± sd over the seeds, paired tests against the baseline). `make compare SEEDS="42 1 2"` runs
+# every experiment three times. The workspace keeps its config: queued experiments run in copies.
+COMPARE ?= $(shell $(BIN)/transferlab report --list)  # expanded when the recipe runs: after install
 SEEDS ?= 42
 
 .PHONY: install run test lint ui serve lock clean distclean compare report bench lm
@@ -72,13 +72,19 @@ test: $(STAMP)
 lint: $(STAMP)
 	ruff check src tests tools benchmarks
 
+CORES := $(shell nproc 2>/dev/null || echo 1)
+COMPARE_JOBS ?= $(if $(filter 1,$(CORES)),1,2)
 compare: $(STAMP)
 	set -e; for experiment in $(COMPARE); do for seed in $(SEEDS); do \
 	  name=$$(echo $$experiment | tr / -)-s$$seed; \
-	  dvc exp remove $$name 2>/dev/null || true; \
-	  dvc exp run -n $$name -S experiment=$$experiment -S seed=$$seed; \
-	done; done   # named <config>-s<seed> (a rerun replaces the experiment of the same name)
-	transferlab compose && dvc repro   # back to the default config (restored from DVC's run cache when it ran before)
+	  dvc exp remove --quiet $$name 2>/dev/null || true; \
+	  dvc exp run --queue --quiet -n $$name -S experiment=$$experiment -S seed=$$seed; \
+	done; done
+	# a queue worker lingers 10 s after its last task, with the thread count it started with
+	dvc queue stop >/dev/null 2>&1; for i in $$(seq 60); do \
+	  dvc queue status 2>/dev/null | grep -q 'Worker status: 0 active, 0 idle' && break; sleep 2; done
+	OMP_NUM_THREADS=$$(( $(CORES) / $(COMPARE_JOBS) > 0 ? $(CORES) / $(COMPARE_JOBS) : 1 )) \
+	  dvc exp run --run-all --jobs $(COMPARE_JOBS)
 	transferlab report $(COMPARE) --seeds $(SEEDS)
 
 # Throughput, MFU, memory, start-up and DVC overhead of the committed tree (clones it): see docs/performance.md.

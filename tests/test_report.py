@@ -61,16 +61,16 @@ def predictions(both: int, b: int, c: int, n: int = 20):
     return labels, model, baseline
 
 
-def log_evaluate_runs(workdir) -> None:
+def log_evaluate_runs(workdir, outcomes=OUTCOMES) -> None:
     """Evaluate runs as the stage logs them: its MLflow run (tags, fingerprint), its metrics and
     its predictions.csv (the stage's own writer)."""
     from transferlab.tasks.classification.evaluate import PREDICTIONS, predictions_csv, scores
     from transferlab.tracking import stage_run
 
     path = workdir / "reports" / "evaluate" / PREDICTIONS
-    path.parent.mkdir(parents=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     names = ["business", "entertainment", "politics", "sports", "tech"]
-    for experiment, seeds in OUTCOMES.items():
+    for experiment, seeds in outcomes.items():
         for seed, outcome in seeds.items():
             labels, model, baseline = predictions(*outcome)
             with stage_run("evaluate", make_config(f"experiment={experiment}", f"seed={seed}")) as run:
@@ -118,3 +118,36 @@ def test_report_over_seeds_from_a_real_store(workdir, monkeypatch):
     table = (out / "comparison.md").read_text()
     one = next(line for line in table.splitlines() if line.startswith("| tiny |"))
     assert "| 1 seed (2) |" in one and "| 0.7500 |" in one and "±" not in one
+
+
+# Scratch BERT without pretraining, after 400 and after 1,600 masked-LM steps; test accuracy
+# (both + b) / 20 per seed: 0.50 / 0.55, then 0.55 / 0.50 (one seed worse), then 0.60 / 0.65.
+BUDGETS = {"compare_scratch/no_pretraining": {1: (8, 2, 0), 2: (9, 2, 0)},
+           "compare_scratch/mlm_pretraining": {1: (9, 2, 0), 2: (8, 2, 0)},
+           "pretraining_budget/steps_1600": {1: (10, 2, 0), 2: (11, 2, 0)}}
+
+
+def test_report_finds_from_which_pretraining_budget_every_seed_gains(workdir, monkeypatch):
+    from transferlab.cli import main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir}/mlflow.db")
+    shutil.copy(REPO / "dvc.yaml", workdir)
+    log_evaluate_runs(workdir, BUDGETS)
+    out = workdir / "out"
+    assert main(["report", *BUDGETS, "--config-dir", str(REPO / "conf"), "--output", str(out),
+                 "--seeds", "1", "2"]) == 0
+    table = (out / "comparison.md").read_text()
+    curve = table[table.index("## Pretraining budget"):]
+    assert "pretraining helps from 1,600 steps on" in curve, "400 steps: one of two seeds is worse"
+    rows = [line for line in curve.splitlines() if line.startswith("| ") and "steps |" not in line]
+    assert [row.split(" | ")[0] for row in rows] == ["| 0", "| 400", "| 1,600"]
+    assert "| +0.0000 ± 0.0707 | 1 of 2 |" in rows[1]  # +0.05 and -0.05
+    assert "| +0.1000 ± 0.0000 | 2 of 2 |" in rows[2]
+    assert (out / "pretraining_budget.png").stat().st_size > 1000
+
+    # one budget alone is no curve: no section, no plot
+    alone = workdir / "alone"
+    assert main(["report", "compare_scratch/mlm_pretraining", "--config-dir", str(REPO / "conf"),
+                 "--output", str(alone), "--seeds", "1", "2"]) == 0
+    assert "Pretraining budget" not in (alone / "comparison.md").read_text()
+    assert not (alone / "pretraining_budget.png").exists()

@@ -51,6 +51,8 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("experiments", nargs="*", help="experiment configs (default: the comparison set)")
     report.add_argument("--config-dir", default="conf", help="(default: %(default)s)")
     report.add_argument("--output", default="reports", help="(default: %(default)s)")
+    report.add_argument("--list", action="store_true",
+                        help="print the default comparison set (what `make compare` runs) and exit")
     report.add_argument("--seeds", nargs="+", type=int, metavar="SEED",
                         help="the seeds each experiment ran with (`make compare SEEDS=...`), e.g. "
                              "--seeds 1 2 3 (default: the config's seed)")
@@ -60,6 +62,9 @@ def parser() -> argparse.ArgumentParser:
 def report_command(args) -> None:
     from transferlab import report
 
+    if args.list:
+        print(*report.DEFAULT_EXPERIMENTS)
+        return
     report.run(args.experiments or report.DEFAULT_EXPERIMENTS, args.config_dir, args.output, args.seeds)
 
 

@@ -27,6 +27,7 @@ DEFAULT_EXPERIMENTS = (
     "compare_pretrained/full_finetune",
     "compare_pretrained/gradual_unfreezing",
     "compare_pretrained/dapt",
+    "pretraining_budget/steps_1600",  # with the two compare_scratch rows: the pretraining-budget curve
 )
 RESAMPLES = 10_000  # paired bootstrap resamples (generator seed 0: the same report every time)
 HOW_TO_READ = f"""
@@ -97,6 +98,7 @@ def seed_result(cfg, runs: dict) -> dict:
     evaluate = metrics["evaluate"]
     result = {"seed": cfg.seed, "accuracy": evaluate.get("test_accuracy"),
               "macro_f1": evaluate.get("test_macro_f1"), "baseline": evaluate.get("baseline_test_accuracy"),
+              "validation": metrics["finetune"].get("best_validation_accuracy"),
               "seconds": sum(metrics[stage].get("train_seconds", 0.0) for stage in ("train", "finetune")),
               "parameters": metrics["finetune"].get("parameters_total"), "paired": None}
     if (predictions := paired_predictions(runs["evaluate"])) is not None:
@@ -112,6 +114,7 @@ def summary(name: str, cfg, found: list[dict], missing: list) -> dict:
     from transferlab.significance import bootstrap_difference_ci, mean_sd
 
     deltas = [r["accuracy"] - r["baseline"] for r in found if r["baseline"] is not None]
+    validation = [r["validation"] for r in found]
     paired = [r["paired"] for r in found if r["paired"] is not None]
     return {
         "experiment": name, "model": model_name(cfg), "init": cfg.model.init,
@@ -119,6 +122,8 @@ def summary(name: str, cfg, found: list[dict], missing: list) -> dict:
         "seeds": [r["seed"] for r in found], "missing": missing, "per_seed": found,
         "accuracy": mean_sd(r["accuracy"] for r in found),
         "macro_f1": mean_sd(r["macro_f1"] for r in found),
+        # what a default is chosen by (the test split stays out of selection); only if every seed has it
+        "validation": mean_sd(validation) if None not in validation else None,
         "delta": mean_sd(deltas)[0] if deltas else None,
         # the pooled CI only when every seed's predictions are there: else it would not match Δ
         "ci": bootstrap_difference_ci(paired, RESAMPLES) if paired and len(paired) == len(found) else None,
@@ -185,7 +190,7 @@ def markdown(rows: list[dict], baselines: dict) -> str:
     from transferlab.significance import mean_sd
 
     columns = ["experiment", "model", "init", "pretraining steps", "fine-tune technique", "seeds",
-               "test accuracy", "test macro-F1", "Δ accuracy vs baseline [95% CI]",
+               "validation accuracy", "test accuracy", "test macro-F1", "Δ accuracy vs baseline [95% CI]",
                "McNemar p vs baseline (per seed)", "train time (s)", "parameters"]
 
     def line(cells) -> str:
@@ -198,12 +203,13 @@ def markdown(rows: list[dict], baselines: dict) -> str:
         parameters = "" if row["parameters"] is None else f"{row['parameters']:,.0f}"
         lines.append(line([row["experiment"], row["model"], row["init"], row["pretraining steps"],
                            row["fine-tune technique"], seeds_cell(row["seeds"], row["missing"]),
+                           mean_sd_cell(row["validation"]) if row["validation"] else "-",
                            mean_sd_cell(row["accuracy"]), mean_sd_cell(row["macro_f1"]), delta, p_values,
                            f"{row['seconds']:,.0f}", parameters]))
     if baselines:
         scores = list(baselines.values())
         lines.append(line(["baseline", "TF-IDF + logistic regression", "-", "-", "-",
-                           seeds_cell(list(baselines)),
+                           seeds_cell(list(baselines)), "-",
                            mean_sd_cell(mean_sd(s["accuracy"] for s in scores)),
                            mean_sd_cell(mean_sd(s["macro_f1"] for s in scores)), "-", "-",
                            f"{mean_sd(s['seconds'] for s in scores)[0]:,.0f}", "-"]))
@@ -266,14 +272,19 @@ def error_bar_plot(path: Path, rows: list[dict], baselines: dict) -> None:
 
 
 def run(experiments=DEFAULT_EXPERIMENTS, config_dir="conf", output=REPORTS, seeds=None) -> list[dict]:
+    from transferlab import pretraining_budget
     from transferlab.outputs import staged_outputs
 
     rows, baselines = collect(experiments, config_dir, seeds)
     if not rows:
         raise UserError("no finished comparison runs in MLflow yet: run `make compare` first")
+    curves = pretraining_budget.curves(rows)
     with staged_outputs() as outs:
         outs.path(Path(output) / "comparison.md").write_text(
-            "# Transfer learning comparison\n\n" + markdown(rows, baselines))
+            "# Transfer learning comparison\n\n" + markdown(rows, baselines)
+            + ("\n" + pretraining_budget.markdown(curves) if curves else ""))
         error_bar_plot(outs.path(Path(output) / "comparison.png"), rows, baselines)
+        if curves:
+            pretraining_budget.plot(outs.path(Path(output) / "pretraining_budget.png"), curves)
     log.info("wrote %s/comparison.md and comparison.png (%d experiments)", output, len(rows))
     return rows
