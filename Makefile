@@ -41,6 +41,7 @@ export MLFLOW_SERVER_ENABLE_JOB_EXECUTION ?= false
 # every experiment three times. The workspace keeps its config: queued experiments run in copies.
 COMPARE ?= $(shell $(BIN)/transferlab report --list)  # expanded when the recipe runs: after install
 SEEDS ?= 42
+REPORT_DIR ?= reports  # e.g. reports/long_documents for a subset
 
 .PHONY: install run test lint ui serve lock clean distclean compare report bench lm
 
@@ -80,12 +81,13 @@ compare: $(STAMP)
 	  dvc exp remove --quiet $$name 2>/dev/null || true; \
 	  dvc exp run --queue --quiet -n $$name -S experiment=$$experiment -S seed=$$seed; \
 	done; done
-	# a queue worker lingers 10 s after its last task, with the thread count it started with
-	dvc queue stop >/dev/null 2>&1; for i in $$(seq 60); do \
-	  dvc queue status 2>/dev/null | grep -q 'Worker status: 0 active, 0 idle' && break; sleep 2; done
+	# A queue worker lingers 10 s after its last task, keeping the thread count it started with: wait
+	# for it to leave (`dvc queue stop` would not do: new workers read its message and stop after one task).
+	for i in $$(seq 60); do dvc queue status 2>/dev/null | grep -q 'Worker status: 0 active, 0 idle' && break; \
+	  sleep 2; done
 	OMP_NUM_THREADS=$$(( $(CORES) / $(COMPARE_JOBS) > 0 ? $(CORES) / $(COMPARE_JOBS) : 1 )) \
 	  dvc exp run --run-all --jobs $(COMPARE_JOBS)
-	transferlab report $(COMPARE) --seeds $(SEEDS)
+	transferlab report $(COMPARE) --seeds $(SEEDS) --output $(REPORT_DIR)
 
 # Throughput, MFU, memory, start-up and DVC overhead of the committed tree (clones it): see docs/performance.md.
 BENCH_ARGS ?=
@@ -93,7 +95,7 @@ bench: $(STAMP)
 	python benchmarks/bench.py $(BENCH_ARGS)
 
 report: $(STAMP)
-	transferlab report $(COMPARE) --seeds $(SEEDS)
+	transferlab report $(COMPARE) --seeds $(SEEDS) --output $(REPORT_DIR)
 
 # The causal language model: SmolLM2-135M converted from its GGUF file, fine-tuned on the BBC
 # tech articles, test perplexity and generations (a DVC experiment; LM_ARGS adds -S overrides).

@@ -41,3 +41,28 @@ def test_dvc_queue_runs_two_experiments_that_land_in_the_project_store(tiny_copy
     evaluations = runs(project, "tags.`transferlab.stage` = 'evaluate'")
     tagged = {run.data.tags.get("dvc.experiment") for run in evaluations}
     assert set(experiments) <= tagged
+
+
+@pytest.mark.slow
+def test_make_compare_runs_named_queued_experiments_and_a_rerun_restores_them(tiny_copy: Path):
+    project = tiny_copy
+    make = ("timeout", "900", "make", "compare", "STAMP=", "TORCH=cpu", "COMPARE=tiny", "SEEDS=3 4")
+    workspace = ("params.yaml", "dvc.lock", "metrics/evaluate.json")
+    before = {name: (project / name).read_bytes() for name in workspace}
+    first = sh(*make, cwd=project)
+    assert first.stdout.count("Running stage 'finetune'") == 2, first.stdout[-3000:]
+
+    table = json.loads(sh("dvc", "exp", "show", "--json", cwd=project).stdout)
+    seeds = {exp["name"]: exp["revs"][0]["data"]["params"]["params.yaml"]["data"]["seed"]
+             for base in table for exp in base.get("experiments") or []}
+    assert seeds == {"tiny-s3": 3, "tiny-s4": 4}
+    # queued experiments ran in copies: the workspace keeps its config and outputs
+    assert {name: (project / name).read_bytes() for name in workspace} == before
+    report = (project / "reports" / "comparison.md").read_text()
+    assert "| tiny |" in report and "| 2 seeds (3, 4) |" in report
+
+    again = sh(*make, cwd=project)  # same names: replaced, every stage back from the run cache
+    assert "Running stage" not in again.stdout and again.stdout.count("is cached") == 8, again.stdout[-3000:]
+    table = json.loads(sh("dvc", "exp", "show", "--json", cwd=project).stdout)
+    names = sorted(exp["name"] for base in table for exp in base.get("experiments") or [])
+    assert names == ["tiny-s3", "tiny-s4"]

@@ -138,7 +138,8 @@ def test_report_finds_from_which_pretraining_budget_every_seed_gains(workdir, mo
                  "--seeds", "1", "2"]) == 0
     table = (out / "comparison.md").read_text()
     curve = table[table.index("## Pretraining budget"):]
-    assert "pretraining helps from 1,600 steps on" in curve, "400 steps: one of two seeds is worse"
+    assert "pretraining helps from 1,600 steps on: at every budget from there up to 1,600, every seed " \
+           "(2 or more)" in curve, "400 steps: one of two seeds is worse"
     rows = [line for line in curve.splitlines() if line.startswith("| ") and "steps |" not in line]
     assert [row.split(" | ")[0] for row in rows] == ["| 0", "| 400", "| 1,600"]
     assert "| +0.0000 ± 0.0707 | 1 of 2 |" in rows[1]  # +0.05 and -0.05

@@ -75,8 +75,11 @@ def finding(curve: dict) -> str:
     largest = curve["points"][-1]["steps"]
     if curve["helps_from"] is None:
         return f"no budget measured (up to {largest:,} steps) helps on every seed."
-    return (f"pretraining helps from {curve['helps_from']:,} steps on (every seed above its run "
-            f"without pretraining at every budget from there up to {largest:,}).")
+    helping = [p for p in curve["points"] if p["steps"] >= curve["helps_from"]]
+    seeds = min(len(p["gains"]) for p in helping)
+    return (f"pretraining helps from {curve['helps_from']:,} steps on: at every budget from there up to "
+            f"{largest:,}, every seed ({seeds} or more) scored above its run without pretraining"
+            + (" (one seed: no more than a hint)." if seeds == 1 else "."))
 
 
 def plot(path: Path, found: list[dict]) -> None:
