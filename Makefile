@@ -73,9 +73,11 @@ test: $(STAMP)
 lint: $(STAMP)
 	ruff check src tests tools benchmarks
 
-CORES := $(shell nproc 2>/dev/null || echo 1)
+# nproc counts OMP_NUM_THREADS as a core limit (the tests set it to 1): the cores, not that
+CORES := $(shell env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/null || echo 1)
 COMPARE_JOBS ?= $(if $(filter 1,$(CORES)),1,2)
 compare: $(STAMP)
+	@test "$(COMPARE_JOBS)" -ge 1 2>/dev/null || { echo "COMPARE_JOBS=$(COMPARE_JOBS): use a whole number, 1 or more" >&2; exit 2; }
 	set -e; for experiment in $(COMPARE); do for seed in $(SEEDS); do \
 	  name=$$(echo $$experiment | tr / -)-s$$seed; \
 	  dvc exp remove --quiet $$name 2>/dev/null || true; \

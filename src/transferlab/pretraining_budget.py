@@ -46,7 +46,7 @@ def helps_from(points: list[dict]) -> int | None:
 
 
 def markdown(found: list[dict]) -> str:
-    from transferlab.significance import mean_sd
+    from transferlab.significance import mean_sd, mean_sd_cell
 
     lines = ["## Pretraining budget: test accuracy against masked-LM steps", "",
              "Δ is each seed's accuracy minus the same seed's run without pretraining (same split, same "
@@ -56,17 +56,14 @@ def markdown(found: list[dict]) -> str:
                   "| pretraining steps | experiment | seeds | test accuracy | Δ vs 0 steps | seeds better |",
                   "|---|---|---|---|---|---|"]
         for point in curve["points"]:
-            mean, sd = point["accuracy"]
-            accuracy = f"{mean:.4f}" + (f" ± {sd:.4f}" if sd is not None else "")
             gains = point["gains"]
             if point["steps"] == 0 or not gains:
                 delta, better = "-", "-"
             else:
-                gain, spread = mean_sd(gains)
-                delta = f"{gain:+.4f}" + (f" ± {spread:.4f}" if spread is not None else "")
+                delta = mean_sd_cell(mean_sd(gains), signed=True)
                 better = f"{sum(g > 0 for g in gains)} of {len(gains)}"
             lines.append(f"| {point['steps']:,} | {point['experiment']} | {len(point['seeds'])} | "
-                         f"{accuracy} | {delta} | {better} |")
+                         f"{mean_sd_cell(point['accuracy'])} | {delta} | {better} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -172,11 +172,6 @@ def collect(experiments, config_dir, seeds=None) -> tuple[list[dict], dict]:
     return rows, baselines
 
 
-def mean_sd_cell(value: tuple[float, float | None]) -> str:
-    mean, sd = value
-    return f"{mean:.4f}" if sd is None else f"{mean:.4f} ± {sd:.4f}"
-
-
 def seeds_cell(seeds: list, missing: list = ()) -> str:
     text = f"{len(seeds)} seed{'s' * (len(seeds) != 1)} ({', '.join(map(str, seeds))})"
     return text + (f"; not run: {', '.join(map(str, missing))}" if missing else "")
@@ -187,7 +182,7 @@ def interval(ci) -> str:
 
 
 def markdown(rows: list[dict], baselines: dict) -> str:
-    from transferlab.significance import mean_sd
+    from transferlab.significance import mean_sd, mean_sd_cell
 
     columns = ["experiment", "model", "init", "pretraining steps", "fine-tune technique", "seeds",
                "validation accuracy", "test accuracy", "test macro-F1", "Δ accuracy vs baseline [95% CI]",

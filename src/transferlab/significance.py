@@ -18,6 +18,13 @@ def mean_sd(values) -> tuple[float, float | None]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
+def mean_sd_cell(value: tuple[float, float | None], signed: bool = False) -> str:
+    """`mean ± sd` to 4 decimals for a table cell; the mean alone when there is no sd."""
+    mean, sd = value
+    text = f"{mean:+.4f}" if signed else f"{mean:.4f}"
+    return text if sd is None else f"{text} ± {sd:.4f}"
+
+
 def discordant(y_true, a, b) -> tuple[int, int]:
     """The McNemar counts of predictions `a` against `b` on the same articles: (articles only `a`
     got right, articles only `b` got right)."""

@@ -31,7 +31,8 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
 
         texts = to_texts(model_input)
         probabilities = class_probabilities(self.model, self.tokenizer, texts, device="cpu",
-                                            batch_size=max(len(texts), 1), **self.reading)
+                                            batch_size=max(len(texts), 1), progress=False,
+                                            **self.reading)
         ids = probabilities.argmax(-1)
         labels = [self.model.config.id2label[int(i)] for i in ids]
         return pd.DataFrame({"label": labels, "score": probabilities.max(-1).tolist()})
@@ -39,9 +40,10 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
 
 def class_probabilities(net, tok, texts: list[str], max_length: int, batch_size: int, device: str,
                         truncation: str = "head", stride: int | None = None,
-                        max_windows: int | None = None):
+                        max_windows: int | None = None, progress: bool = True):
     """Class probabilities for each text, in order, for evaluate and the server alike; windows: the
-    softmax of the mean of the text's windows' logits (data/truncation.py)."""
+    softmax of the mean of the text's windows' logits (data/truncation.py). `progress`: a tqdm bar
+    (on a terminal), not wanted once per REST request."""
     import torch
     from tqdm.auto import tqdm
 
@@ -51,7 +53,7 @@ def class_probabilities(net, tok, texts: list[str], max_length: int, batch_size:
     probabilities = []
     with torch.inference_mode():
         for start in tqdm(range(0, len(texts), batch_size), desc="evaluating", unit="batch",
-                          disable=None):
+                          disable=None if progress else True):
             chunk = texts[start:start + batch_size]
             batch = encode(tok, chunk, max_length, truncation, stride=stride, max_windows=max_windows,
                            padding=True, return_tensors="pt").to(device)
