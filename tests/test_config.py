@@ -121,7 +121,7 @@ def test_load_params_reads_a_composed_file(tmp_path):
 
 
 @pytest.mark.parametrize("edit,expected", [
-    (lambda t: t.replace("backbone_lr: 0.0001", "backbone_lr: abc"), "finetune.backbone_lr: Value 'abc'"),
+    (lambda t: t.replace("backbone_lr: 5.0e-05", "backbone_lr: abc"), "finetune.backbone_lr: Value 'abc'"),
     (lambda t: t.replace("epochs: 3", "epochz: 3"), "Key 'epochz' not in 'FinetuneConfig'"),
     (lambda t: t + "  oops: [\n", "not valid YAML"),
     (lambda t: t.replace("source: bbc_news\n  path: null", "source: files\n  path: ???"),
