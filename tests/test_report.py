@@ -10,7 +10,14 @@ import shutil
 import pytest
 
 from conftest import REPO, make_config
-from transferlab.significance import bootstrap_difference_ci, discordant, mcnemar_exact, mean_sd
+from transferlab.significance import (
+    bootstrap_difference_ci,
+    discordant,
+    mcnemar_exact,
+    mean_sd,
+    mean_sd_cell,
+    signed_text,
+)
 
 
 def test_mean_and_sample_sd_over_seeds():
@@ -18,6 +25,15 @@ def test_mean_and_sample_sd_over_seeds():
     # deviations -0.03, -0.01, +0.04: squares 0.0026 over n - 1 = 2
     assert mean == pytest.approx(0.93) and sd == pytest.approx(math.sqrt(0.0013))
     assert mean_sd([0.5]) == (0.5, None), "one seed: no spread to report"
+
+
+def test_a_difference_that_cancels_out_prints_as_zero_not_minus_zero():
+    # three seeds' Δ of -1, -2 and +3 articles in 318: float noise of about -1e-17, not a loss
+    deltas = [-1 / 318, -2 / 318, 3 / 318]
+    assert sum(deltas) / 3 != 0.0
+    assert signed_text(sum(deltas) / 3) == "+0.0000"
+    assert mean_sd_cell(mean_sd(deltas), signed=True).startswith("+0.0000 ± ")
+    assert signed_text(-0.0031) == "-0.0031" and signed_text(0.00312) == "+0.0031"
 
 
 def test_exact_mcnemar_by_hand():

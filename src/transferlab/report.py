@@ -178,7 +178,7 @@ def seeds_cell(seeds: list, missing: list = ()) -> str:
 
 
 def interval(ci) -> str:
-    return f"[{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else ""
+    return f"[{signed_text(ci[0])}, {signed_text(ci[1])}]" if ci else ""
 
 
 def markdown(rows: list[dict], baselines: dict) -> str:
@@ -193,7 +193,7 @@ def markdown(rows: list[dict], baselines: dict) -> str:
 
     lines = [line(columns), "|" + "---|" * len(columns)]
     for row in rows:
-        delta = "-" if row["delta"] is None else f"{row['delta']:+.4f} {interval(row['ci'])}".strip()
+        delta = "-" if row["delta"] is None else f"{signed_text(row['delta'])} {interval(row['ci'])}".strip()
         p_values = ", ".join(f"{r['p']:.3g}" for r in row["per_seed"] if "p" in r) or "-"
         parameters = "" if row["parameters"] is None else f"{row['parameters']:,.0f}"
         lines.append(line([row["experiment"], row["model"], row["init"], row["pretraining steps"],
@@ -215,7 +215,7 @@ def markdown(rows: list[dict], baselines: dict) -> str:
     for row in rows:
         for r in row["per_seed"]:
             baseline = "-" if r["baseline"] is None else f"{r['baseline']:.4f}"
-            delta = "-" if r["baseline"] is None else f"{r['accuracy'] - r['baseline']:+.4f}"
+            delta = "-" if r["baseline"] is None else signed_text(r['accuracy'] - r['baseline'])
             tests = [r["b"], r["c"], f"{r['p']:.3g}", interval(r["ci"])] if "p" in r else \
                 ["-", "-", "- (no predictions.csv with a baseline)", "-"]
             accuracy = f"{r['accuracy']:.4f}"

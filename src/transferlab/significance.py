@@ -18,10 +18,16 @@ def mean_sd(values) -> tuple[float, float | None]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
+def signed_text(value: float) -> str:
+    """`+0.0123`; a difference that rounds to zero is `+0.0000`, never `-0.0000` (float noise, as in
+    a mean of per-seed differences that cancel out)."""
+    return f"{round(value, 4) + 0.0:+.4f}"
+
+
 def mean_sd_cell(value: tuple[float, float | None], signed: bool = False) -> str:
     """`mean ± sd` to 4 decimals for a table cell; the mean alone when there is no sd."""
     mean, sd = value
-    text = f"{mean:+.4f}" if signed else f"{mean:.4f}"
+    text = signed_text(mean) if signed else f"{mean:.4f}"
     return text if sd is None else f"{text} ± {sd:.4f}"
 
 
