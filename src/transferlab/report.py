@@ -178,11 +178,13 @@ def seeds_cell(seeds: list, missing: list = ()) -> str:
 
 
 def interval(ci) -> str:
+    from transferlab.significance import signed_text
+
     return f"[{signed_text(ci[0])}, {signed_text(ci[1])}]" if ci else ""
 
 
 def markdown(rows: list[dict], baselines: dict) -> str:
-    from transferlab.significance import mean_sd, mean_sd_cell
+    from transferlab.significance import mean_sd, mean_sd_cell, signed_text
 
     columns = ["experiment", "model", "init", "pretraining steps", "fine-tune technique", "seeds",
                "validation accuracy", "test accuracy", "test macro-F1", "Δ accuracy vs baseline [95% CI]",
@@ -215,7 +217,7 @@ def markdown(rows: list[dict], baselines: dict) -> str:
     for row in rows:
         for r in row["per_seed"]:
             baseline = "-" if r["baseline"] is None else f"{r['baseline']:.4f}"
-            delta = "-" if r["baseline"] is None else signed_text(r['accuracy'] - r['baseline'])
+            delta = "-" if r["baseline"] is None else signed_text(r["accuracy"] - r["baseline"])
             tests = [r["b"], r["c"], f"{r['p']:.3g}", interval(r["ci"])] if "p" in r else \
                 ["-", "-", "- (no predictions.csv with a baseline)", "-"]
             accuracy = f"{r['accuracy']:.4f}"
