@@ -99,6 +99,20 @@ def log_evaluate_runs(workdir, outcomes=OUTCOMES) -> None:
                                  "baseline_test_fit_seconds": 2})
 
 
+def test_the_validation_of_window_experiments_says_it_counts_windows():
+    from transferlab.report import markdown, summary
+
+    seed = {"seed": 1, "accuracy": 0.97, "macro_f1": 0.97, "baseline": None, "validation": 0.94,
+            "seconds": 1.0, "parameters": 10, "paired": None}
+    table = markdown([summary(name, make_config(f"experiment={name}"), [seed], [])
+                      for name in ("long_documents/windows", "long_documents/head_tail")], {})
+    summary_table = table.split("## Per seed")[0]  # each row once; the per-seed table repeats names
+    rows = {line.split(" | ")[0].removeprefix("| "): line
+            for line in summary_table.splitlines() if line.startswith("| ")}
+    assert "| 0.9400 (per window) |" in rows["long_documents/windows"]
+    assert "| 0.9400 |" in rows["long_documents/head_tail"], "one article, one example: no note"
+
+
 def test_report_over_seeds_from_a_real_store(workdir, monkeypatch):
     from transferlab.cli import main
     from transferlab.report import accuracy_axis

@@ -34,6 +34,9 @@ HOW_TO_READ = f"""
 How to read it:
 - mean ± sd: the mean and the sample standard deviation over the seeds run; a row with 1 seed has
   no sd (one training run: its spread is unknown). Train time is the mean per seed.
+- Validation accuracy: the fine-tune's best epoch on the validation split, what a default is
+  chosen by (the test split is not). With model.truncation=windows it counts windows, not articles
+  ("per window"), so those rows cannot be ranked with the others on it.
 - The seed also draws the train/validation/test split (stage prepare), so every seed has its own
   test articles and its own baseline fit; the baseline row is the mean ± sd over those splits.
 - The paired tests compare an experiment with the baseline on the same test articles, always
@@ -124,6 +127,7 @@ def summary(name: str, cfg, found: list[dict], missing: list) -> dict:
         "macro_f1": mean_sd(r["macro_f1"] for r in found),
         # what a default is chosen by (the test split stays out of selection); only if every seed has it
         "validation": mean_sd(validation) if None not in validation else None,
+        "validation_per_window": cfg.model.truncation == "windows",  # the fine-tune scores windows
         "delta": mean_sd(deltas)[0] if deltas else None,
         # the pooled CI only when every seed's predictions are there: else it would not match Δ
         "ci": bootstrap_difference_ci(paired, RESAMPLES) if paired and len(paired) == len(found) else None,
@@ -183,6 +187,14 @@ def interval(ci) -> str:
     return f"[{signed_text(ci[0])}, {signed_text(ci[1])}]" if ci else ""
 
 
+def validation_cell(row: dict) -> str:
+    from transferlab.significance import mean_sd_cell
+
+    if not row["validation"]:
+        return "-"
+    return mean_sd_cell(row["validation"]) + (" (per window)" if row["validation_per_window"] else "")
+
+
 def markdown(rows: list[dict], baselines: dict) -> str:
     from transferlab.significance import mean_sd, mean_sd_cell, signed_text
 
@@ -200,7 +212,7 @@ def markdown(rows: list[dict], baselines: dict) -> str:
         parameters = "" if row["parameters"] is None else f"{row['parameters']:,.0f}"
         lines.append(line([row["experiment"], row["model"], row["init"], row["pretraining steps"],
                            row["fine-tune technique"], seeds_cell(row["seeds"], row["missing"]),
-                           mean_sd_cell(row["validation"]) if row["validation"] else "-",
+                           validation_cell(row),
                            mean_sd_cell(row["accuracy"]), mean_sd_cell(row["macro_f1"]), delta, p_values,
                            f"{row['seconds']:,.0f}", parameters]))
     if baselines:
