@@ -66,3 +66,12 @@ def test_make_compare_runs_named_queued_experiments_and_a_rerun_restores_them(ti
     table = json.loads(sh("dvc", "exp", "show", "--json", cwd=project).stdout)
     names = sorted(exp["name"] for base in table for exp in base.get("experiments") or [])
     assert names == ["tiny-s3", "tiny-s4"]
+
+
+def test_make_compare_refuses_an_unknown_experiment_before_queueing_any(tiny_copy: Path):
+    project = tiny_copy
+    result = sh("make", "compare", "STAMP=", "TORCH=cpu", "COMPARE=tiny compare_nope", "SEEDS=3",
+                cwd=project, check=False)
+    assert result.returncode != 0
+    assert "Could not find 'experiment/compare_nope'" in result.stderr and "Traceback" not in result.stderr
+    assert "tiny-s3" not in sh("dvc", "queue", "status", cwd=project).stdout, "nothing queued, not even tiny"
