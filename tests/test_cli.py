@@ -45,3 +45,6 @@ def test_compose_writes_params_only_when_valid(tmp_path):
              cwd=tmp_path, check=False)
     assert bad.returncode == 2 and "finetune.epochs=0 must be > 0" in bad.stderr
     assert "init: scratch" in out.read_text() and not list(tmp_path.glob("*.tmp-*"))
+    nested = tmp_path / "configs" / "scratch" / "params.yaml"  # a folder that is not there yet
+    sh("transferlab", "compose", "--config-dir", conf, "-o", str(nested), "model=scratch", cwd=tmp_path)
+    assert "init: scratch" in nested.read_text()

@@ -82,6 +82,7 @@ def compose_command(args) -> None:
         sys.stdout.write(text)
         return
     tmp = Path(args.output).with_name(Path(args.output).name + ".tmp-compose")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(args.output)
 
