@@ -173,13 +173,24 @@ class PeakRSS:
             time.sleep(0.05)
 
 
-def flops_per_token(model_dir: Path, mean_length: float) -> float:
-    """Training FLOPs per token: 6 x non-embedding parameters + attention (PaLM's 12·L·H·S)."""
+def flops_per_token(model_dir: Path, mean_length: float, freeze: dict | None = None) -> float:
+    """Training FLOPs per token: 6 x non-embedding parameters + attention (PaLM's 12·L·H·S) when every
+    layer trains. Frozen layers (`finetune.freeze`) cost only their forward pass (2 x parameters +
+    4·H·S) when nothing below them trains, and skip their weight gradients (2 x parameters) when
+    the embeddings still do. Gradual unfreezing is not counted."""
     config = json.loads((model_dir / "config.json").read_text())
     layers, hidden = config["num_hidden_layers"], config["hidden_size"]
     intermediate = config.get("intermediate_size", 4 * hidden)
     per_layer = 4 * hidden * hidden + 2 * hidden * intermediate
-    return 6 * layers * per_layer + 12 * layers * hidden * mean_length
+    attention = hidden * mean_length
+    freeze = freeze or {}
+    frozen = layers if freeze.get("backbone") else min(freeze.get("layers", 0), layers)
+    embeddings_train = not (freeze.get("backbone") or freeze.get("embeddings"))
+    lowest_backward = 0 if embeddings_train else frozen  # below it, no gradient is needed at all
+    forward = layers * (2 * per_layer + 4 * attention)
+    input_gradients = (layers - lowest_backward) * (2 * per_layer + 8 * attention)
+    weight_gradients = (layers - frozen) * 2 * per_layer
+    return forward + input_gradients + weight_gradients
 
 
 def real_tokens(project: Path, max_length: int) -> tuple[int, float]:
@@ -240,6 +251,9 @@ def plain_finetune(project: Path, output: Path, bf16: bool) -> dict:
         str(project / "models/pretrained"), str(output), "--epochs", str(ft["epochs"]),
         "--batch-size", str(ft["batch_size"]), "--max-length", str(params["model"]["max_length"]),
         "--lr", str(ft["backbone_lr"]), "--seed", str(params["seed"]), *(["--bf16"] if bf16 else []),
+        # the same job: what the pipeline keeps frozen, the plain script freezes too
+        "--freeze-layers", str(ft["freeze"]["layers"]),
+        *(["--freeze-embeddings"] if ft["freeze"]["embeddings"] else []),
         cwd=project)
     return json.loads(output.read_text())
 
@@ -318,7 +332,8 @@ def main() -> None:
         project = clone(Path(folder) / "project", overrides)
         print("pipeline fine-tune ...", flush=True)
         ours = pipeline_finetune(project)
-        per_token = flops_per_token(project / "models/pretrained", ours["mean_tokens_per_example"])
+        per_token = flops_per_token(project / "models/pretrained", ours["mean_tokens_per_example"],
+                                    ours["config"]["finetune"]["freeze"])
         figures = {"pipeline": ours}
         if not args.skip_plain:
             print("plain Trainer fine-tune ...", flush=True)

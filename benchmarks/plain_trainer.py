@@ -4,7 +4,10 @@ batch size, sequence length, epochs and learning rate as the pipeline's fine-tun
 user passes where the machine runs bf16 natively (make bench does so there: the fair comparison).
 
     python benchmarks/plain_trainer.py PREPARED_DIR MODEL_DIR OUT.json --epochs 3 --batch-size 32 \
-        --max-length 128 --lr 1e-4 --seed 42 [--bf16]
+        --max-length 128 --lr 1e-4 --seed 42 [--bf16] [--freeze-embeddings] [--freeze-layers 2]
+
+Freezing is written the plain way too: `requires_grad_(False)` on the embeddings and the lowest
+layers, which Trainer's optimizer then leaves out.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--max-steps", type=int, default=-1)
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (Trainer's --bf16)")
+    parser.add_argument("--freeze-embeddings", action="store_true")
+    parser.add_argument("--freeze-layers", type=int, default=0, help="the lowest N encoder layers")
     args = parser.parse_args()
 
     import numpy as np
@@ -39,6 +44,10 @@ def main() -> None:
     labels = json.loads((args.prepared / "labels.json").read_text())
     tok = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=len(labels))
+    if args.freeze_embeddings:
+        model.base_model.embeddings.requires_grad_(False)
+    for layer in model.base_model.encoder.layer[:args.freeze_layers]:
+        layer.requires_grad_(False)
 
     def encode(split: str) -> Dataset:
         frame = pd.read_parquet(args.prepared / f"{split}.parquet")

@@ -113,6 +113,19 @@ def test_the_validation_of_window_experiments_says_it_counts_windows():
     assert "| 0.9400 |" in rows["long_documents/head_tail"], "one article, one example: no note"
 
 
+def test_the_technique_column_says_what_is_frozen():
+    from transferlab.report import technique
+
+    assert technique(make_config()) == "embeddings + lowest 2 layers frozen", "MiniLM's default"
+    spelt_out = make_config("experiment=compare_pretrained/frozen_lower_layers")
+    assert technique(spelt_out) == technique(make_config())
+    assert technique(make_config("experiment=compare_pretrained/full_finetune")) == "full fine-tune"
+    assert technique(make_config("experiment=compare_pretrained/frozen_backbone")) == "frozen backbone"
+    assert technique(make_config("finetune.freeze.embeddings=false", "finetune.freeze.layers=1")) == (
+        "lowest 1 layer frozen")
+    assert technique(make_config("experiment=tiny")) == "full fine-tune", "a scratch model freezes nothing"
+
+
 def test_report_over_seeds_from_a_real_store(workdir, monkeypatch):
     from transferlab.cli import main
     from transferlab.report import accuracy_axis

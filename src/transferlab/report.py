@@ -25,6 +25,7 @@ DEFAULT_EXPERIMENTS = (
     "torch_transformer",
     "compare_pretrained/frozen_backbone",
     "compare_pretrained/full_finetune",
+    "compare_pretrained/frozen_lower_layers",  # the default
     "compare_pretrained/gradual_unfreezing",
     "compare_pretrained/dapt",
     "pretraining_budget/steps_1600",  # with the two compare_scratch rows: the pretraining-budget curve
@@ -50,12 +51,10 @@ How to read it:
 
 
 def technique(cfg) -> str:
-    ft = cfg.finetune
-    parts = []
-    if ft.freeze.backbone:
-        parts.append("frozen backbone")
-    elif ft.freeze.layers or ft.freeze.embeddings or ft.freeze.patterns:
-        parts.append("partly frozen")
+    ft, layers = cfg.finetune, cfg.finetune.freeze.layers
+    frozen = [name for name, on in (("embeddings", ft.freeze.embeddings), (f"lowest {layers} layer"
+              + "s" * (layers > 1), layers), ("by pattern", ft.freeze.patterns)) if on]
+    parts = ["frozen backbone"] if ft.freeze.backbone else [" + ".join(frozen) + " frozen"] if frozen else []
     if ft.unfreeze.every:
         parts.append(f"gradual unfreezing /{ft.unfreeze.every} {ft.unfreeze.unit}")
     if ft.layer_lr_decay < 1:
