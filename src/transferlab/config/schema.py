@@ -90,6 +90,9 @@ class TrainConfig:
 
 @dataclass
 class FreezeConfig:
+    """Nothing frozen unless a model config says so: conf/model/minilm.yaml freezes MiniLM's
+    embeddings and lowest 2 layers (docs/transfer-learning.md, "Choosing the default")."""
+
     backbone: bool = False  # embeddings + all encoder layers; the pooler and new head still train
     embeddings: bool = False
     layers: int = 0  # the lowest N encoder layers
