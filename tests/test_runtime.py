@@ -144,7 +144,9 @@ def test_minilm_fine_tunes_with_eager_attention_and_no_attention_dropout(workdir
     labels = json.loads(Path("data/prepared/labels.json").read_text())
     net, _ = finetune.load_classifier(labels, attention_dropout=cfg.finetune.attention_dropout)
     assert net.config.attention_probs_dropout_prob == 0.0
-    assert net.config.hidden_dropout_prob == 0.1  # only the attention dropout is the lever
+    assert net.config.hidden_dropout_prob == 0.1  # finetune.hidden_dropout: null keeps MiniLM's
+    quiet, _ = finetune.load_classifier(labels, hidden_dropout=0.0)
+    assert (quiet.config.hidden_dropout_prob, quiet.config.attention_probs_dropout_prob) == (0.0, 0.1)
     runtime.use_attention(net, cfg)
     assert net.config._attn_implementation == "eager"  # auto on a CPU
     runtime.use_attention(net, make_config("runtime.attention=sdpa"))

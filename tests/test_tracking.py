@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import free_port, make_config
+from conftest import REPO, free_port, make_config
 from transferlab.errors import UserError
 from transferlab.tracking import flatten, redact, stage_run
 from transferlab.tracking.identity import run_name
@@ -94,3 +94,20 @@ def test_secrets_in_the_environment_never_reach_the_store(workdir, monkeypatch):
     assert any(p.name == "store.db" for p in written) and any("mlruns" in p.parts for p in written)
     for path in written:
         assert secret.encode() not in path.read_bytes(), f"{path} holds the secret"
+
+
+def test_a_key_added_later_keeps_the_recorded_fingerprints_at_its_neutral_value(monkeypatch):
+    """Reports find earlier runs by fingerprint: a new config key must not orphan them."""
+    from omegaconf import OmegaConf
+
+    from transferlab.tracking.lineage import fingerprint
+
+    monkeypatch.chdir(REPO)  # the stages' params come from dvc.yaml
+    cfg = make_config()
+    recorded = OmegaConf.to_container(cfg)
+    del recorded["finetune"]["hidden_dropout"]  # the config as runs recorded it before the key
+    for stage in ("train", "finetune", "evaluate"):
+        assert fingerprint(cfg, stage) == fingerprint(OmegaConf.create(recorded), stage)
+    changed = make_config("finetune.hidden_dropout=0.0")
+    assert fingerprint(changed, "finetune") != fingerprint(cfg, "finetune")
+    assert fingerprint(changed, "train") == fingerprint(cfg, "train"), "train does not read it"

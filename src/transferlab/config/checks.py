@@ -99,9 +99,10 @@ def check(cfg) -> None:
             problems.append(f"finetune.freeze.patterns: {pattern!r} is not a regex ({err})")
     if cfg.runtime.threads is not None and cfg.runtime.threads < 1:
         problems.append(f"runtime.threads={cfg.runtime.threads} must be >= 1 or null")
-    dropout = cfg.finetune.attention_dropout
-    if dropout is not None and not 0 <= dropout < 1:
-        problems.append(f"finetune.attention_dropout={dropout} must be in [0, 1) or null")
+    for kind in ("attention_dropout", "hidden_dropout"):
+        dropout = cfg.finetune[kind]
+        if dropout is not None and not 0 <= dropout < 1:
+            problems.append(f"finetune.{kind}={dropout} must be in [0, 1) or null")
     if cfg.finetune.early_stopping_patience < 1:
         problems.append("finetune.early_stopping_patience must be >= 1")
     if cfg.task == "causal_lm" and cfg.sweep.objective != "best_validation_loss":

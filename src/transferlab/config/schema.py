@@ -123,6 +123,10 @@ class FinetuneConfig:
     # Dropout on the attention probabilities while fine-tuning; None keeps the checkpoint's (MiniLM:
     # 0.1). 0 skips a Bernoulli mask as large as every attention map: docs/performance.md.
     attention_dropout: float | None = 0.0
+    # Dropout on the hidden states (embeddings, each sublayer's output, the classifier's input) while
+    # fine-tuning; None keeps the checkpoint's (MiniLM: 0.1). Drawing its masks is a fifth of a bf16
+    # step on CPU (docs/performance.md).
+    hidden_dropout: float | None = None
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
     unfreeze: UnfreezeConfig = field(default_factory=UnfreezeConfig)
 

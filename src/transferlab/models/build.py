@@ -29,24 +29,28 @@ def cannot_load(name_or_path: str, what: str, err: Exception, kinds: str) -> Use
                      "a package: path, or a hub id (hubs need network)")
 
 
-ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")
+# Each architecture names its dropouts differently; the torch.nn models have one `dropout` for all.
+DROPOUT_KEYS = {"attention": ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop"),
+                "hidden": ("hidden_dropout_prob", "hidden_dropout", "resid_pdrop", "embd_pdrop")}
 
 
-def attention_dropout_override(folder, probability: float | None) -> dict:
-    """from_pretrained keywords that set the checkpoint's attention-probability dropout to
-    `probability` (None: keep it). Each architecture names it differently; one without a separate
-    attention dropout (the torch.nn models) is left as it is."""
+def dropout_overrides(folder, attention: float | None = None, hidden: float | None = None) -> dict:
+    """from_pretrained keywords that set the checkpoint's attention-probability and hidden-state
+    dropouts (None: keep it). An architecture without a separate one of them is left as it is."""
     import json
     from pathlib import Path
 
-    if probability is None:
-        return {}
     config = json.loads((Path(folder) / "config.json").read_text())
-    keys = [key for key in ATTENTION_DROPOUT_KEYS if key in config]
-    if not keys:
-        log.info("%s has no separate attention dropout: finetune.attention_dropout does not apply",
-                 config.get("model_type", folder))
-    return dict.fromkeys(keys, probability)
+    overrides = {}
+    for kind, probability in (("attention", attention), ("hidden", hidden)):
+        if probability is None:
+            continue
+        keys = [key for key in DROPOUT_KEYS[kind] if key in config]
+        if not keys:
+            log.info("%s has no separate %s dropout: finetune.%s_dropout does not apply",
+                     config.get("model_type", folder), kind, kind)
+        overrides |= dict.fromkeys(keys, probability)
+    return overrides
 
 
 # How this machine reached a tokenizer's files, not what the tokenizer is: transformers saves these

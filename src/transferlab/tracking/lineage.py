@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from transferlab.pipeline import stage_params
 
+# Keys added to the config after runs were recorded, each with the value that does what those runs
+# did: at that value a key is left out of the digest, so the recorded runs keep their fingerprints.
+ADDED_LATER = {"finetune.hidden_dropout": None}
+
 
 def fingerprint(cfg, stage: str) -> str:
     """A digest of the config that determines `stage`'s outputs (its params and its upstream ones).
@@ -17,6 +21,13 @@ def fingerprint(cfg, stage: str) -> str:
     from omegaconf import OmegaConf
 
     config = OmegaConf.to_container(cfg, resolve=True)
+    for key, neutral in ADDED_LATER.items():
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            node = node.get(part, {})
+        if leaf in node and node[leaf] == neutral:
+            del node[leaf]
     keys = stage_params(stage) or [k for k in config if k != "tracking"]
     selected = {}
     for key in keys:

@@ -25,17 +25,18 @@ def wall_time(key: str) -> bool:
     return "runtime" in key or "per_second" in key or key.endswith("_time")
 
 
-def load_decoder(trust_remote_code: bool = False, attention_dropout: float | None = None):
+def load_decoder(trust_remote_code: bool = False, attention_dropout: float | None = None,
+                 hidden_dropout: float | None = None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from transferlab.models.build import attention_dropout_override
+    from transferlab.models.build import dropout_overrides
     from transferlab.tasks.causal_lm.model import register_architectures
 
     register_architectures()
     if not (PRETRAINED / "config.json").is_file():
         raise UserError(f"{PRETRAINED} has no model: run the train stage first (`dvc repro train`)")
-    net = AutoModelForCausalLM.from_pretrained(PRETRAINED, trust_remote_code=trust_remote_code,
-                                               **attention_dropout_override(PRETRAINED, attention_dropout))
+    dropouts = dropout_overrides(PRETRAINED, attention_dropout, hidden_dropout)
+    net = AutoModelForCausalLM.from_pretrained(PRETRAINED, trust_remote_code=trust_remote_code, **dropouts)
     return net, AutoTokenizer.from_pretrained(PRETRAINED, trust_remote_code=trust_remote_code)
 
 
@@ -52,7 +53,8 @@ def run(cfg) -> dict:
     with training_run(cfg, "finetune", inputs=[PRETRAINED],
                       tags={"task": cfg.task, "lm.domain": domain or "all"}) as (run_log, checkpoints):
         prepared.log_splits(run_log, {name: prepared.read_split(name) for name in ("train", "validation")})
-        net, tok = load_decoder(cfg.model.trust_remote_code, cfg.finetune.attention_dropout)
+        net, tok = load_decoder(cfg.model.trust_remote_code, cfg.finetune.attention_dropout,
+                                cfg.finetune.hidden_dropout)
         use_attention(net, cfg)
         train_blocks = corpus.split_blocks("train", tok, cfg, domain=domain, limit=cfg.lm.max_train_blocks)
         eval_blocks = corpus.split_blocks("validation", tok, cfg, domain=domain, limit=cfg.lm.max_eval_blocks)

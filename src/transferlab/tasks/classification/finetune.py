@@ -19,10 +19,10 @@ log = logging.getLogger(__name__)
 
 
 def load_classifier(labels: list[str], trust_remote_code: bool = False,
-                    attention_dropout: float | None = None):
+                    attention_dropout: float | None = None, hidden_dropout: float | None = None):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from transferlab.models.build import attention_dropout_override, register_architectures
+    from transferlab.models.build import dropout_overrides, register_architectures
 
     register_architectures()
     if not (PRETRAINED / "config.json").is_file():
@@ -36,7 +36,7 @@ def load_classifier(labels: list[str], trust_remote_code: bool = False,
         id2label=dict(enumerate(labels)),
         label2id={name: i for i, name in enumerate(labels)},
         ignore_mismatched_sizes=True,
-        **attention_dropout_override(PRETRAINED, attention_dropout),
+        **dropout_overrides(PRETRAINED, attention_dropout, hidden_dropout),
     )
     return net, tok
 
@@ -76,7 +76,8 @@ def run(cfg) -> dict:
                             "task=causal_lm for unlabelled text")
         frames = {name: prepared.read_split(name) for name in ("train", "validation")}
         prepared.log_splits(run_log, frames)
-        net, tok = load_classifier(labels, cfg.model.trust_remote_code, cfg.finetune.attention_dropout)
+        net, tok = load_classifier(labels, cfg.model.trust_remote_code, cfg.finetune.attention_dropout,
+                                   cfg.finetune.hidden_dropout)
         runtime.use_attention(net, cfg)
         max_length = cfg.model.max_length
         cut = {"truncation": cfg.model.truncation, "stride": cfg.model.window_stride,
