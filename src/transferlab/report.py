@@ -59,6 +59,8 @@ def technique(cfg) -> str:
         parts.append(f"gradual unfreezing /{ft.unfreeze.every} {ft.unfreeze.unit}")
     if ft.layer_lr_decay < 1:
         parts.append(f"layer LR decay {ft.layer_lr_decay:g}")
+    if ft.hidden_dropout is not None:
+        parts.append(f"hidden dropout {ft.hidden_dropout:g}")
     return ", ".join(parts) or "full fine-tune"
 
 
