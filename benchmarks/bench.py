@@ -247,13 +247,15 @@ def plain_finetune(project: Path, output: Path, bf16: bool) -> dict:
 
     params = yaml.safe_load((project / "params.yaml").read_text())
     ft = params["finetune"]
+    frozen = ft["freeze"]
     run(sys.executable, str(REPO / "benchmarks/plain_trainer.py"), str(project / "data/prepared"),
         str(project / "models/pretrained"), str(output), "--epochs", str(ft["epochs"]),
         "--batch-size", str(ft["batch_size"]), "--max-length", str(params["model"]["max_length"]),
         "--lr", str(ft["backbone_lr"]), "--seed", str(params["seed"]), *(["--bf16"] if bf16 else []),
-        # the same job: what the pipeline keeps frozen, the plain script freezes too
-        "--freeze-layers", str(ft["freeze"]["layers"]),
-        *(["--freeze-embeddings"] if ft["freeze"]["embeddings"] else []),
+        # the same job: what the pipeline keeps frozen, the plain script freezes too (a frozen
+        # backbone is every layer and the embeddings; freeze.patterns has no plain equivalent here)
+        "--freeze-layers", str(10**6 if frozen["backbone"] else frozen["layers"]),
+        *(["--freeze-embeddings"] if frozen["backbone"] or frozen["embeddings"] else []),
         cwd=project)
     return json.loads(output.read_text())
 
