@@ -161,3 +161,51 @@ def test_two_clones_log_concurrently_to_one_postgres_backed_server(team_server, 
     with database, database.cursor() as cursor:
         cursor.execute("select status, count(*) from runs group by status")
         assert dict(cursor.fetchall()) == {"FINISHED": len(found)}
+
+
+def log_at_the_same_moment(runs, frame, digest: str) -> list[Exception]:
+    """Every run logs the dataset from its own thread, all released at once: the errors raised."""
+    import threading
+
+    start, errors = threading.Barrier(len(runs)), []
+
+    def log(run) -> None:
+        start.wait()
+        try:
+            run.log_dataset(frame, "train", digest, context="train")
+        except Exception as error:  # noqa: BLE001 - returned to the test
+            errors.append(error)
+
+    threads = [threading.Thread(target=log, args=(run,)) for run in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
+@pytest.mark.slow
+def test_runs_that_log_the_same_new_dataset_at_the_same_moment_all_get_it(team_server):
+    """MLflow's store looks a dataset up, then inserts it: teammates whose runs read the same data at
+    the same moment collide on its unique key. Every run still ends up linked to the one dataset row."""
+    import mlflow
+    import pandas as pd
+
+    from transferlab.tracking.runs import StageRun
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(team_server)
+    try:
+        client = mlflow.MlflowClient()
+        experiment_id = client.create_experiment("simultaneous-datasets")
+        frame = pd.DataFrame({"text": ["a b", "c d"], "label": [0, 1]})
+        for digest in ("race0", "race1", "race2", "race3"):  # each a new row that 6 runs race to insert
+            runs = [StageRun(experiment_id=experiment_id, run_id=client.create_run(experiment_id).info.run_id)
+                    for _ in range(6)]
+            errors = log_at_the_same_moment(runs, frame, digest)
+            assert not errors, errors[0]
+            for run in runs:
+                (entry,) = client.get_run(run.run_id).inputs.dataset_inputs
+                assert (entry.dataset.name, entry.dataset.digest) == ("train", digest)
+    finally:
+        mlflow.set_tracking_uri(previous)

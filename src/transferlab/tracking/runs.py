@@ -46,13 +46,33 @@ class StageRun:
     def log_dataset(self, frame, name: str, digest: str, context: str) -> None:
         """Data lineage: the split this stage read, by name and content digest (active run only)."""
         if self.run_id:
-            import mlflow
             import mlflow.data
 
             with warnings.catch_warnings():  # the hint that int columns cannot hold NaN: not a model schema
                 warnings.filterwarnings("ignore", r".*integer column", UserWarning)
-                dataset = mlflow.data.from_pandas(frame, name=name, digest=digest)
-                mlflow.log_input(dataset, context=context)
+                dataset = mlflow.data.from_pandas(frame, name=name, digest=digest)._to_mlflow_entity()
+            self._log_input(dataset, context)
+
+    def _log_input(self, dataset, context: str, attempts: int = 3) -> None:
+        """Log a dataset input, again when a teammate's run inserted the same dataset (experiment,
+        name, digest) between the store's lookup and its insert: MLflow's store looks, then inserts,
+        so two runs of the same data at the same moment collide on the unique key. The failed attempt
+        was rolled back whole; the next one finds the row and links this run to it."""
+        import time
+
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.exceptions import MlflowException
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        entry = DatasetInput(dataset, [InputTag(MLFLOW_DATASET_CONTEXT, context)])
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._client.log_inputs(self.run_id, datasets=[entry])
+            except MlflowException as error:
+                text = str(error).lower()
+                if attempt == attempts or not ("duplicate key" in text or "unique constraint" in text):
+                    raise
+                time.sleep(0.2 * attempt)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         if self.run_id:
