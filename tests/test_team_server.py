@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -163,20 +164,20 @@ def test_two_clones_log_concurrently_to_one_postgres_backed_server(team_server, 
         assert dict(cursor.fetchall()) == {"FINISHED": len(found)}
 
 
-def log_at_the_same_moment(runs, frame, digest: str) -> list[Exception]:
-    """Every run logs the dataset from its own thread, all released at once: the errors raised."""
+def at_the_same_moment(calls) -> list[Exception]:
+    """Each call in a thread of its own, all released at once: the errors they raised."""
     import threading
 
-    start, errors = threading.Barrier(len(runs)), []
+    start, errors = threading.Barrier(len(calls)), []
 
-    def log(run) -> None:
+    def run(call) -> None:
         start.wait()
         try:
-            run.log_dataset(frame, "train", digest, context="train")
+            call()
         except Exception as error:  # noqa: BLE001 - returned to the test
             errors.append(error)
 
-    threads = [threading.Thread(target=log, args=(run,)) for run in runs]
+    threads = [threading.Thread(target=run, args=(call,)) for call in calls]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -185,27 +186,37 @@ def log_at_the_same_moment(runs, frame, digest: str) -> list[Exception]:
 
 
 @pytest.mark.slow
-def test_runs_that_log_the_same_new_dataset_at_the_same_moment_all_get_it(team_server):
-    """MLflow's store looks a dataset up, then inserts it: teammates whose runs read the same data at
-    the same moment collide on its unique key. Every run still ends up linked to the one dataset row."""
+def test_runs_that_log_the_same_new_rows_at_the_same_moment_all_succeed(team_server):
+    """MLflow's store looks a dataset (or a model alias) up, then inserts it: teammates whose runs log
+    the same data, or crown the first champion, at the same moment collide on its unique key. Every
+    run still ends up linked to the one dataset row, and the alias is set."""
     import mlflow
     import pandas as pd
 
     from transferlab.tracking.runs import StageRun
+    from transferlab.tracking.store import retried_on_collision
 
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(team_server)
     try:
         client = mlflow.MlflowClient()
-        experiment_id = client.create_experiment("simultaneous-datasets")
+        experiment_id = client.create_experiment("simultaneous-rows")
         frame = pd.DataFrame({"text": ["a b", "c d"], "label": [0, 1]})
         for digest in ("race0", "race1", "race2", "race3"):  # each a new row that 6 runs race to insert
             runs = [StageRun(experiment_id=experiment_id, run_id=client.create_run(experiment_id).info.run_id)
                     for _ in range(6)]
-            errors = log_at_the_same_moment(runs, frame, digest)
+            errors = at_the_same_moment([partial(run.log_dataset, frame, "train", digest, "train")
+                                         for run in runs])
             assert not errors, errors[0]
             for run in runs:
                 (entry,) = client.get_run(run.run_id).inputs.dataset_inputs
                 assert (entry.dataset.name, entry.dataset.digest) == ("train", digest)
+        client.create_registered_model("race")
+        version = client.create_model_version("race", f"runs:/{runs[0].run_id}/model", runs[0].run_id)
+        for alias in ("a0", "a1", "a2", "a3"):
+            crown = partial(client.set_registered_model_alias, "race", alias, version.version)
+            errors = at_the_same_moment([partial(retried_on_collision, crown) for _ in range(6)])
+            assert not errors, errors[0]
+            assert client.get_model_version_by_alias("race", alias).version == version.version
     finally:
         mlflow.set_tracking_uri(previous)

@@ -10,6 +10,8 @@ from contextlib import suppress
 from importlib.metadata import version
 from pathlib import Path
 
+from transferlab.tracking.store import retried_on_collision
+
 log = logging.getLogger(__name__)
 SERVED_PACKAGES = ("torch", "transformers", "tokenizers", "safetensors", "pandas", "mlflow")
 
@@ -77,7 +79,8 @@ def publish(run_log, cfg, model_dir: Path, examples: list[str], score: float, te
             held = previous.data.metrics.get(metric)
             wins = held is None or (score > held if higher_is_better else score < held)
     if wins:
-        client.set_registered_model_alias(name, alias, registered.version)
+        # the first champion of two evaluations at the same moment: both insert the alias row
+        retried_on_collision(lambda: client.set_registered_model_alias(name, alias, registered.version))
     log.info("registered %s version %s%s", name, registered.version,
              f" as @{alias}" if wins else f" (@{alias} stays on version {holder.version})")
     run_log.set_tags({"registry.model": name, "registry.version": registered.version,

@@ -12,7 +12,7 @@ from pathlib import Path
 from transferlab.pipeline import stage_names
 from transferlab.tracking.identity import flatten, masked, run_identity, run_name
 from transferlab.tracking.lineage import fingerprint, latest_stage_run
-from transferlab.tracking.store import open_store, tracking_uri
+from transferlab.tracking.store import open_store, retried_on_collision, tracking_uri
 
 log = logging.getLogger(__name__)
 PARENT_ENV = "TRANSFERLAB_PARENT_RUN_ID"  # set by `transferlab run` for the stages `dvc repro` starts
@@ -53,26 +53,13 @@ class StageRun:
                 dataset = mlflow.data.from_pandas(frame, name=name, digest=digest)._to_mlflow_entity()
             self._log_input(dataset, context)
 
-    def _log_input(self, dataset, context: str, attempts: int = 3) -> None:
-        """Log a dataset input, again when a teammate's run inserted the same dataset (experiment,
-        name, digest) between the store's lookup and its insert: MLflow's store looks, then inserts,
-        so two runs of the same data at the same moment collide on the unique key. The failed attempt
-        was rolled back whole; the next one finds the row and links this run to it."""
-        import time
-
+    def _log_input(self, dataset, context: str) -> None:
         from mlflow.entities import DatasetInput, InputTag
-        from mlflow.exceptions import MlflowException
         from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
         entry = DatasetInput(dataset, [InputTag(MLFLOW_DATASET_CONTEXT, context)])
-        for attempt in range(1, attempts + 1):
-            try:
-                return self._client.log_inputs(self.run_id, datasets=[entry])
-            except MlflowException as error:
-                text = str(error).lower()
-                if attempt == attempts or not ("duplicate key" in text or "unique constraint" in text):
-                    raise
-                time.sleep(0.2 * attempt)
+        # Teammates' runs of the same data log the same dataset row, maybe at the same moment.
+        retried_on_collision(lambda: self._client.log_inputs(self.run_id, datasets=[entry]))
 
     def log_text(self, text: str, artifact_file: str) -> None:
         if self.run_id:

@@ -71,3 +71,23 @@ def _store_lock(uri: str):
 
     with FileLock(uri[len(prefix):] + ".lock", timeout=120):
         yield
+
+
+def retried_on_collision(call, attempts: int = 3):
+    """`call()`, again when the store refused it on a unique key another process inserted between
+    the store's lookup and its insert: MLflow looks a row up, then inserts it (datasets, aliases),
+    so runs that log the same thing at the same moment collide. The failed attempt was rolled back
+    whole; the next one finds the row."""
+    import time
+
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except MlflowException as error:  # PostgreSQL, sqlite and MySQL's words for the collision
+            text = str(error).lower()
+            if attempt == attempts or not any(
+                    word in text for word in ("duplicate key", "unique constraint", "duplicate entry")):
+                raise
+            time.sleep(0.2 * attempt)
