@@ -44,22 +44,18 @@ class StageRun:
         return found.info.run_id
 
     def log_dataset(self, frame, name: str, digest: str, context: str) -> None:
-        """Data lineage: the split this stage read, by name and content digest (active run only)."""
+        """Data lineage: the split this stage read, by name and content digest."""
         if self.run_id:
             import mlflow.data
+            from mlflow.entities import DatasetInput, InputTag
+            from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
             with warnings.catch_warnings():  # the hint that int columns cannot hold NaN: not a model schema
                 warnings.filterwarnings("ignore", r".*integer column", UserWarning)
                 dataset = mlflow.data.from_pandas(frame, name=name, digest=digest)._to_mlflow_entity()
-            self._log_input(dataset, context)
-
-    def _log_input(self, dataset, context: str) -> None:
-        from mlflow.entities import DatasetInput, InputTag
-        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
-
-        entry = DatasetInput(dataset, [InputTag(MLFLOW_DATASET_CONTEXT, context)])
-        # Teammates' runs of the same data log the same dataset row, maybe at the same moment.
-        retried_on_collision(lambda: self._client.log_inputs(self.run_id, datasets=[entry]))
+            entry = DatasetInput(dataset, [InputTag(MLFLOW_DATASET_CONTEXT, context)])
+            # Teammates' runs of the same data log the same dataset row, maybe at the same moment.
+            retried_on_collision(lambda: self._client.log_inputs(self.run_id, datasets=[entry]))
 
     def log_text(self, text: str, artifact_file: str) -> None:
         if self.run_id:
