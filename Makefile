@@ -68,10 +68,12 @@ run: $(STAMP)
 TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
 test: $(STAMP)
 	ruff check src tests tools benchmarks
+	ruff format --check src tests tools benchmarks
 	python -m pytest -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	ruff check src tests tools benchmarks
+	ruff format --check src tests tools benchmarks
 
 # nproc counts OMP_NUM_THREADS as a core limit (the tests set it to 1): the cores, not that
 CORES := $(shell env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/null || echo 1)

@@ -33,17 +33,30 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("prepare", "train", "finetune", "evaluate")
 # One switch each, flipped from the default config (conf/runtime, precision, finetune).
-LEVERS = ("precision=fp32", "precision=bf16", "finetune.attention_dropout=null", "runtime.attention=sdpa",
-          "runtime.optimizer=foreach", "runtime.optimizer=for_loop", "runtime.compile=true",
-          "runtime.reuse_freed_memory=false", "runtime.group_by_length=true",
-          "runtime.group_by_length=false",
-          "runtime.dataloader_workers=2", "runtime.threads=1",
-          "repro=fast")
+LEVERS = (
+    "precision=fp32",
+    "precision=bf16",
+    "finetune.attention_dropout=null",
+    "runtime.attention=sdpa",
+    "runtime.optimizer=foreach",
+    "runtime.optimizer=for_loop",
+    "runtime.compile=true",
+    "runtime.reuse_freed_memory=false",
+    "runtime.group_by_length=true",
+    "runtime.group_by_length=false",
+    "runtime.dataloader_workers=2",
+    "runtime.threads=1",
+    "repro=fast",
+)
 
 
 def spread(samples: list[float], digits: int = 3) -> dict:
-    return {"median": round(statistics.median(samples), digits), "min": round(min(samples), digits),
-            "max": round(max(samples), digits), "n": len(samples)}
+    return {
+        "median": round(statistics.median(samples), digits),
+        "min": round(min(samples), digits),
+        "max": round(max(samples), digits),
+        "n": len(samples),
+    }
 
 
 ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "asimd", "bf16")
@@ -56,12 +69,24 @@ def machine() -> dict:
     from transferlab.training.precision import cpu_flags, cpu_has_native_bf16, resolve_precision
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model_name = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
-                       .splitlines() if line.startswith("model name")), platform.processor())
-    return {"cpu": model_name or platform.machine(), "cores": os.cpu_count(),
-            "isa": sorted(cpu_flags() & set(ISA_FLAGS)), "native_bf16": cpu_has_native_bf16(),
-            "precision_auto": resolve_precision("auto", device), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "cuda": torch.cuda.is_available()}
+    model_name = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cpu": model_name or platform.machine(),
+        "cores": os.cpu_count(),
+        "isa": sorted(cpu_flags() & set(ISA_FLAGS)),
+        "native_bf16": cpu_has_native_bf16(),
+        "precision_auto": resolve_precision("auto", device),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.is_available(),
+    }
 
 
 def matmul_peak(dtype_name: str, size: int = 2048, repeats: int = 5) -> dict:
@@ -86,8 +111,12 @@ def matmul_peak(dtype_name: str, size: int = 2048, repeats: int = 5) -> dict:
 def env() -> dict[str, str]:
     bin_dir = str(Path(sys.executable).parent)
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_EXP"))}
-    return clean | {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "HF_HUB_OFFLINE": "1",
-                    "DVC_NO_ANALYTICS": "1", "TRANSFORMERS_OFFLINE": "1"}
+    return clean | {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "HF_HUB_OFFLINE": "1",
+        "DVC_NO_ANALYTICS": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -131,8 +160,11 @@ def startup(repeats: int) -> dict:
         started = time.perf_counter()
         run("transferlab", "--help", cwd=REPO)
         help_times.append(time.perf_counter() - started)
-    return {"stage_startup_seconds": {s: spread(v) for s, v in samples.items()},
-            "help_seconds": spread(help_times), "dvc": dvc}
+    return {
+        "stage_startup_seconds": {s: spread(v) for s, v in samples.items()},
+        "help_seconds": spread(help_times),
+        "dvc": dvc,
+    }
 
 
 def dvc_noop(project: Path, repeats: int) -> dict:
@@ -146,8 +178,9 @@ def dvc_noop(project: Path, repeats: int) -> dict:
             if command == "repro" and "Running stage" in out:
                 sys.exit(f"bench: the no-op `dvc repro` ran a stage:\n{out}")
     result = {f"{c}_seconds": spread(v) for c, v in timings.items()}
-    result["repro_over_status"] = round(result["repro_seconds"]["median"] /
-                                        result["status_seconds"]["median"], 3)
+    result["repro_over_status"] = round(
+        result["repro_seconds"]["median"] / result["status_seconds"]["median"], 3
+    )
     return result
 
 
@@ -209,8 +242,14 @@ def pipeline_finetune(project: Path) -> dict:
     stage commands, timed through the figures they log to MLflow."""
     for stage in ("prepare", "train"):
         run("transferlab", stage, cwd=project)
-    process = subprocess.Popen(["transferlab", "finetune"], cwd=project, env=env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        ["transferlab", "finetune"],
+        cwd=project,
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     memory = PeakRSS(process.pid)
     _, stderr = process.communicate()
     if process.returncode != 0:
@@ -237,8 +276,11 @@ def pipeline_finetune(project: Path) -> dict:
         "precision": finetune.data.tags["precision"],  # what precision=auto resolved to
         "train_sampling": finetune.data.tags.get("train_sampling"),
         "attention": finetune.data.tags.get("attention"),
-        "config": {"precision": params["precision"], "max_length": params["model"]["max_length"],
-                   "finetune": params["finetune"]},
+        "config": {
+            "precision": params["precision"],
+            "max_length": params["model"]["max_length"],
+            "finetune": params["finetune"],
+        },
     }
 
 
@@ -248,15 +290,30 @@ def plain_finetune(project: Path, output: Path, bf16: bool) -> dict:
     params = yaml.safe_load((project / "params.yaml").read_text())
     ft = params["finetune"]
     frozen = ft["freeze"]
-    run(sys.executable, str(REPO / "benchmarks/plain_trainer.py"), str(project / "data/prepared"),
-        str(project / "models/pretrained"), str(output), "--epochs", str(ft["epochs"]),
-        "--batch-size", str(ft["batch_size"]), "--max-length", str(params["model"]["max_length"]),
-        "--lr", str(ft["backbone_lr"]), "--seed", str(params["seed"]), *(["--bf16"] if bf16 else []),
+    run(
+        sys.executable,
+        str(REPO / "benchmarks/plain_trainer.py"),
+        str(project / "data/prepared"),
+        str(project / "models/pretrained"),
+        str(output),
+        "--epochs",
+        str(ft["epochs"]),
+        "--batch-size",
+        str(ft["batch_size"]),
+        "--max-length",
+        str(params["model"]["max_length"]),
+        "--lr",
+        str(ft["backbone_lr"]),
+        "--seed",
+        str(params["seed"]),
+        *(["--bf16"] if bf16 else []),
         # the same job: what the pipeline keeps frozen, the plain script freezes too (a frozen
         # backbone is every layer and the embeddings; freeze.patterns has no plain equivalent here)
-        "--freeze-layers", str(10**6 if frozen["backbone"] else frozen["layers"]),
+        "--freeze-layers",
+        str(10**6 if frozen["backbone"] else frozen["layers"]),
         *(["--freeze-embeddings"] if frozen["backbone"] or frozen["embeddings"] else []),
-        cwd=project)
+        cwd=project,
+    )
     return json.loads(output.read_text())
 
 
@@ -280,13 +337,18 @@ def levers(project: Path, overrides: list[str], repeats: int) -> dict:
             run("transferlab", "finetune", cwd=project)
             finetune = stage_runs(project)["finetune"]
             rate = client.get_metric_history(finetune.info.run_id, "train_tokens_per_second")[0].value
-            figures = samples.setdefault(lever, {"tokens_per_second": [], "stage_seconds": [],
-                                                 "validation_accuracy": []})
+            figures = samples.setdefault(
+                lever, {"tokens_per_second": [], "stage_seconds": [], "validation_accuracy": []}
+            )
             figures["tokens_per_second"].append(rate)
             figures["stage_seconds"].append(time.perf_counter() - started)
             figures["validation_accuracy"].append(finetune.data.metrics["best_validation_accuracy"])
-    results = {lever: {key: spread(values, 4 if key == "validation_accuracy" else 1)
-                       for key, values in figures.items()} for lever, figures in samples.items()}
+    results = {
+        lever: {
+            key: spread(values, 4 if key == "validation_accuracy" else 1) for key, values in figures.items()
+        }
+        for lever, figures in samples.items()
+    }
     default = results["default"]["tokens_per_second"]["median"]
     for figures in results.values():
         figures["vs_default"] = round(figures["tokens_per_second"]["median"] / default, 3)
@@ -294,20 +356,31 @@ def levers(project: Path, overrides: list[str], repeats: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--override", action="append", default=[],
-                        help="a Hydra override for the fine-tune, e.g. precision=bf16")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        help="a Hydra override for the fine-tune, e.g. precision=bf16",
+    )
     parser.add_argument("--epochs", type=int, help="fine-tuning epochs (default: the config's)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-plain", action="store_true", help="only the pipeline's fine-tune")
     parser.add_argument("--skip-startup", action="store_true", help="no start-up / dvc figures")
-    parser.add_argument("--levers", action="store_true",
-                        help="also a one-epoch fine-tune per speed lever (about 12 minutes a round here)")
+    parser.add_argument(
+        "--levers",
+        action="store_true",
+        help="also a one-epoch fine-tune per speed lever (about 12 minutes a round here)",
+    )
     parser.add_argument("--lever-rounds", type=int, default=3)
     parser.add_argument("--only-levers", action="store_true", help="prepare, train, then the levers")
-    parser.add_argument("--only-startup", action="store_true",
-                        help="only the stage start-up, --help and dvc figures (about 5 minutes here)")
+    parser.add_argument(
+        "--only-startup",
+        action="store_true",
+        help="only the stage start-up, --help and dvc figures (about 5 minutes here)",
+    )
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks/results.json")
     args = parser.parse_args()
     overrides = args.override + ([f"finetune.epochs={args.epochs}"] if args.epochs else [])
@@ -325,8 +398,10 @@ def main() -> None:
         return write(results | startup(args.repeats), args.output)
     print("matmul peak ...", flush=True)
     native = results["machine"]["native_bf16"]
-    results["matmul_peak_gflops"] = {"fp32": matmul_peak("fp32"),
-                                     "bf16": matmul_peak("bf16", *(() if native else (256, 2)))}
+    results["matmul_peak_gflops"] = {
+        "fp32": matmul_peak("fp32"),
+        "bf16": matmul_peak("bf16", *(() if native else (256, 2))),
+    }
     if not args.skip_startup:
         print("start-up and dvc ...", flush=True)
         results |= startup(args.repeats)
@@ -334,13 +409,17 @@ def main() -> None:
         project = clone(Path(folder) / "project", overrides)
         print("pipeline fine-tune ...", flush=True)
         ours = pipeline_finetune(project)
-        per_token = flops_per_token(project / "models/pretrained", ours["mean_tokens_per_example"],
-                                    ours["config"]["finetune"]["freeze"])
+        per_token = flops_per_token(
+            project / "models/pretrained",
+            ours["mean_tokens_per_example"],
+            ours["config"]["finetune"]["freeze"],
+        )
         figures = {"pipeline": ours}
         if not args.skip_plain:
             print("plain Trainer fine-tune ...", flush=True)
-            figures["plain_trainer"] = plain_finetune(project, Path(folder) / "plain.json",
-                                                      bf16=results["machine"]["native_bf16"])
+            figures["plain_trainer"] = plain_finetune(
+                project, Path(folder) / "plain.json", bf16=results["machine"]["native_bf16"]
+            )
         if args.levers:
             print("levers ...", flush=True)
             results["levers"] = levers(project, overrides, args.lever_rounds)
@@ -358,7 +437,9 @@ def main() -> None:
     if "plain_trainer" in figures:
         results["speedup_over_plain_trainer"] = round(
             figures["pipeline"]["tokens_per_second"]["median"]
-            / figures["plain_trainer"]["tokens_per_second"]["median"], 3)
+            / figures["plain_trainer"]["tokens_per_second"]["median"],
+            3,
+        )
     write(results, args.output)
 
 

@@ -46,14 +46,16 @@ def main() -> None:
     model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=len(labels))
     if args.freeze_embeddings:
         model.base_model.embeddings.requires_grad_(False)
-    for layer in model.base_model.encoder.layer[:args.freeze_layers]:
+    for layer in model.base_model.encoder.layer[: args.freeze_layers]:
         layer.requires_grad_(False)
 
     def encode(split: str) -> Dataset:
         frame = pd.read_parquet(args.prepared / f"{split}.parquet")
         data = Dataset.from_pandas(frame[["text", "label"]], preserve_index=False)
-        return data.map(lambda b: tok(b["text"], truncation=True, padding="max_length",
-                                      max_length=args.max_length), batched=True)
+        return data.map(
+            lambda b: tok(b["text"], truncation=True, padding="max_length", max_length=args.max_length),
+            batched=True,
+        )
 
     train, validation, test = encode("train"), encode("validation"), encode("test")
     real_tokens = int(np.asarray(train["attention_mask"]).sum())  # padding is not a real token
@@ -61,12 +63,22 @@ def main() -> None:
     trainer = Trainer(
         model=model,
         args=TrainingArguments(
-            output_dir=str(args.output.parent / "plain-trainer-out"), num_train_epochs=args.epochs,
-            max_steps=args.max_steps, per_device_train_batch_size=args.batch_size,
-            per_device_eval_batch_size=args.batch_size, learning_rate=args.lr, eval_strategy="epoch",
-            save_strategy="no", report_to="none", seed=args.seed, use_cpu=True, logging_steps=10,
-            bf16=args.bf16),
-        train_dataset=train, eval_dataset=validation,
+            output_dir=str(args.output.parent / "plain-trainer-out"),
+            num_train_epochs=args.epochs,
+            max_steps=args.max_steps,
+            per_device_train_batch_size=args.batch_size,
+            per_device_eval_batch_size=args.batch_size,
+            learning_rate=args.lr,
+            eval_strategy="epoch",
+            save_strategy="no",
+            report_to="none",
+            seed=args.seed,
+            use_cpu=True,
+            logging_steps=10,
+            bf16=args.bf16,
+        ),
+        train_dataset=train,
+        eval_dataset=validation,
         compute_metrics=lambda p: {"accuracy": float((p.predictions.argmax(-1) == p.label_ids).mean())},
         callbacks=[epoch_throughput(real_tokens, lambda epoch, rate: rates.append(rate))],
     )
@@ -76,14 +88,19 @@ def main() -> None:
     evaluations = sum(e["eval_runtime"] for e in trainer.state.log_history if "eval_runtime" in e)
     steps = trainer.state.global_step
     predictions = trainer.predict(test)
-    args.output.write_text(json.dumps({
-        "train_seconds": round(wall - evaluations, 3),
-        "steps": steps,
-        "real_tokens": real_tokens * trainer.state.epoch,
-        "epoch_tokens_per_second": rates,
-        "precision": "bf16" if args.bf16 else "fp32",
-        "test_accuracy": float((predictions.predictions.argmax(-1) == predictions.label_ids).mean()),
-    }, indent=2))
+    args.output.write_text(
+        json.dumps(
+            {
+                "train_seconds": round(wall - evaluations, 3),
+                "steps": steps,
+                "real_tokens": real_tokens * trainer.state.epoch,
+                "epoch_tokens_per_second": rates,
+                "precision": "bf16" if args.bf16 else "fp32",
+                "test_accuracy": float((predictions.predictions.argmax(-1) == predictions.label_ids).mean()),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

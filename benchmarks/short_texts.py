@@ -41,8 +41,9 @@ def write_table(path: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks/short_texts.json")
     args = parser.parse_args()
@@ -52,8 +53,10 @@ def main() -> None:
         results["data"] = write_table(table)
         for setting in SETTINGS:
             print(f"{setting} ...", flush=True)
-            project = clone(Path(folder) / setting.replace("=", "-"),
-                            ["data=files", f"data.path={table}", f"finetune.epochs={args.epochs}", setting])
+            project = clone(
+                Path(folder) / setting.replace("=", "-"),
+                ["data=files", f"data.path={table}", f"finetune.epochs={args.epochs}", setting],
+            )
             for stage in ("prepare", "train", "finetune", "evaluate"):
                 run("transferlab", stage, cwd=project)
             import mlflow
@@ -61,8 +64,9 @@ def main() -> None:
             runs = stage_runs(project)
             client = mlflow.MlflowClient(f"sqlite:///{project}/mlflow.db")
             finetune = runs["finetune"]
-            rates = [m.value for m in client.get_metric_history(finetune.info.run_id,
-                                                                "train_tokens_per_second")]
+            rates = [
+                m.value for m in client.get_metric_history(finetune.info.run_id, "train_tokens_per_second")
+            ]
             results["settings"][setting] = {
                 "train_sampling": finetune.data.tags.get("train_sampling"),
                 "precision": finetune.data.tags.get("precision"),

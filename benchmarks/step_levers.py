@@ -44,7 +44,8 @@ def build(options: dict):
     torch.manual_seed(0)
     path = package_path(*MINILM.removeprefix("package:").split("/", 1))
     net = AutoModelForSequenceClassification.from_pretrained(
-        str(path), num_labels=5, attention_probs_dropout_prob=options.get("attention_dropout", 0.0))
+        str(path), num_labels=5, attention_probs_dropout_prob=options.get("attention_dropout", 0.0)
+    )
     net.set_attn_implementation(options.get("attention", "eager"))
     net.train()
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4, **options.get("optimizer", {"fused": True}))
@@ -66,8 +67,9 @@ def step(net, optimizer, batch, threads: int, bf16: bool) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--steps", type=int, default=8, help="timed steps per variant and shape")
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks/step_levers.json")
     args = parser.parse_args()
@@ -84,9 +86,11 @@ def main() -> None:
     results: dict = {"machine": facts, "steps": args.steps, "shapes": {}}
     for batch_size, tokens in SHAPES:
         generator = torch.Generator().manual_seed(0)
-        batch = {"input_ids": torch.randint(1000, 20000, (batch_size, tokens), generator=generator),
-                 "attention_mask": torch.ones(batch_size, tokens, dtype=torch.long),
-                 "labels": torch.randint(0, 5, (batch_size,), generator=generator)}
+        batch = {
+            "input_ids": torch.randint(1000, 20000, (batch_size, tokens), generator=generator),
+            "attention_mask": torch.ones(batch_size, tokens, dtype=torch.long),
+            "labels": torch.randint(0, 5, (batch_size,), generator=generator),
+        }
         samples: dict[str, list[float]] = {name: [] for name in variants}
         native = facts["native_bf16"]
         for round_number in range(args.steps + 2):  # the first two are warm-up
@@ -101,9 +105,13 @@ def main() -> None:
         shape = {}
         for name, times in samples.items():
             median = statistics.median(times)
-            shape[name] = {"seconds_per_step": round(median, 3), "min": round(min(times), 3), "n": len(times),
-                           "tokens_per_second": round(batch_size * tokens / median, 1),
-                           "vs_default": round(default / median, 3)}
+            shape[name] = {
+                "seconds_per_step": round(median, 3),
+                "min": round(min(times), 3),
+                "n": len(times),
+                "tokens_per_second": round(batch_size * tokens / median, 1),
+                "vs_default": round(default / median, 3),
+            }
         results["shapes"][f"{batch_size}x{tokens}"] = shape
         print(json.dumps({f"{batch_size}x{tokens}": shape}, indent=1), flush=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")

@@ -22,9 +22,19 @@ STAGE = "(select value from tags where run_uuid = r.run_uuid and key = 'transfer
 # The files that take longest (measured on 2 cores), handed out first: pytest-xdist gives each
 # worker one file at a time in collection order (`make test` turns off its reordering by test
 # count), so a long file that starts last would keep one core busy while the other idles.
-SLOWEST_FIRST = ("test_resume.py", "test_sweeps.py", "test_reruns.py", "test_causal_lm.py",
-                 "test_slurm.py", "test_distributed.py", "test_tuning.py", "test_team_server.py",
-                 "test_dvc_queue.py", "test_bad_input.py", "test_techniques.py")
+SLOWEST_FIRST = (
+    "test_resume.py",
+    "test_sweeps.py",
+    "test_reruns.py",
+    "test_causal_lm.py",
+    "test_slurm.py",
+    "test_distributed.py",
+    "test_tuning.py",
+    "test_team_server.py",
+    "test_dvc_queue.py",
+    "test_bad_input.py",
+    "test_techniques.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -35,10 +45,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def tool_env(**extra: str) -> dict[str, str]:
     """The environment the pipeline runs in: venv tools first, offline hubs, no MLflow override."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    env.update(PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}", HF_HUB_OFFLINE="1",
-               HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", DVC_NO_ANALYTICS="1",
-               GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.invalid",
-               GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.invalid")
+    env.update(
+        PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        DVC_NO_ANALYTICS="1",
+        GIT_AUTHOR_NAME="test",
+        GIT_AUTHOR_EMAIL="test@example.invalid",
+        GIT_COMMITTER_NAME="test",
+        GIT_COMMITTER_EMAIL="test@example.invalid",
+    )
     env.update(extra)
     return env
 
@@ -47,15 +64,22 @@ def sh(*args: str, cwd: Path, check: bool = True, **env: str) -> subprocess.Comp
     """Run a command as a user would; on an unexpected failure show what it printed."""
     result = subprocess.run(args, cwd=cwd, env=tool_env(**env), capture_output=True, text=True)
     if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} exited {result.returncode}\n"
-                             f"--- stdout\n{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-6000:]}")
+        raise AssertionError(
+            f"{' '.join(args)} exited {result.returncode}\n"
+            f"--- stdout\n{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-6000:]}"
+        )
     return result
 
 
 def project_files() -> list[str]:
     """The project's files as a clone would have them (tracked plus new, not ignored)."""
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                            cwd=REPO, capture_output=True, text=True, check=True).stdout
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return [p for p in listed.splitlines() if (REPO / p).is_file()]
 
 
@@ -66,8 +90,9 @@ def copy_project(dest: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, target)
     for outputs in ("data/prepared", "models", "metrics", "plots", "dvc.lock"):
-        shutil.rmtree(dest / outputs, ignore_errors=True) if (dest / outputs).is_dir() else \
-            (dest / outputs).unlink(missing_ok=True)
+        shutil.rmtree(dest / outputs, ignore_errors=True) if (dest / outputs).is_dir() else (
+            dest / outputs
+        ).unlink(missing_ok=True)
     sh("git", "init", "-q", "-b", "main", cwd=dest)
     sh("git", "add", "-A", cwd=dest)
     sh("git", "commit", "-q", "-m", "copy of the project", cwd=dest)
@@ -99,6 +124,7 @@ def tiny_repo(tmp_path_factory) -> Path:
 def copy_tiny(tiny_repo: Path, dest: Path) -> Path:
     """A private copy of the finished tiny repo, with its DVC cache, without DVC's lock and index
     files (another worker's dvc command may be writing them in tiny_repo meanwhile)."""
+
     def skip_dvc_tmp(folder: str, names: list[str]) -> list[str]:
         return ["tmp"] if Path(folder).name == ".dvc" else []
 
@@ -163,8 +189,14 @@ def kill_when(command: list[str], repo: Path, marker_glob: str, min_step: int) -
     checkpoint (its marker) of at least `min_step` exists."""
     import signal
 
-    process = subprocess.Popen(command, cwd=repo, env=tool_env(), start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command,
+        cwd=repo,
+        env=tool_env(),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for_checkpoint(repo, marker_glob, min_step, process)
     finally:
@@ -203,8 +235,25 @@ def serve_and_post(repo: Path, model_uri: str, *payloads: dict) -> list[list]:
     port = free_port()
     env = tool_env(MLFLOW_TRACKING_URI=f"sqlite:///{repo / 'mlflow.db'}")
     server = subprocess.Popen(
-        ["mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local", "--host", "127.0.0.1",
-         "--port", str(port)], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            model_uri,
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
@@ -218,9 +267,11 @@ def serve_and_post(repo: Path, model_uri: str, *payloads: dict) -> list[list]:
             pytest.fail("mlflow models serve did not come up in 180 s")
         answers = []
         for payload in payloads:
-            request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
-                                             data=json.dumps(payload).encode(),
-                                             headers={"Content-Type": "application/json"})
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/invocations",
+                data=json.dumps(payload).encode(),
+                headers={"Content-Type": "application/json"},
+            )
             with urllib.request.urlopen(request, timeout=120) as response:
                 answers.append(json.loads(response.read())["predictions"])
         return answers
@@ -248,8 +299,11 @@ def runs(repo: Path, where: str = "") -> list:
 def sweeps(repo: Path, argument: str) -> list:
     """The sweep runs (Hydra multirun or `transferlab tune`) whose command line had `argument`,
     oldest first."""
-    return [run for run in runs(repo, "tags.`transferlab.stage` = 'sweep'")
-            if argument in run.data.tags["sweep.arguments"].split()]
+    return [
+        run
+        for run in runs(repo, "tags.`transferlab.stage` = 'sweep'")
+        if argument in run.data.tags["sweep.arguments"].split()
+    ]
 
 
 def children(repo: Path, run) -> list:
@@ -274,9 +328,17 @@ def optuna_search(repo: Path, name: str, sampler: str, params: dict[str, str], *
     import yaml
 
     seed = sweeper.pop("seed", None)
-    settings = {"study_name": name, "storage": "sqlite:///optuna.db", **sweeper,
-                **({"sampler": {"seed": seed}} if seed is not None else {}), "params": params}
-    config = {"defaults": [{"override /hydra/sweeper": "optuna"},
-                           {"override /hydra/sweeper/sampler": sampler}], "hydra": {"sweeper": settings}}
+    settings = {
+        "study_name": name,
+        "storage": "sqlite:///optuna.db",
+        **sweeper,
+        **({"sampler": {"seed": seed}} if seed is not None else {}),
+        "params": params,
+    }
+    config = {
+        "defaults": [{"override /hydra/sweeper": "optuna"}, {"override /hydra/sweeper/sampler": sampler}],
+        "hydra": {"sweeper": settings},
+    }
     (repo / f"conf/hparams_search/{name}.yaml").write_text(
-        "# @package _global_\n" + yaml.safe_dump(config, sort_keys=False))
+        "# @package _global_\n" + yaml.safe_dump(config, sort_keys=False)
+    )

@@ -51,59 +51,110 @@ TWO_EACH = [(f"{label} document {i}", label) for label in ("alpha", "beta") for 
 
 
 def files_case(name: str, content: bytes, *expected: str) -> Case:
-    return Case(("transferlab", "prepare"), (f"data.path {name}", *expected), data={name: content},
-                compose=("experiment=tiny", "data=files", f"data.path={name}", "data.text_column=body",
-                         "data.label_column=topic"))
+    return Case(
+        ("transferlab", "prepare"),
+        (f"data.path {name}", *expected),
+        data={name: content},
+        compose=(
+            "experiment=tiny",
+            "data=files",
+            f"data.path={name}",
+            "data.text_column=body",
+            "data.label_column=topic",
+        ),
+    )
 
 
 CASES = {
     "zero-byte file": files_case("zero.csv", b"", "is empty"),
     "header only": files_case("header.csv", b"body,topic\n", "no rows with both text and label"),
-    "no text column": files_case("notext.csv", csv(GOOD_ROWS, ("text", "topic")),
-                                 "has no column 'body'", "it has 'text', 'topic'"),
-    "no label column": files_case("nolabel.csv", csv(GOOD_ROWS, ("body", "category")),
-                                  "has no column 'topic'", "it has 'body', 'category'"),
-    "not utf-8": files_case("latin.csv", csv(GOOD_ROWS[:2]) + "café au lait,alpha\n".encode("latin-1"),
-                            "is not UTF-8 (line 4: byte 0xe9 at offset"),
+    "no text column": files_case(
+        "notext.csv", csv(GOOD_ROWS, ("text", "topic")), "has no column 'body'", "it has 'text', 'topic'"
+    ),
+    "no label column": files_case(
+        "nolabel.csv",
+        csv(GOOD_ROWS, ("body", "category")),
+        "has no column 'topic'",
+        "it has 'body', 'category'",
+    ),
+    "not utf-8": files_case(
+        "latin.csv",
+        csv(GOOD_ROWS[:2]) + "café au lait,alpha\n".encode("latin-1"),
+        "is not UTF-8 (line 4: byte 0xe9 at offset",
+    ),
     "label too small for three splits": files_case(
-        "small.csv", csv(GOOD_ROWS + [("delta one", "delta"), ("delta two", "delta")]),
-        "labels with fewer than 3 examples: 'delta' (2)"),
+        "small.csv",
+        csv(GOOD_ROWS + [("delta one", "delta"), ("delta two", "delta")]),
+        "labels with fewer than 3 examples: 'delta' (2)",
+    ),
     # what the task cannot use, refused by prepare before it replaces the prepared data
-    "one label": files_case("one_class.csv", csv(ONE_LABEL), "task=classification needs at least 2 labels",
-                            "the data has one, 'alpha' (6 examples)"),
-    "every label too small": files_case("tiny_labels.csv", csv(TWO_EACH),
-                                        "labels with fewer than 3 examples: 'alpha' (2), 'beta' (2)"),
-    "blank texts": files_case("blank.csv", csv([("   ", "alpha"), ("\t", "beta")] * 3),
-                              "no text: every row's text is empty or blank"),
+    "one label": files_case(
+        "one_class.csv",
+        csv(ONE_LABEL),
+        "task=classification needs at least 2 labels",
+        "the data has one, 'alpha' (6 examples)",
+    ),
+    "every label too small": files_case(
+        "tiny_labels.csv", csv(TWO_EACH), "labels with fewer than 3 examples: 'alpha' (2), 'beta' (2)"
+    ),
+    "blank texts": files_case(
+        "blank.csv",
+        csv([("   ", "alpha"), ("\t", "beta")] * 3),
+        "no text: every row's text is empty or blank",
+    ),
     "causal_lm with two texts": Case(
-        ("transferlab", "prepare"), ("data.path short.txt",
-                                     "task=causal_lm needs at least 3 texts", "the data has 2"),
+        ("transferlab", "prepare"),
+        ("data.path short.txt", "task=causal_lm needs at least 3 texts", "the data has 2"),
         data={"short.txt": b"A first story.\n\nA second story.\n"},
-        compose=("experiment=lm_tiny", "data=text", "data.path=short.txt", "lm.domain=null")),
-    "unknown top-level key": Case((*DVC_EXP, "nosuch.key=1"), ("Could not override 'nosuch.key'",),
-                                  elsewhere="Key 'nosuch' not in 'Config'"),
-    "unknown finetune key": Case((*DVC_EXP, "finetune.nosuch=1"), ("Could not override 'finetune.nosuch'",),
-                                 elsewhere="Key 'nosuch' not in 'FinetuneConfig'"),
+        compose=("experiment=lm_tiny", "data=text", "data.path=short.txt", "lm.domain=null"),
+    ),
+    "unknown top-level key": Case(
+        (*DVC_EXP, "nosuch.key=1"),
+        ("Could not override 'nosuch.key'",),
+        elsewhere="Key 'nosuch' not in 'Config'",
+    ),
+    "unknown finetune key": Case(
+        (*DVC_EXP, "finetune.nosuch=1"),
+        ("Could not override 'finetune.nosuch'",),
+        elsewhere="Key 'nosuch' not in 'FinetuneConfig'",
+    ),
     # The issue's `finetune.lr=abc`: the schema has no finetune.lr, and that is what it says.
-    "finetune.lr=abc": Case((*DVC_EXP, "finetune.lr=abc"), ("Could not override 'finetune.lr'",),
-                            elsewhere="Key 'lr' not in 'FinetuneConfig'"),
-    "wrong type": Case((*DVC_EXP, "finetune.backbone_lr=abc"),
-                       ("finetune.backbone_lr=abc", "'abc'", "could not be converted to Float")),
+    "finetune.lr=abc": Case(
+        (*DVC_EXP, "finetune.lr=abc"),
+        ("Could not override 'finetune.lr'",),
+        elsewhere="Key 'lr' not in 'FinetuneConfig'",
+    ),
+    "wrong type": Case(
+        (*DVC_EXP, "finetune.backbone_lr=abc"),
+        ("finetune.backbone_lr=abc", "'abc'", "could not be converted to Float"),
+    ),
     "unknown option": Case((*DVC_EXP, "model=gpt17"), ("Could not find 'model/gpt17'",)),
     # a choice field (a StrEnum in the schema): refused while DVC composes, before any stage runs
-    "not a choice": Case((*DVC_EXP, "device=gpu"), ("device=gpu",),
-                         elsewhere="Invalid value 'gpu', expected one of [auto, cpu, cuda]"),
-    "zero finetune batch": Case(("transferlab", "compose", "experiment=tiny", "finetune.batch_size=0"),
-                                ("invalid config: finetune.batch_size=0 must be > 0",)),
-    "negative finetune batch": Case(("transferlab", "compose", "experiment=tiny", "finetune.batch_size=-4"),
-                                    ("invalid config: finetune.batch_size=-4 must be > 0",)),
-    "zero train batch": Case(("transferlab", "compose", "experiment=tiny", "train.batch_size=0"),
-                             ("invalid config: train.batch_size=0 must be > 0",)),
+    "not a choice": Case(
+        (*DVC_EXP, "device=gpu"),
+        ("device=gpu",),
+        elsewhere="Invalid value 'gpu', expected one of [auto, cpu, cuda]",
+    ),
+    "zero finetune batch": Case(
+        ("transferlab", "compose", "experiment=tiny", "finetune.batch_size=0"),
+        ("invalid config: finetune.batch_size=0 must be > 0",),
+    ),
+    "negative finetune batch": Case(
+        ("transferlab", "compose", "experiment=tiny", "finetune.batch_size=-4"),
+        ("invalid config: finetune.batch_size=-4 must be > 0",),
+    ),
+    "zero train batch": Case(
+        ("transferlab", "compose", "experiment=tiny", "train.batch_size=0"),
+        ("invalid config: train.batch_size=0 must be > 0",),
+    ),
     "model path missing": Case(
-        ("transferlab", "train"), ("model.name_or_path='/does/not/exist' does not exist",),
-        compose=("experiment=tiny", "model=minilm", "model.name_or_path=/does/not/exist")),
-    "unwritable output folder": Case(("transferlab", "train"),
-                                     ("cannot write output models/pretrained", "models/ cannot be written")),
+        ("transferlab", "train"),
+        ("model.name_or_path='/does/not/exist' does not exist",),
+        compose=("experiment=tiny", "model=minilm", "model.name_or_path=/does/not/exist"),
+    ),
+    "unwritable output folder": Case(
+        ("transferlab", "train"), ("cannot write output models/pretrained", "models/ cannot be written")
+    ),
 }
 
 
@@ -177,22 +228,33 @@ def test_bad_input_ends_in_one_clear_error_and_keeps_the_good_outputs(tiny_copy:
 DVC_ROUTE = {  # name: (`transferlab compose` overrides or (), the command, the stage's error, data files)
     # passes composition (the type is right), then the finetune stage refuses the value
     "dvc exp run -S finetune.batch_size=0": (
-        (), (*DVC_EXP, "finetune.batch_size=0"),
-        "transferlab finetune: error: invalid config: finetune.batch_size=0 must be > 0", {}),
+        (),
+        (*DVC_EXP, "finetune.batch_size=0"),
+        "transferlab finetune: error: invalid config: finetune.batch_size=0 must be > 0",
+        {},
+    ),
     # a valid params.yaml naming a checkpoint that is not there, then `dvc repro`
     "dvc repro with a missing model.name_or_path": (
-        ("experiment=tiny", "model.name_or_path=/does/not/exist"), ("dvc", "repro"),
-        "transferlab train: error: model.name_or_path='/does/not/exist' does not exist", {}),
+        ("experiment=tiny", "model.name_or_path=/does/not/exist"),
+        ("dvc", "repro"),
+        "transferlab train: error: model.name_or_path='/does/not/exist' does not exist",
+        {},
+    ),
     # data the task cannot use: prepare refuses it, so the good prepared data and its metrics stay
     # (before, a one-label table replaced them and finetune failed two stages later)
     "dvc exp run -S data.path=one_class.csv": (
-        (), (*DVC_EXP, "data=files", "-S", "data.path=one_class.csv"),
+        (),
+        (*DVC_EXP, "data=files", "-S", "data.path=one_class.csv"),
         "transferlab prepare: error: data.path one_class.csv: task=classification needs at least 2 labels",
-        {"one_class.csv": csv(ONE_LABEL, ("text", "label"))}),
+        {"one_class.csv": csv(ONE_LABEL, ("text", "label"))},
+    ),
     "dvc exp run -S data.path=tiny_labels.csv": (
-        (), (*DVC_EXP, "data=files", "-S", "data.path=tiny_labels.csv"),
+        (),
+        (*DVC_EXP, "data=files", "-S", "data.path=tiny_labels.csv"),
         "transferlab prepare: error: data.path tiny_labels.csv: labels with fewer than 3 examples: "
-        "'alpha' (2), 'beta' (2)", {"tiny_labels.csv": csv(TWO_EACH, ("text", "label"))}),
+        "'alpha' (2), 'beta' (2)",
+        {"tiny_labels.csv": csv(TWO_EACH, ("text", "label"))},
+    ),
 }
 
 

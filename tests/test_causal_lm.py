@@ -20,8 +20,15 @@ TEXTS = ["the cat sat on the mat. " * 20, "a dog ran in the park. " * 20, "birds
 
 
 def greedy(**overrides):
-    settings = {"max_new_tokens": 12, "do_sample": False, "temperature": 1.0, "top_k": 0, "top_p": 1.0,
-                "repetition_penalty": 1.0, "seed": 7}
+    settings = {
+        "max_new_tokens": 12,
+        "do_sample": False,
+        "temperature": 1.0,
+        "top_k": 0,
+        "top_p": 1.0,
+        "repetition_penalty": 1.0,
+        "seed": 7,
+    }
     return SimpleNamespace(**(settings | overrides))
 
 
@@ -39,6 +46,7 @@ def tiny_decoder(arch: str):
 
 # --- config ------------------------------------------------------------------------------------
 
+
 def test_task_causal_lm_defaults_to_smollm2_and_its_own_registry_name():
     cfg = make_config("task=causal_lm")
     assert cfg.task == "causal_lm" and cfg.model.name_or_path.endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -49,22 +57,26 @@ def test_task_causal_lm_defaults_to_smollm2_and_its_own_registry_name():
     assert scratch.model.arch == "gpt2" and scratch.model.init == "scratch" and scratch.train.steps > 0
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (("task=causal_lm", "model=minilm"), "MiniLM is an encoder"),
-    (("task=causal_lm", "model=scratch"), "needs a decoder"),
-    (("model=scratch_gpt",), "is a decoder language model: use task=causal_lm"),
-    (("model=smollm2",), "GGUF decoder language model"),
-    (("task=causal_lm", "lm.max_eval_blocks=0"), "lm.max_eval_blocks=0 must be >= 1"),
-    (("task=causal_lm", "lm.generate.top_p=1.5"), "top_p=1.5 must be in"),
-    (("task=causal_lm", "lm.generate.max_new_tokens=0"), "max_new_tokens=0 must be > 0"),
-    (("task=regression",), "task"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (("task=causal_lm", "model=minilm"), "MiniLM is an encoder"),
+        (("task=causal_lm", "model=scratch"), "needs a decoder"),
+        (("model=scratch_gpt",), "is a decoder language model: use task=causal_lm"),
+        (("model=smollm2",), "GGUF decoder language model"),
+        (("task=causal_lm", "lm.max_eval_blocks=0"), "lm.max_eval_blocks=0 must be >= 1"),
+        (("task=causal_lm", "lm.generate.top_p=1.5"), "top_p=1.5 must be in"),
+        (("task=causal_lm", "lm.generate.max_new_tokens=0"), "max_new_tokens=0 must be > 0"),
+        (("task=regression",), "task"),
+    ],
+)
 def test_a_task_and_model_that_do_not_fit_fail_with_one_clear_message(overrides, message):
     with pytest.raises(UserError, match=message):
         make_config(*overrides)
 
 
 # --- corpus --------------------------------------------------------------------------------------
+
 
 def test_texts_are_packed_into_full_blocks_separated_by_end_of_text():
     from transferlab.tasks.causal_lm import model as decoders
@@ -74,7 +86,7 @@ def test_texts_are_packed_into_full_blocks_separated_by_end_of_text():
     stream = [i for t in TEXTS for i in tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]]
     blocks = pack(TEXTS, tok, 16)
     assert blocks.shape == (len(stream) // 16, 16)
-    assert blocks.flatten().tolist() == stream[:blocks.numel()]
+    assert blocks.flatten().tolist() == stream[: blocks.numel()]
     assert (blocks == tok.eos_token_id).sum() >= 2  # the boundaries between texts are marked
     sample = pack(TEXTS, tok, 16, limit=3, seed=1)
     assert sample.shape == (3, 16) and sample.equal(pack(TEXTS, tok, 16, limit=3, seed=1))
@@ -93,8 +105,9 @@ def test_unlabelled_text_files_and_folders_become_the_corpus(tmp_path):
     assert frame["text"].tolist() == ["First paragraph.\nStill first.", "Second one.", "Third."]
     assert set(frame["label"]) == {"all"}
     (tmp_path / "lines.jsonl").write_text('{"body": "one"}\n{"body": "two"}\n')
-    frame = sources.load(make_config("data=text", f"data.path={tmp_path / 'lines.jsonl'}",
-                                     "data.text_column=body").data)
+    frame = sources.load(
+        make_config("data=text", f"data.path={tmp_path / 'lines.jsonl'}", "data.text_column=body").data
+    )
     assert frame.to_dict("records") == [{"text": "one", "label": "all"}, {"text": "two", "label": "all"}]
     (tmp_path / "books" / "poems").mkdir(parents=True)
     (tmp_path / "books" / "poems" / "a.txt").write_text("roses are red")
@@ -111,8 +124,14 @@ def test_a_local_text_file_trains_finetunes_and_generates_in_process(workdir):
 
     paragraphs = [f"Story {i}. Once upon a time a fox met a crow near river {i}. " * 3 for i in range(30)]
     (workdir / "stories.txt").write_text("\n\n".join(paragraphs))
-    cfg = make_config("experiment=lm_tiny", "data=text", "data.path=stories.txt", "lm.domain=null",
-                      "tracking.enabled=false", "model.arch=torch_decoder")
+    cfg = make_config(
+        "experiment=lm_tiny",
+        "data=text",
+        "data.path=stories.txt",
+        "lm.domain=null",
+        "tracking.enabled=false",
+        "model.arch=torch_decoder",
+    )
     stages.run("prepare", cfg)
     assert stages.run("train", cfg)["validation_perplexity"] > 1
     tuned = stages.run("finetune", cfg)
@@ -121,13 +140,15 @@ def test_a_local_text_file_trains_finetunes_and_generates_in_process(workdir):
     assert metrics["test_perplexity"] > 1 and "domain_test_perplexity" not in metrics
     assert json.loads((workdir / "metrics/evaluate.json").read_text()) == metrics
     assert (workdir / "reports/evaluate/generations.md").read_text().count("**Once upon a time**") == 1
-    bad = make_config("experiment=lm_tiny", "data=text", "data.path=stories.txt", "lm.domain=tech",
-                      "tracking.enabled=false")
+    bad = make_config(
+        "experiment=lm_tiny", "data=text", "data.path=stories.txt", "lm.domain=tech", "tracking.enabled=false"
+    )
     with pytest.raises(UserError, match="lm.domain='tech' is not a label"):
         stages.run("finetune", bad)
 
 
 # --- decoders and generation ------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama", "torch_decoder"])
 def test_greedy_generation_is_the_argmax_path_and_is_deterministic(arch):
@@ -143,13 +164,17 @@ def test_greedy_generation_is_the_argmax_path_and_is_deterministic(arch):
     with torch.inference_mode():
         for _ in range(12):  # greedy by hand: append the most likely next token
             ids = torch.cat([ids, net(input_ids=ids).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
-    assert tok.decode(ids[0, len(tok("the cat")["input_ids"]):], skip_special_tokens=True) == first[0]
+    assert tok.decode(ids[0, len(tok("the cat")["input_ids"]) :], skip_special_tokens=True) == first[0]
 
 
-@pytest.mark.parametrize("arch, embeddings", [("gpt2", {"transformer.wte.weight", "transformer.wpe.weight"}),
-                                               ("llama", {"model.embed_tokens.weight"}),
-                                               ("torch_decoder", {"decoder.tokens.weight",
-                                                                  "decoder.positions.weight"})])
+@pytest.mark.parametrize(
+    "arch, embeddings",
+    [
+        ("gpt2", {"transformer.wte.weight", "transformer.wpe.weight"}),
+        ("llama", {"model.embed_tokens.weight"}),
+        ("torch_decoder", {"decoder.tokens.weight", "decoder.positions.weight"}),
+    ],
+)
 def test_the_fine_tuning_options_see_a_decoders_embeddings_and_layers(arch, embeddings):
     from transferlab.training import techniques
 
@@ -200,6 +225,7 @@ def test_the_torch_decoder_is_causal_and_round_trips_through_the_auto_classes(tm
 
 # --- the real SmolLM2 GGUF package ------------------------------------------------------------
 
+
 def test_the_smollm2_gguf_file_converts_to_a_checkpoint_that_loads_and_predicts_the_same(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -234,6 +260,7 @@ def test_the_smollm2_gguf_file_converts_to_a_checkpoint_that_loads_and_predicts_
 
 # --- the pipeline through DVC -----------------------------------------------------------------
 
+
 def generations(repo: Path) -> list[dict]:
     lines = (repo / "reports/evaluate/generations.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines]
@@ -252,9 +279,15 @@ def lm_repo(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_repro_with_task_causal_lm_writes_a_checkpoint_perplexity_and_generations(lm_repo: Path):
-    for out in ("models/pretrained/model.safetensors", "models/pretrained/tokenizer.json",
-                "models/finetuned/model.safetensors", "models/finetuned/training_log.json",
-                "plots/learning_curve.png", "plots/loss_train.csv", "plots/loss_validation.csv"):
+    for out in (
+        "models/pretrained/model.safetensors",
+        "models/pretrained/tokenizer.json",
+        "models/finetuned/model.safetensors",
+        "models/finetuned/training_log.json",
+        "plots/learning_curve.png",
+        "plots/loss_train.csv",
+        "plots/loss_validation.csv",
+    ):
         assert (lm_repo / out).is_file(), out
     assert not (lm_repo / "plots/confusion.csv").exists()  # classification only
     config = json.loads((lm_repo / "models/finetuned/config.json").read_text())
@@ -282,25 +315,35 @@ def test_repro_with_task_causal_lm_writes_a_checkpoint_perplexity_and_generation
 @pytest.mark.slow
 def test_the_lm_runs_are_tracked_with_generations_as_text_and_table(lm_repo: Path):
     db = sqlite3.connect(lm_repo / "mlflow.db")
-    runs = dict(db.execute("select t.value, r.run_uuid from runs r join tags t on t.run_uuid = r.run_uuid "
-                           "where r.status = 'FINISHED' and t.key = 'transferlab.stage'").fetchall())
+    runs = dict(
+        db.execute(
+            "select t.value, r.run_uuid from runs r join tags t on t.run_uuid = r.run_uuid "
+            "where r.status = 'FINISHED' and t.key = 'transferlab.stage'"
+        ).fetchall()
+    )
     assert sorted(runs) == ["evaluate", "finetune", "prepare", "train"]
     names = dict(db.execute("select run_uuid, name from runs").fetchall())
     for stage, run_id in runs.items():  # what each run is, and the task, in its name and its tag
         name = names[run_id]
         assert name.startswith(f"{stage} · ") and name.endswith(" · causal_lm"), name
-        assert db.execute("select value from tags where run_uuid = ? and key = 'task'",
-                          (run_id,)).fetchone() == ("causal_lm",)
+        assert db.execute(
+            "select value from tags where run_uuid = ? and key = 'task'", (run_id,)
+        ).fetchone() == ("causal_lm",)
 
     def metric(stage: str, key: str) -> float:
-        return db.execute("select value from metrics where run_uuid = ? and key = ?",
-                          (runs[stage], key)).fetchone()[0]
+        return db.execute(
+            "select value from metrics where run_uuid = ? and key = ?", (runs[stage], key)
+        ).fetchone()[0]
 
     metrics = json.loads((lm_repo / "metrics/evaluate.json").read_text())
     assert metric("evaluate", "test_perplexity") == metrics["test_perplexity"]
     assert metric("finetune", "validation_perplexity_before") > 1
-    assert db.execute("select count(*) from metrics where run_uuid = ? and key = 'loss'",
-                      (runs["train"],)).fetchone()[0] >= 1, "per-step training loss was not logged"
+    assert (
+        db.execute(
+            "select count(*) from metrics where run_uuid = ? and key = 'loss'", (runs["train"],)
+        ).fetchone()[0]
+        >= 1
+    ), "per-step training loss was not logged"
     tags = dict(db.execute("select key, value from tags where run_uuid = ?", (runs["evaluate"],)))
     assert tags["task"] == "causal_lm" and tags["lineage.finetune_run_id"] == runs["finetune"]
     artifacts = lm_repo / "mlruns"
@@ -321,14 +364,18 @@ def test_the_language_model_has_a_card_that_its_registered_version_carries(lm_re
     assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "text-generation"
     assert "base_model" not in meta, "experiment=lm_tiny starts from random weights"
     [result] = meta["model-index"][0]["results"]
-    assert result["metrics"][0] == {"type": "perplexity", "value": finetune["validation_perplexity_after"],
-                                    "name": "validation perplexity (best epoch)"}
+    assert result["metrics"][0] == {
+        "type": "perplexity",
+        "value": finetune["validation_perplexity_after"],
+        "name": "validation perplexity (best epoch)",
+    }
     assert "`GPT2LMHeadModel` decoder" in body and "on tech text" in body and "## Limitations" in body
     evaluate = json.loads((lm_repo / "metrics/evaluate.json").read_text())
     [(description,)] = sqlite3.connect(lm_repo / "mlflow.db").execute(
-        "select description from model_versions where name = 'transferlab-lm'")
+        "select description from model_versions where name = 'transferlab-lm'"
+    )
     assert description.startswith(card)
-    assert f"| test perplexity | {evaluate['test_perplexity']} |" in description[len(card):]
+    assert f"| test perplexity | {evaluate['test_perplexity']} |" in description[len(card) :]
 
 
 @pytest.mark.slow
@@ -340,13 +387,18 @@ def test_the_registered_language_model_serves_text_over_rest(lm_repo: Path):
     rows = generations(lm_repo)
     prompts = [rows[0]["prompt"], rows[1]["prompt"]]
     same, greedy_short = serve_and_post(
-        lm_repo, "models:/transferlab-lm@champion", {"inputs": prompts},
-        {"inputs": prompts, "params": {"do_sample": False, "max_new_tokens": 2}})
+        lm_repo,
+        "models:/transferlab-lm@champion",
+        {"inputs": prompts},
+        {"inputs": prompts, "params": {"do_sample": False, "max_new_tokens": 2}},
+    )
     # The served model generates with the evaluate stage's settings: the same texts.
     assert [p["text"] for p in same] == [rows[0]["generation"], rows[1]["generation"]]
     # A request's params override them: two greedy tokens are the argmax path, shorter.
-    net, tok = AutoModelForCausalLM.from_pretrained(lm_repo / "models/finetuned"), \
-        AutoTokenizer.from_pretrained(lm_repo / "models/finetuned")
+    net, tok = (
+        AutoModelForCausalLM.from_pretrained(lm_repo / "models/finetuned"),
+        AutoTokenizer.from_pretrained(lm_repo / "models/finetuned"),
+    )
     expected = generate(net, tok, prompts, greedy(max_new_tokens=2))
     assert [p["text"] for p in greedy_short] == expected
 
@@ -374,8 +426,11 @@ def test_the_registered_language_model_refers_to_its_weights_in_dvc_instead_of_c
     mlmodel, folder, run = logged_model(lm_repo)
     logged = [path for root in (folder, run) for path in root.rglob("*") if path.is_file()]
     assert not [p for p in logged if p.suffix in (".safetensors", ".bin", ".pt", ".pth", ".gguf")]
-    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()
-               and p.relative_to(folder).parts[0] != "code")
+    size = sum(
+        p.stat().st_size
+        for p in folder.rglob("*")
+        if p.is_file() and p.relative_to(folder).parts[0] != "code"
+    )
     finetuned = sum(p.stat().st_size for p in (lm_repo / "models/finetuned").rglob("*") if p.is_file())
     assert size < 0.1 * finetuned, (size, finetuned)
     weights = mlmodel["flavors"]["python_function"]["config"]["weights"]
@@ -387,7 +442,8 @@ def test_the_registered_language_model_refers_to_its_weights_in_dvc_instead_of_c
 
 @pytest.mark.slow
 def test_the_language_model_fetches_its_weights_from_the_dvc_remote_and_refuses_without_them(
-        lm_repo: Path, tmp_path: Path):
+    lm_repo: Path, tmp_path: Path
+):
     """A clone whose workspace and DVC cache lack the weights: with an empty remote the model
     refuses to load, naming the hash and `dvc pull`; with the remote `dvc push` filled, it fetches
     them into the clone's cache (the workspace untouched) and generates the evaluate stage's text."""
@@ -426,8 +482,12 @@ def test_a_forced_rerun_gives_identical_metrics_and_generations(lm_repo: Path, t
 
     copy = tmp_path / "project"
     shutil.copytree(lm_repo, copy, symlinks=True)
-    files = ["metrics/train.json", "metrics/finetune.json", "metrics/evaluate.json",
-             "reports/evaluate/generations.jsonl"]
+    files = [
+        "metrics/train.json",
+        "metrics/finetune.json",
+        "metrics/evaluate.json",
+        "reports/evaluate/generations.jsonl",
+    ]
     before = {f: (copy / f).read_bytes() for f in files}
     sh("dvc", "repro", "--force", "train", "finetune", "evaluate", "--single-item", cwd=copy)
     assert {f: (copy / f).read_bytes() for f in files} == before

@@ -9,11 +9,13 @@ from conftest import REPO, sh
 
 
 def test_help_lists_every_stage_without_importing_heavy_libraries():
-    code = ("import sys; from transferlab.cli import parser\n"
-            "try: parser().parse_args(['--help'])\n"
-            "except SystemExit: pass\n"
-            "heavy = [m for m in ('torch', 'transformers', 'mlflow', 'hydra') if m in sys.modules]\n"
-            "print('HEAVY', heavy)")
+    code = (
+        "import sys; from transferlab.cli import parser\n"
+        "try: parser().parse_args(['--help'])\n"
+        "except SystemExit: pass\n"
+        "heavy = [m for m in ('torch', 'transformers', 'mlflow', 'hydra') if m in sys.modules]\n"
+        "print('HEAVY', heavy)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
     for stage in ("prepare", "train", "finetune", "evaluate", "compose"):
         assert stage in out
@@ -21,8 +23,9 @@ def test_help_lists_every_stage_without_importing_heavy_libraries():
 
 
 def test_bad_params_end_in_one_message_and_exit_2(tmp_path):
-    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text().replace(
-        "batch_size: 32", "batch_size: -3"))
+    (tmp_path / "params.yaml").write_text(
+        (REPO / "params.yaml").read_text().replace("batch_size: 32", "batch_size: -3")
+    )
     result = sh("transferlab", "finetune", cwd=tmp_path, check=False)
     assert result.returncode == 2
     assert "finetune.batch_size=-3 must be > 0" in result.stderr
@@ -41,8 +44,17 @@ def test_compose_writes_params_only_when_valid(tmp_path):
     out = tmp_path / "params.yaml"
     sh("transferlab", "compose", "--config-dir", conf, "-o", str(out), "model=scratch", cwd=tmp_path)
     assert "init: scratch" in out.read_text()
-    bad = sh("transferlab", "compose", "--config-dir", conf, "-o", str(out), "finetune.epochs=0",
-             cwd=tmp_path, check=False)
+    bad = sh(
+        "transferlab",
+        "compose",
+        "--config-dir",
+        conf,
+        "-o",
+        str(out),
+        "finetune.epochs=0",
+        cwd=tmp_path,
+        check=False,
+    )
     assert bad.returncode == 2 and "finetune.epochs=0 must be > 0" in bad.stderr
     assert "init: scratch" in out.read_text() and not list(tmp_path.glob("*.tmp-*"))
     nested = tmp_path / "configs" / "scratch" / "params.yaml"  # a folder that is not there yet

@@ -32,9 +32,11 @@ def test_every_group_has_a_config_folder_and_a_schema_section():
 
 
 # What an option needs beside it: a data path, or the task the decoders belong to.
-CONTEXT = {("data", "files"): ["data.path=some.csv"], ("data", "text"): ["data.path=some.txt"],
-           **{("model", decoder): ["task=causal_lm"]
-              for decoder in ("smollm2", "scratch_gpt", "torch_decoder")}}
+CONTEXT = {
+    ("data", "files"): ["data.path=some.csv"],
+    ("data", "text"): ["data.path=some.txt"],
+    **{("model", decoder): ["task=causal_lm"] for decoder in ("smollm2", "scratch_gpt", "torch_decoder")},
+}
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
@@ -62,7 +64,8 @@ def leaves(tree: dict, prefix: str = ""):
 def test_params_yaml_is_the_default_composition():
     committed = (REPO / "params.yaml").read_text(encoding="utf-8")
     assert committed == to_yaml(compose([], REPO / "conf")), (
-        "params.yaml drifted from conf/: run `transferlab compose` and commit it")
+        "params.yaml drifted from conf/: run `transferlab compose` and commit it"
+    )
 
 
 def test_tiny_experiment_is_tiny():
@@ -72,37 +75,45 @@ def test_tiny_experiment_is_tiny():
     assert cfg.data.max_per_label * 5 <= 60
 
 
-@pytest.mark.parametrize("override,expected", [
-    ("finetune.backbone_lr=abc", "could not be converted to Float"),
-    ("finetune.lrr=0.1", "Key 'lrr' not in 'FinetuneConfig'"),
-    ("model=gpt17", "Could not find 'model/gpt17'"),
-    ("data=nowhere", "Could not find 'data/nowhere'"),
-    ("+surprise=1", "Key 'surprise' not in 'Config'"),
-    ("+finetune.surprise=1", "Key 'surprise' not in 'FinetuneConfig'"),
-    ("device=gpu", "device='gpu' is not one of auto, cpu, cuda"),
-    ("model.arch=gpt5",
-     "model.arch='gpt5' is not one of bert, torch_transformer, gpt2, llama, torch_decoder"),
-])
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("finetune.backbone_lr=abc", "could not be converted to Float"),
+        ("finetune.lrr=0.1", "Key 'lrr' not in 'FinetuneConfig'"),
+        ("model=gpt17", "Could not find 'model/gpt17'"),
+        ("data=nowhere", "Could not find 'data/nowhere'"),
+        ("+surprise=1", "Key 'surprise' not in 'Config'"),
+        ("+finetune.surprise=1", "Key 'surprise' not in 'FinetuneConfig'"),
+        ("device=gpu", "device='gpu' is not one of auto, cpu, cuda"),
+        (
+            "model.arch=gpt5",
+            "model.arch='gpt5' is not one of bert, torch_transformer, gpt2, llama, torch_decoder",
+        ),
+    ],
+)
 def test_composition_rejects_unknown_keys_choices_and_wrong_types(override, expected):
     with pytest.raises(UserError, match="cannot compose config") as caught:
         compose([override], REPO / "conf")
     assert expected in str(caught.value)
 
 
-@pytest.mark.parametrize("override,expected", [
-    ("finetune.batch_size=0", "finetune.batch_size=0 must be > 0"),
-    ("train.steps=-1", "train.steps=-1 must be >= 0"),
-    ("data.test_fraction=1.5", "data.test_fraction=1.5 must be in [0, 1)"),
-    ("device=tpu", "device='tpu' is not one of auto, cpu, cuda"),
-    ("repro=exact", "repro='exact' is not one of strict, fast"),
-    ("checkpoint.every_steps=-1", "checkpoint.every_steps=-1 must be >= 0"),
-    ("model.tokenizer=train", "model.tokenizer=train needs model.init=scratch"),
-    ("finetune.unfreeze.unit=week", "finetune.unfreeze.unit='week' is not one of epoch, step"),
-    ("finetune.layer_lr_decay=1.5", "finetune.layer_lr_decay must be in (0, 1]"),
-    ("finetune.freeze.patterns=[\"(\"]", "is not a regex"),
-    ("data=files", "data=files needs data.path"),
-    ("model=scratch model.num_heads=5", "multiple of model.num_heads"),
-])
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("finetune.batch_size=0", "finetune.batch_size=0 must be > 0"),
+        ("train.steps=-1", "train.steps=-1 must be >= 0"),
+        ("data.test_fraction=1.5", "data.test_fraction=1.5 must be in [0, 1)"),
+        ("device=tpu", "device='tpu' is not one of auto, cpu, cuda"),
+        ("repro=exact", "repro='exact' is not one of strict, fast"),
+        ("checkpoint.every_steps=-1", "checkpoint.every_steps=-1 must be >= 0"),
+        ("model.tokenizer=train", "model.tokenizer=train needs model.init=scratch"),
+        ("finetune.unfreeze.unit=week", "finetune.unfreeze.unit='week' is not one of epoch, step"),
+        ("finetune.layer_lr_decay=1.5", "finetune.layer_lr_decay must be in (0, 1]"),
+        ('finetune.freeze.patterns=["("]', "is not a regex"),
+        ("data=files", "data=files needs data.path"),
+        ("model=scratch model.num_heads=5", "multiple of model.num_heads"),
+    ],
+)
 def test_value_checks_name_the_bad_key(override, expected):
     with pytest.raises(UserError) as caught:
         make_config(*override.split())
@@ -120,13 +131,21 @@ def test_load_params_reads_a_composed_file(tmp_path):
     assert cfg.model.init == "scratch" and cfg.finetune.backbone_lr == pytest.approx(5e-4)
 
 
-@pytest.mark.parametrize("edit,expected", [
-    (lambda t: t.replace("backbone_lr: 5.0e-05", "backbone_lr: abc"), "finetune.backbone_lr: Value 'abc'"),
-    (lambda t: t.replace("epochs: 3", "epochz: 3"), "Key 'epochz' not in 'FinetuneConfig'"),
-    (lambda t: t + "  oops: [\n", "not valid YAML"),
-    (lambda t: t.replace("source: bbc_news\n  path: null", "source: files\n  path: ???"),
-     "data=files needs data.path"),
-])
+@pytest.mark.parametrize(
+    "edit,expected",
+    [
+        (
+            lambda t: t.replace("backbone_lr: 5.0e-05", "backbone_lr: abc"),
+            "finetune.backbone_lr: Value 'abc'",
+        ),
+        (lambda t: t.replace("epochs: 3", "epochz: 3"), "Key 'epochz' not in 'FinetuneConfig'"),
+        (lambda t: t + "  oops: [\n", "not valid YAML"),
+        (
+            lambda t: t.replace("source: bbc_news\n  path: null", "source: files\n  path: ???"),
+            "data=files needs data.path",
+        ),
+    ],
+)
 def test_load_params_rejects_hand_edits(tmp_path, edit, expected):
     text = to_yaml(compose([], REPO / "conf"))
     params = write(tmp_path / "params.yaml", edit(text))

@@ -23,9 +23,15 @@ def test_the_slurm_batch_script_parses():
     first_command = next(i for i, line in enumerate(lines) if line.strip() and not line.startswith("#"))
     assert [line for line in lines[first_command:] if line.startswith("#SBATCH")] == []
     script = SBATCH.read_text()
-    for part in ("srun", "torchrun --nnodes=\"$SLURM_NNODES\"", "--rdzv-backend=c10d", "--max-restarts=",
-                 "-m transferlab.cli \"$stage\"", "export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1",
-                 "export MLFLOW_TRACKING_URI"):
+    for part in (
+        "srun",
+        'torchrun --nnodes="$SLURM_NNODES"',
+        "--rdzv-backend=c10d",
+        "--max-restarts=",
+        '-m transferlab.cli "$stage"',
+        "export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1",
+        "export MLFLOW_TRACKING_URI",
+    ):
         assert part in script, part
 
 
@@ -44,6 +50,9 @@ def test_the_kubernetes_job_parses():
     env = {item["name"]: item["value"] for item in container["env"]}
     assert env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] == "1"
     assert env["MLFLOW_TRACKING_URI"].startswith("http")
-    claims = [volume["persistentVolumeClaim"]["claimName"] for volume in worker["template"]["spec"]["volumes"]
-              if "persistentVolumeClaim" in volume]
+    claims = [
+        volume["persistentVolumeClaim"]["claimName"]
+        for volume in worker["template"]["spec"]["volumes"]
+        if "persistentVolumeClaim" in volume
+    ]
     assert claims == ["transferlab-project"]

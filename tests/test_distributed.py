@@ -30,15 +30,21 @@ STAGES = ("train", "finetune")
 # Long enough to kill a worker in the middle: 3 epochs of 8 steps (4 examples, 2 a process) and a
 # checkpoint every 2 steps.
 RESTARTED = ["finetune.epochs=3", "finetune.batch_size=4", "checkpoint.every_steps=2"]
-FINETUNED = ["metrics/finetune.json", *(f"models/finetuned/{name}" for name in (
-    "model.safetensors", "config.json", "training_log.json"))]
+FINETUNED = [
+    "metrics/finetune.json",
+    *(f"models/finetuned/{name}" for name in ("model.safetensors", "config.json", "training_log.json")),
+]
 
 
 def stage_runs(repo: Path) -> dict[str, tuple[str, str]]:
     """Every stage run in the project's store: run id -> (stage tag, status)."""
     db = sqlite3.connect(repo / "mlflow.db")
-    return {run: (stage, status) for run, stage, status in db.execute(
-        f"select r.run_uuid, {STAGE}, r.status from runs r where {STAGE} is not null")}
+    return {
+        run: (stage, status)
+        for run, stage, status in db.execute(
+            f"select r.run_uuid, {STAGE}, r.status from runs r where {STAGE} is not null"
+        )
+    }
 
 
 def new_runs(repo: Path, before: dict) -> list[tuple[str, str]]:
@@ -71,8 +77,10 @@ def assert_like_one_process(single: Path, repo: Path, launch) -> None:
     assert not list(repo.glob("**/.*.tmp-*")), "a process left a staged output behind"
     assert (repo / "models/finetuned/model.safetensors").is_file()
     one, distributed = read_metrics(single), read_metrics(repo)
-    for stage, keys in {"train": ("train_loss", "validation_loss"),
-                        "finetune": ("best_validation_loss", "best_validation_accuracy")}.items():
+    for stage, keys in {
+        "train": ("train_loss", "validation_loss"),
+        "finetune": ("best_validation_loss", "best_validation_accuracy"),
+    }.items():
         for key in keys:
             print(f"{stage}.{key}: one process {one[stage][key]}, distributed {distributed[stage][key]}")
             assert distributed[stage][key] == pytest.approx(one[stage][key], rel=TOLERANCE), (stage, key)
@@ -81,8 +89,13 @@ def assert_like_one_process(single: Path, repo: Path, launch) -> None:
 
 def test_torchrun_two_processes_match_one(single: Path, tmp_path: Path):
     repo = copy_tiny(single, tmp_path / "project")
-    assert_like_one_process(single, repo, lambda stage: sh(
-        "torchrun", "--standalone", "--nproc_per_node=2", "-m", "transferlab.cli", stage, cwd=repo))
+    assert_like_one_process(
+        single,
+        repo,
+        lambda stage: sh(
+            "torchrun", "--standalone", "--nproc_per_node=2", "-m", "transferlab.cli", stage, cwd=repo
+        ),
+    )
 
 
 def test_a_batch_that_does_not_split_over_the_processes_is_refused(tiny_repo: Path, tmp_path: Path):
@@ -90,11 +103,21 @@ def test_a_batch_that_does_not_split_over_the_processes_is_refused(tiny_repo: Pa
     copy_tiny(tiny_repo, repo)
     sh("transferlab", "compose", "experiment=tiny", "finetune.batch_size=7", cwd=repo)
     before = (repo / "models/finetuned/model.safetensors").read_bytes()
-    result = sh("torchrun", "--standalone", "--nproc_per_node=2", "-m", "transferlab.cli", "finetune",
-                cwd=repo, check=False)
+    result = sh(
+        "torchrun",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "transferlab.cli",
+        "finetune",
+        cwd=repo,
+        check=False,
+    )
     assert result.returncode != 0
-    assert ("transferlab finetune: error: the batch size 7 cannot be split evenly over 2 processes"
-            in result.stderr)
+    assert (
+        "transferlab finetune: error: the batch size 7 cannot be split evenly over 2 processes"
+        in result.stderr
+    )
     assert (repo / "models/finetuned/model.safetensors").read_bytes() == before
 
 
@@ -106,16 +129,34 @@ class TwoNodes:
     agents still running with SIGTERM, on which they stop their workers."""
 
     def __init__(self, repo: Path, stage: str, *options: str) -> None:
-        command = ["torchrun", "--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d",
-                   f"--rdzv-endpoint=127.0.0.1:{free_port()}", f"--rdzv-id={uuid.uuid4().hex[:12]}",
-                   "--local-addr=127.0.0.1", *options, "-m", "transferlab.cli", stage]
+        command = [
+            "torchrun",
+            "--nnodes=2",
+            "--nproc-per-node=1",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint=127.0.0.1:{free_port()}",
+            f"--rdzv-id={uuid.uuid4().hex[:12]}",
+            "--local-addr=127.0.0.1",
+            *options,
+            "-m",
+            "transferlab.cli",
+            stage,
+        ]
         env = tool_env(TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1")  # as docs/reliability.md says
         self.logs = [repo.parent / f"{repo.name}-{stage}-node{i}.log" for i in range(2)]
         self.agents = []
         for log in self.logs:
             with log.open("w") as out:
-                self.agents.append(subprocess.Popen(command, cwd=repo, env=env, stdout=out,
-                                                    stderr=subprocess.STDOUT, start_new_session=True))
+                self.agents.append(
+                    subprocess.Popen(
+                        command,
+                        cwd=repo,
+                        env=env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
 
     def __enter__(self) -> TwoNodes:
         return self

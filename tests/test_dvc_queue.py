@@ -15,8 +15,17 @@ from conftest import runs, sh
 @pytest.mark.slow
 def test_dvc_queue_runs_two_experiments_that_land_in_the_project_store(tiny_copy: Path):
     project = tiny_copy  # prepare and train come back from DVC's run cache: only the lr differs
-    sh("dvc", "exp", "run", "--queue", "-S", "experiment=tiny", "-S", "finetune.backbone_lr=1e-3,2e-3",
-       cwd=project)
+    sh(
+        "dvc",
+        "exp",
+        "run",
+        "--queue",
+        "-S",
+        "experiment=tiny",
+        "-S",
+        "finetune.backbone_lr=1e-3,2e-3",
+        cwd=project,
+    )
     sh("dvc", "queue", "start", "-j", "2", cwd=project)
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
@@ -25,13 +34,15 @@ def test_dvc_queue_runs_two_experiments_that_land_in_the_project_store(tiny_copy
             break
         time.sleep(3)
     failed = [line.split()[1] for line in status.splitlines() if line.endswith("Failed")]
-    logs = "".join(sh("dvc", "queue", "logs", name, cwd=project, check=False).stdout[-3000:]
-                   for name in failed)
+    logs = "".join(
+        sh("dvc", "queue", "logs", name, cwd=project, check=False).stdout[-3000:] for name in failed
+    )
     assert status.count("Success") == 2, status + logs
 
     table = json.loads(sh("dvc", "exp", "show", "--json", cwd=project).stdout)
-    experiments = {exp["name"]: exp["revs"][0]["data"]
-                   for base in table for exp in base.get("experiments") or []}
+    experiments = {
+        exp["name"]: exp["revs"][0]["data"] for base in table for exp in base.get("experiments") or []
+    }
     assert len(experiments) == 2
     for data in experiments.values():
         assert 0 <= data["metrics"]["metrics/evaluate.json"]["data"]["accuracy"] <= 1
@@ -53,8 +64,11 @@ def test_make_compare_runs_named_queued_experiments_and_a_rerun_restores_them(ti
     assert first.stdout.count("Running stage 'finetune'") == 2, first.stdout[-3000:]
 
     table = json.loads(sh("dvc", "exp", "show", "--json", cwd=project).stdout)
-    seeds = {exp["name"]: exp["revs"][0]["data"]["params"]["params.yaml"]["data"]["seed"]
-             for base in table for exp in base.get("experiments") or []}
+    seeds = {
+        exp["name"]: exp["revs"][0]["data"]["params"]["params.yaml"]["data"]["seed"]
+        for base in table
+        for exp in base.get("experiments") or []
+    }
     assert seeds == {"tiny-s3": 3, "tiny-s4": 4}
     # queued experiments ran in copies: the workspace keeps its config and outputs
     assert {name: (project / name).read_bytes() for name in workspace} == before
@@ -70,8 +84,16 @@ def test_make_compare_runs_named_queued_experiments_and_a_rerun_restores_them(ti
 
 def test_make_compare_refuses_an_unknown_experiment_before_queueing_any(tiny_copy: Path):
     project = tiny_copy
-    result = sh("make", "compare", "STAMP=", "TORCH=cpu", "COMPARE=tiny compare_nope", "SEEDS=3",
-                cwd=project, check=False)
+    result = sh(
+        "make",
+        "compare",
+        "STAMP=",
+        "TORCH=cpu",
+        "COMPARE=tiny compare_nope",
+        "SEEDS=3",
+        cwd=project,
+        check=False,
+    )
     assert result.returncode != 0
     assert "Could not find 'experiment/compare_nope'" in result.stderr and "Traceback" not in result.stderr
     assert "tiny-s3" not in sh("dvc", "queue", "status", cwd=project).stdout, "nothing queued, not even tiny"

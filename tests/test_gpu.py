@@ -15,8 +15,12 @@ import pytest
 from conftest import copy_tiny, sh
 
 torch = pytest.importorskip("torch")
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
-                                                  reason="needs a CUDA device (run pytest -m gpu on one)")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs a CUDA device (run pytest -m gpu on one)"
+    ),
+]
 ON_GPU = ["experiment=tiny", "device=cuda", "precision=auto"]
 
 
@@ -41,10 +45,15 @@ def test_the_tiny_pipeline_runs_on_the_gpu(tiny_repo: Path, tmp_path: Path):
     copy_tiny(tiny_repo, repo)
     sh("transferlab", "compose", *ON_GPU, cwd=repo)
     sh("dvc", "repro", cwd=repo)
-    rows = sqlite3.connect(repo / "mlflow.db").execute(
-        "select r.name, t.key, t.value from runs r join tags t on t.run_uuid = r.run_uuid "
-        "where t.key in ('device', 'precision') and (select value from tags where run_uuid = r.run_uuid "
-        "and key = 'transferlab.stage') = 'finetune'").fetchall()
+    rows = (
+        sqlite3.connect(repo / "mlflow.db")
+        .execute(
+            "select r.name, t.key, t.value from runs r join tags t on t.run_uuid = r.run_uuid "
+            "where t.key in ('device', 'precision') and (select value from tags where run_uuid = r.run_uuid "
+            "and key = 'transferlab.stage') = 'finetune'"
+        )
+        .fetchall()
+    )
     tags = {key: value for _, key, value in rows}
     assert tags["device"] == "cuda" and tags["precision"] in ("bf16", "fp16")
     assert json.loads((repo / "metrics/evaluate.json").read_text())["test_accuracy"] >= 0
@@ -93,6 +102,8 @@ def test_throughput_and_mfu_against_the_gpus_bf16_peak(capsys):
     flops_per_token = 6 * 6 * per_layer + 12 * 6 * 384 * 128
     mfu = tokens_per_second * flops_per_token / peak
     with capsys.disabled():
-        print(f"\nGPU {torch.cuda.get_device_name()}: {dtype} matmul peak {peak / 1e12:.1f} TFLOP/s, "
-              f"{tokens_per_second:,.0f} tokens/s, MFU {mfu:.1%}")
+        print(
+            f"\nGPU {torch.cuda.get_device_name()}: {dtype} matmul peak {peak / 1e12:.1f} TFLOP/s, "
+            f"{tokens_per_second:,.0f} tokens/s, MFU {mfu:.1%}"
+        )
     assert 0 < mfu < 1

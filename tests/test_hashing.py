@@ -13,16 +13,22 @@ from transferlab.errors import UserError
 
 
 def write_files(root: Path) -> None:
-    files = {"data/prepared/train.parquet": b"train rows",
-             "data/prepared/validation.parquet": b"validation rows",
-             "models/pretrained/config.json": b"{}", "models/pretrained/sub/w.bin": bytes(range(256)) * 5000,
-             "code/a.py": b"A = 1\n", "code/pkg/b.py": b"B = 2\n", "code/pkg/c.py": b"C = 3\n"}
+    files = {
+        "data/prepared/train.parquet": b"train rows",
+        "data/prepared/validation.parquet": b"validation rows",
+        "models/pretrained/config.json": b"{}",
+        "models/pretrained/sub/w.bin": bytes(range(256)) * 5000,
+        "code/a.py": b"A = 1\n",
+        "code/pkg/b.py": b"B = 2\n",
+        "code/pkg/c.py": b"C = 3\n",
+    }
     for rel, data in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(data)
     (root / "dvc.yaml").write_text(
         "stages:\n  prepare:\n    cmd: x\n    deps: [code/a.py, code/pkg, missing.py]\n    params: [seed]\n"
-        "    outs: [out]\n  train:\n    cmd: y\n    deps: [out, code/pkg/c.py]\n    params: [lr]\n")
+        "    outs: [out]\n  train:\n    cmd: y\n    deps: [out, code/pkg/c.py]\n    params: [lr]\n"
+    )
 
 
 def test_the_persisted_digests_keep_their_values(workdir, monkeypatch):
@@ -38,8 +44,10 @@ def test_the_persisted_digests_keep_their_values(workdir, monkeypatch):
     with pytest.raises(UserError, match="missing.parquet not found"):
         files_digest(["data/prepared/missing.parquet"])
     # checkpoint inputs: paths as given, folders file by file, missing paths skipped.
-    assert inputs_digest(["data/prepared/validation.parquet", "models/pretrained", "missing.txt"]) == \
-        "c826ff77006e1ed6bd7a"
+    assert (
+        inputs_digest(["data/prepared/validation.parquet", "models/pretrained", "missing.txt"])
+        == "c826ff77006e1ed6bd7a"
+    )
     # stage cache: the config fingerprint, then the code deps by their path in the workspace.
     monkeypatch.setenv(WORKSPACE_ENV, str(workdir))
     cfg = OmegaConf.create({"seed": 1, "lr": 0.5, "tracking": {}})

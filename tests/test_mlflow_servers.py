@@ -23,10 +23,26 @@ def tracking_server(tmp_path_factory):
     port = free_port()
     env = tool_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     server = subprocess.Popen(
-        ["mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'store.db'}",
-         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1"],
-        cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'store.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(f"{url}/health", server)
@@ -40,22 +56,32 @@ def tracking_server(tmp_path_factory):
 def logged_over_http(tracking_server, tmp_path_factory) -> str:
     """A real `prepare` stage run that logs to the server through MLFLOW_TRACKING_URI."""
     work = tmp_path_factory.mktemp("work")
-    sh("transferlab", "compose", "--config-dir", str(REPO / "conf"), "data.max_per_label=4",
-       "tracking.experiment=over-http", cwd=work)
+    sh(
+        "transferlab",
+        "compose",
+        "--config-dir",
+        str(REPO / "conf"),
+        "data.max_per_label=4",
+        "tracking.experiment=over-http",
+        cwd=work,
+    )
     sh("transferlab", "prepare", cwd=work, MLFLOW_TRACKING_URI=tracking_server)
     return tracking_server
 
 
 def test_a_stage_logs_to_a_tracking_server_and_the_rest_api_returns_it(logged_over_http):
     def post(path: str, payload: dict) -> dict:
-        request = urllib.request.Request(f"{logged_over_http}/api/2.0/mlflow/{path}",
-                                         data=json.dumps(payload).encode(),
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"{logged_over_http}/api/2.0/mlflow/{path}",
+            data=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())
 
-    with urllib.request.urlopen(f"{logged_over_http}/api/2.0/mlflow/experiments/get-by-name"
-                                "?experiment_name=over-http", timeout=10) as response:
+    with urllib.request.urlopen(
+        f"{logged_over_http}/api/2.0/mlflow/experiments/get-by-name?experiment_name=over-http", timeout=10
+    ) as response:
         experiment = json.loads(response.read())["experiment"]
     runs = post("runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
     assert len(runs) == 1
@@ -84,8 +110,12 @@ def chromium() -> str:
         pytest.skip("chromium is not installed and cannot be installed here (needs root + apt-get)")
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.STDOUT}
     subprocess.run(["apt-get", "update", "-qq"], check=False, timeout=600, **quiet)
-    done = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"],
-                          env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"), timeout=900, **quiet)
+    done = subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"],
+        env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"),
+        timeout=900,
+        **quiet,
+    )
     if done.returncode != 0 or not shutil.which("chromium"):
         pytest.skip("chromium could not be installed from Debian's packages")
     return shutil.which("chromium")
@@ -93,16 +123,27 @@ def chromium() -> str:
 
 def test_the_ui_shows_the_experiment_runs(logged_over_http, tmp_path):
     browser = chromium()
-    with urllib.request.urlopen(f"{logged_over_http}/api/2.0/mlflow/experiments/get-by-name"
-                                "?experiment_name=over-http", timeout=10) as response:
+    with urllib.request.urlopen(
+        f"{logged_over_http}/api/2.0/mlflow/experiments/get-by-name?experiment_name=over-http", timeout=10
+    ) as response:
         experiment_id = json.loads(response.read())["experiment"]["experiment_id"]
     page = f"{logged_over_http}/#/experiments/{experiment_id}/runs"
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,900",
-             "--virtual-time-budget=20000"]
-    dom = subprocess.run([browser, *flags, "--dump-dom", page], capture_output=True, text=True,
-                         timeout=180).stdout
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1400,900",
+        "--virtual-time-budget=20000",
+    ]
+    dom = subprocess.run(
+        [browser, *flags, "--dump-dom", page], capture_output=True, text=True, timeout=180
+    ).stdout
     assert "over-http" in dom, "the experiment is not on the page"
     assert "prepare" in dom, "the run is not listed"
     shot = tmp_path / "ui.png"

@@ -16,8 +16,14 @@ from transferlab.packages import resolve
 from transferlab.stages import prepare
 from transferlab.tasks.classification import evaluate, finetune, train
 
-TINY_MINILM = ("tracking.enabled=false", "data.max_per_label=5", "model.max_length=32",
-               "train.batch_size=4", "finetune.batch_size=4", "finetune.epochs=1")
+TINY_MINILM = (
+    "tracking.enabled=false",
+    "data.max_per_label=5",
+    "model.max_length=32",
+    "train.batch_size=4",
+    "finetune.batch_size=4",
+    "finetune.epochs=1",
+)
 
 
 def original_weights() -> dict:

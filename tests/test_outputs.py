@@ -42,8 +42,10 @@ def test_a_full_disk_mid_write_names_the_output_and_leaves_nothing(tmp_path):
 
     final = tmp_path / "out.json"
     final.write_text("good")
-    with pytest.raises(UserError, match=f"cannot write output {final}: cannot be written: No space left"), \
-            staged_outputs() as outs:
+    with (
+        pytest.raises(UserError, match=f"cannot write output {final}: cannot be written: No space left"),
+        staged_outputs() as outs,
+    ):
         staged = outs.path(final)
         staged.symlink_to("/dev/full")
         with open(staged, "w") as file:

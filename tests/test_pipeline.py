@@ -20,13 +20,23 @@ pytestmark = pytest.mark.slow
 
 
 def test_repro_writes_every_output(tiny_repo: Path):
-    for out in ("data/prepared/train.parquet", "data/prepared/validation.parquet",
-                "data/prepared/test.parquet", "data/prepared/labels.json",
-                "models/pretrained/model.safetensors", "models/pretrained/tokenizer.json",
-                "models/finetuned/model.safetensors", "models/finetuned/config.json",
-                "models/finetuned/training_log.json", "plots/confusion_matrix.png",
-                "plots/learning_curve.png", "plots/confusion.csv", "plots/loss_train.csv",
-                "plots/accuracy_validation.csv", "plots/learning_rate.csv"):
+    for out in (
+        "data/prepared/train.parquet",
+        "data/prepared/validation.parquet",
+        "data/prepared/test.parquet",
+        "data/prepared/labels.json",
+        "models/pretrained/model.safetensors",
+        "models/pretrained/tokenizer.json",
+        "models/finetuned/model.safetensors",
+        "models/finetuned/config.json",
+        "models/finetuned/training_log.json",
+        "plots/confusion_matrix.png",
+        "plots/learning_curve.png",
+        "plots/confusion.csv",
+        "plots/loss_train.csv",
+        "plots/accuracy_validation.csv",
+        "plots/learning_rate.csv",
+    ):
         assert (tiny_repo / out).is_file(), out
     assert not list(tiny_repo.glob("**/.*.tmp-*")), "a staged temp output was left behind"
     for folder in ("models/pretrained", "models/finetuned"):  # the run had HF_HUB_OFFLINE=1 (tool_env)
@@ -35,7 +45,12 @@ def test_repro_writes_every_output(tiny_repo: Path):
     finetuned = json.loads((tiny_repo / "models/finetuned/config.json").read_text())
     assert finetuned["num_hidden_layers"] == 2 and finetuned["hidden_size"] == 32
     assert sorted(finetuned["id2label"].values()) == [
-        "business", "entertainment", "politics", "sports", "tech"]
+        "business",
+        "entertainment",
+        "politics",
+        "sports",
+        "tech",
+    ]
 
 
 def test_metrics_are_complete(tiny_repo: Path):
@@ -54,8 +69,10 @@ def test_metrics_are_complete(tiny_repo: Path):
     test = pd.read_parquet(tiny_repo / "data/prepared/test.parquet")
     assert [row["label"] for row in paired] == test["label"].tolist()
     assert len(paired) == metrics["test_examples"]
-    for column, accuracy in (("predicted", metrics["accuracy"]),
-                             ("baseline", metrics["baseline_tfidf_logreg"]["accuracy"])):
+    for column, accuracy in (
+        ("predicted", metrics["accuracy"]),
+        ("baseline", metrics["baseline_tfidf_logreg"]["accuracy"]),
+    ):
         right = sum(row[column] == row["label"] for row in paired)
         assert round(right / len(paired), 6) == accuracy, column
     data = json.loads((tiny_repo / "metrics/data.json").read_text())
@@ -82,8 +99,11 @@ def test_mlflow_has_one_run_per_stage_with_config_and_tags(tiny_repo: Path):
     names = dict(db.execute("select run_uuid, name from runs").fetchall())
     # Each name says what the run is: its stage, then what it ran on (data for prepare, else the model).
     assert {runs[run_id]: name for run_id, name in names.items()} == {
-        "prepare": "prepare · bbc_news-max8", "train": "train · bert-2x32-scratch-64",
-        "finetune": "finetune · bert-2x32-scratch-64", "evaluate": "evaluate · bert-2x32-scratch-64"}
+        "prepare": "prepare · bbc_news-max8",
+        "train": "train · bert-2x32-scratch-64",
+        "finetune": "finetune · bert-2x32-scratch-64",
+        "evaluate": "evaluate · bert-2x32-scratch-64",
+    }
     commit = sh("git", "rev-parse", "HEAD", cwd=tiny_repo).stdout.strip()
     for run_id, stage in runs.items():
         tags = dict(db.execute("select key, value from tags where run_uuid = ?", (run_id,)))
@@ -93,9 +113,11 @@ def test_mlflow_has_one_run_per_stage_with_config_and_tags(tiny_repo: Path):
         assert len(tags["data.digest"]) == 16
         assert params["finetune.backbone_lr"] == "0.0005" and params["model.init"] == "scratch"
         artifact_dir = tiny_repo / "mlruns"
-        assert list(artifact_dir.glob(f"*/{run_id}/artifacts/config.yaml")) or \
-            list(artifact_dir.glob(f"*/*/{run_id}/artifacts/config.yaml")) or \
-            list(artifact_dir.glob(f"**/{run_id}/**/config.yaml")), f"{stage}: no config artifact"
+        assert (
+            list(artifact_dir.glob(f"*/{run_id}/artifacts/config.yaml"))
+            or list(artifact_dir.glob(f"*/*/{run_id}/artifacts/config.yaml"))
+            or list(artifact_dir.glob(f"**/{run_id}/**/config.yaml"))
+        ), f"{stage}: no config artifact"
     by_stage = {stage: run_id for run_id, stage in runs.items()}
 
     def tag(run_id: str, key: str):
@@ -107,21 +129,28 @@ def test_mlflow_has_one_run_per_stage_with_config_and_tags(tiny_repo: Path):
     assert tag(by_stage["finetune"], "lineage.train_run_id") == by_stage["train"]
     assert tag(by_stage["evaluate"], "lineage.finetune_run_id") == by_stage["finetune"]
     # Data lineage: the splits each stage read, as MLflow dataset inputs with content digests.
-    inputs = db.execute("select d.name, d.digest, i.destination_id from inputs i join datasets d "
-                        "on i.source_id = d.dataset_uuid").fetchall()
+    inputs = db.execute(
+        "select d.name, d.digest, i.destination_id from inputs i join datasets d "
+        "on i.source_id = d.dataset_uuid"
+    ).fetchall()
     read = {(name, run) for name, _, run in inputs}
-    assert {("train", by_stage["finetune"]), ("validation", by_stage["finetune"]),
-            ("test", by_stage["evaluate"])} <= read
+    assert {
+        ("train", by_stage["finetune"]),
+        ("validation", by_stage["finetune"]),
+        ("test", by_stage["evaluate"]),
+    } <= read
     assert ("test", by_stage["finetune"]) not in read, "the test split leaked into fine-tuning"
     for artifact in ("classification_report.txt", "misclassified.csv", "predictions.csv", "logs/stage.log"):
         assert list((tiny_repo / "mlruns").glob(f"**/{by_stage['evaluate']}/artifacts/{artifact}")), artifact
     finetune_id = next(r for r, s in runs.items() if s == "finetune")
-    steps = db.execute("select count(*) from metrics where run_uuid = ? and key = 'loss'",
-                       (finetune_id,)).fetchone()[0]
+    steps = db.execute(
+        "select count(*) from metrics where run_uuid = ? and key = 'loss'", (finetune_id,)
+    ).fetchone()[0]
     assert steps >= 1, "per-step training loss was not logged"
     evaluate_id = next(r for r, s in runs.items() if s == "evaluate")
-    accuracy = db.execute("select value from metrics where run_uuid = ? and key = 'test_accuracy'",
-                          (evaluate_id,)).fetchone()[0]
+    accuracy = db.execute(
+        "select value from metrics where run_uuid = ? and key = 'test_accuracy'", (evaluate_id,)
+    ).fetchone()[0]
     assert accuracy == json.loads((tiny_repo / "metrics/evaluate.json").read_text())["accuracy"]
 
 
@@ -141,10 +170,18 @@ def test_the_finetuned_model_has_a_hugging_face_model_card(tiny_repo: Path):
     [result] = meta["model-index"][0]["results"]
     assert result["dataset"]["split"] == "validation"
     assert {m["type"]: m["value"] for m in result["metrics"]} == {
-        "accuracy": finetune["best_validation_accuracy"], "loss": finetune["best_validation_loss"]}
+        "accuracy": finetune["best_validation_accuracy"],
+        "loss": finetune["best_validation_loss"],
+    }
     sections = [line for line in body.splitlines() if line.startswith("## ")]
-    assert sections == ["## Model description", "## Training data and labels", "## Training config",
-                        "## Evaluation results", "## How to use", "## Limitations"]
+    assert sections == [
+        "## Model description",
+        "## Training data and labels",
+        "## Training config",
+        "## Evaluation results",
+        "## How to use",
+        "## Limitations",
+    ]
     data = json.loads((tiny_repo / "metrics/data.json").read_text())
     rows = re.findall(r"^\| (\d+) \| (\w+) \| (\d+) \| (\d+) \|$", body, re.MULTILINE)  # id, label, counts
     assert [label for _, label, _, _ in rows] == ["business", "entertainment", "politics", "sports", "tech"]
@@ -160,10 +197,11 @@ def test_the_registered_version_is_described_by_the_card_and_test_results(tiny_r
     card = (tiny_repo / "models/finetuned/README.md").read_text()
     evaluate = json.loads((tiny_repo / "metrics/evaluate.json").read_text())
     db = sqlite3.connect(tiny_repo / "mlflow.db")
-    [(description,)] = db.execute("select description from model_versions where "
-                                  "name = 'transferlab-classifier' and version = 1")
+    [(description,)] = db.execute(
+        "select description from model_versions where name = 'transferlab-classifier' and version = 1"
+    )
     assert description.startswith(card), "the registered version does not carry the model card"
-    test_section = description[len(card):]
+    test_section = description[len(card) :]
     assert test_section.lstrip().startswith("## Test results")
     assert f"| accuracy | {evaluate['accuracy']} |" in test_section
     assert f"| macro-F1 | {evaluate['macro_f1']} |" in test_section
@@ -185,11 +223,20 @@ def test_report_tables_the_runs_from_mlflow(tiny_repo: Path, tmp_path: Path):
         paired = list(csv.DictReader(handle))
     b = sum(r["predicted"] == r["label"] != r["baseline"] for r in paired)
     c = sum(r["baseline"] == r["label"] != r["predicted"] for r in paired)
-    assert any(line.startswith(f"| tiny | 42 | {accuracy:.4f} |") and f"| {b} | {c} |" in line
-               for line in table.splitlines()), table
+    assert any(
+        line.startswith(f"| tiny | 42 | {accuracy:.4f} |") and f"| {b} | {c} |" in line
+        for line in table.splitlines()
+    ), table
     assert (out / "comparison.png").stat().st_size > 1000
-    missing = sh("transferlab", "report", "compare_scratch/no_pretraining", "--output", str(out),
-                 cwd=tiny_repo, check=False)
+    missing = sh(
+        "transferlab",
+        "report",
+        "compare_scratch/no_pretraining",
+        "--output",
+        str(out),
+        cwd=tiny_repo,
+        check=False,
+    )
     assert missing.returncode == 2 and "no finished comparison runs" in missing.stderr
 
 
@@ -201,8 +248,9 @@ def test_plots_render(tiny_repo: Path, tmp_path: Path):
     with (tiny_repo / "plots/accuracy_validation.csv").open() as handle:
         epochs = list(csv.DictReader(handle))
     history = json.loads((tiny_repo / "models/finetuned/training_log.json").read_text())
-    assert [float(row["accuracy"]) for row in epochs] == [e["eval_accuracy"] for e in history
-                                                          if "eval_accuracy" in e]
+    assert [float(row["accuracy"]) for row in epochs] == [
+        e["eval_accuracy"] for e in history if "eval_accuracy" in e
+    ]
     with (tiny_repo / "plots/learning_rate.csv").open() as handle:
         rates = [float(row["learning_rate"]) for row in csv.DictReader(handle)]
     assert rates == [e["learning_rate"] for e in history if "learning_rate" in e]

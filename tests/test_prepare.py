@@ -18,25 +18,36 @@ LABELS = ("alpha", "beta", "gamma")
 
 
 def table(rows_per_label: int = 10) -> pd.DataFrame:
-    rows = [{"body": f"{label} document number {i}", "topic": label}
-            for label in LABELS for i in range(rows_per_label)]
+    rows = [
+        {"body": f"{label} document number {i}", "topic": label}
+        for label in LABELS
+        for i in range(rows_per_label)
+    ]
     return pd.DataFrame(rows)
 
 
 def files_config(path: Path, *extra: str):
-    return make_config("data=files", f"data.path={path}", "data.text_column=body",
-                       "data.label_column=topic", "tracking.enabled=false", *extra)
+    return make_config(
+        "data=files",
+        f"data.path={path}",
+        "data.text_column=body",
+        "data.label_column=topic",
+        "tracking.enabled=false",
+        *extra,
+    )
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".json", ".parquet"])
 def test_files_in_every_format_split_stratified(workdir, suffix):
     path = workdir / f"input{suffix}"
     frame = table()
-    {".csv": lambda: frame.to_csv(path, index=False),
-     ".tsv": lambda: frame.to_csv(path, sep="\t", index=False),
-     ".jsonl": lambda: frame.to_json(path, orient="records", lines=True),
-     ".json": lambda: frame.to_json(path, orient="records"),
-     ".parquet": lambda: frame.to_parquet(path)}[suffix]()
+    {
+        ".csv": lambda: frame.to_csv(path, index=False),
+        ".tsv": lambda: frame.to_csv(path, sep="\t", index=False),
+        ".jsonl": lambda: frame.to_json(path, orient="records", lines=True),
+        ".json": lambda: frame.to_json(path, orient="records"),
+        ".parquet": lambda: frame.to_parquet(path),
+    }[suffix]()
 
     stats = prepare.run(files_config(path))
 
@@ -51,7 +62,8 @@ def test_files_in_every_format_split_stratified(workdir, suffix):
     assert not (texts[0] & texts[1] or texts[0] & texts[2] or texts[1] & texts[2])
     assert json.loads(prepare.DETAIL.read_text()) == stats
     assert json.loads(Path(prepare.STATS).read_text()) == {  # the DVC metrics: split sizes only
-        name: {"examples": len(part)} for name, part in parts.items()}
+        name: {"examples": len(part)} for name, part in parts.items()
+    }
     assert stats["train"]["per_label"] == {"alpha": 6, "beta": 6, "gamma": 6}
 
 
@@ -79,7 +91,12 @@ def test_duplicates_and_blank_rows_are_dropped(workdir):
 def test_bbc_news_from_the_package(workdir):
     stats = prepare.run(make_config("tracking.enabled=false", "data.max_per_label=6"))
     assert json.loads(prepared.labels_path().read_text()) == [
-        "business", "entertainment", "politics", "sports", "tech"]
+        "business",
+        "entertainment",
+        "politics",
+        "sports",
+        "tech",
+    ]
     assert sum(stats[s]["examples"] for s in prepared.SPLITS) == 30
     assert stats["duplicates_dropped"] == 98  # the corpus ships 98 exact duplicates
 
@@ -102,8 +119,7 @@ def bad_input_cases(workdir: Path):
     table().rename(columns={"topic": "category"}).to_csv(csv, index=False)
     yield "no label column", csv, "has no column 'topic'"
     lonely = workdir / "lonely.csv"
-    pd.concat([table(), pd.DataFrame([{"body": "only one", "topic": "delta"}])]).to_csv(
-        lonely, index=False)
+    pd.concat([table(), pd.DataFrame([{"body": "only one", "topic": "delta"}])]).to_csv(lonely, index=False)
     yield "label with one example", lonely, "'delta' (1)"
     one_label = workdir / "one_label.csv"
     table()[lambda t: t["topic"] == "alpha"].to_csv(one_label, index=False)

@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from conftest import REPO, make_config
-from transferlab.significance import (
+from transferlab.report.significance import (
     bootstrap_difference_ci,
     discordant,
     mcnemar_exact,
@@ -64,16 +64,20 @@ def test_paired_bootstrap_interval_of_the_accuracy_difference():
 
 # Per seed, 20 test articles: (both right, only the model right = b, only the baseline right = c);
 # the rest both wrong. Experiment "tiny" ran seeds 1-3, "compare_pretrained/frozen_backbone" 1-2.
-OUTCOMES = {"tiny": {1: (10, 7, 1), 2: (12, 3, 3), 3: (13, 5, 0)},
-            "compare_pretrained/frozen_backbone": {1: (16, 2, 0), 2: (14, 0, 1)}}
+OUTCOMES = {
+    "tiny": {1: (10, 7, 1), 2: (12, 3, 3), 3: (13, 5, 0)},
+    "compare_pretrained/frozen_backbone": {1: (16, 2, 0), 2: (14, 0, 1)},
+}
 
 
 def predictions(both: int, b: int, c: int, n: int = 20):
     """Labels and the model's and baseline's predicted ids with these paired outcomes."""
     labels = [i % 5 for i in range(n)]
     wrong = [(label + 1) % 5 for label in labels]
-    model = labels[:both + b] + wrong[both + b:both + b + c] + wrong[both + b + c:]
-    baseline = labels[:both] + wrong[both:both + b] + labels[both + b:both + b + c] + wrong[both + b + c:]
+    model = labels[: both + b] + wrong[both + b : both + b + c] + wrong[both + b + c :]
+    baseline = (
+        labels[:both] + wrong[both : both + b] + labels[both + b : both + b + c] + wrong[both + b + c :]
+    )
     return labels, model, baseline
 
 
@@ -93,28 +97,50 @@ def log_evaluate_runs(workdir, outcomes=OUTCOMES) -> None:
                 path.write_text(predictions_csv(labels, model, baseline))
                 run.log_artifact(path)
                 ours, theirs = scores(labels, model, names), scores(labels, baseline, names)
-                run.log_metrics({"test_accuracy": ours["accuracy"], "test_macro_f1": ours["macro_f1"],
-                                 "baseline_test_accuracy": theirs["accuracy"],
-                                 "baseline_test_macro_f1": theirs["macro_f1"],
-                                 "baseline_test_fit_seconds": 2})
+                run.log_metrics(
+                    {
+                        "test_accuracy": ours["accuracy"],
+                        "test_macro_f1": ours["macro_f1"],
+                        "baseline_test_accuracy": theirs["accuracy"],
+                        "baseline_test_macro_f1": theirs["macro_f1"],
+                        "baseline_test_fit_seconds": 2,
+                    }
+                )
 
 
 def test_the_validation_of_window_experiments_says_it_counts_windows():
-    from transferlab.report import markdown, summary
+    from transferlab.report.collect import summary
+    from transferlab.report.table import markdown
 
-    seed = {"seed": 1, "accuracy": 0.97, "macro_f1": 0.97, "baseline": None, "validation": 0.94,
-            "seconds": 1.0, "parameters": 10, "paired": None}
-    table = markdown([summary(name, make_config(f"experiment={name}"), [seed], [])
-                      for name in ("long_documents/windows", "long_documents/head_tail")], {})
+    seed = {
+        "seed": 1,
+        "accuracy": 0.97,
+        "macro_f1": 0.97,
+        "baseline": None,
+        "validation": 0.94,
+        "seconds": 1.0,
+        "parameters": 10,
+        "paired": None,
+    }
+    table = markdown(
+        [
+            summary(name, make_config(f"experiment={name}"), [seed], [])
+            for name in ("long_documents/windows", "long_documents/head_tail")
+        ],
+        {},
+    )
     summary_table = table.split("## Per seed")[0]  # each row once; the per-seed table repeats names
-    rows = {line.split(" | ")[0].removeprefix("| "): line
-            for line in summary_table.splitlines() if line.startswith("| ")}
+    rows = {
+        line.split(" | ")[0].removeprefix("| "): line
+        for line in summary_table.splitlines()
+        if line.startswith("| ")
+    }
     assert "| 0.9400 (per window) |" in rows["long_documents/windows"]
     assert "| 0.9400 |" in rows["long_documents/head_tail"], "one article, one example: no note"
 
 
 def test_the_technique_column_says_what_is_frozen():
-    from transferlab.report import technique
+    from transferlab.report.collect import technique
 
     assert technique(make_config()) == "embeddings + lowest 2 layers frozen", "MiniLM's default"
     spelt_out = make_config("experiment=compare_pretrained/frozen_lower_layers")
@@ -122,22 +148,29 @@ def test_the_technique_column_says_what_is_frozen():
     assert technique(make_config("experiment=compare_pretrained/full_finetune")) == "full fine-tune"
     assert technique(make_config("experiment=compare_pretrained/frozen_backbone")) == "frozen backbone"
     assert technique(make_config("finetune.freeze.embeddings=false", "finetune.freeze.layers=1")) == (
-        "lowest 1 layer frozen")
+        "lowest 1 layer frozen"
+    )
     assert technique(make_config("experiment=tiny")) == "full fine-tune", "a scratch model freezes nothing"
 
 
-def test_report_over_seeds_from_a_real_store(workdir, monkeypatch):
+def report(experiments, out, seeds: list[int]) -> str:
+    """`transferlab report` through the CLI; returns the comparison.md it wrote."""
     from transferlab.cli import main
-    from transferlab.report import accuracy_axis
+
+    conf = ["--config-dir", str(REPO / "conf")]
+    assert main(["report", *experiments, *conf, "--output", str(out), "--seeds", *map(str, seeds)]) == 0
+    return (out / "comparison.md").read_text()
+
+
+def test_report_over_seeds_from_a_real_store(workdir, monkeypatch):
+    from transferlab.report.plot import accuracy_axis
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir}/mlflow.db")
     shutil.copy(REPO / "dvc.yaml", workdir)  # the stages' params keys: what a fingerprint covers
     log_evaluate_runs(workdir)
     out = workdir / "out"
     experiments = ["tiny", "compare_pretrained/frozen_backbone"]
-    assert main(["report", *experiments, "--config-dir", str(REPO / "conf"), "--output", str(out),
-                 "--seeds", "1", "2", "3"]) == 0
-    table = (out / "comparison.md").read_text()
+    table = report(experiments, out, [1, 2, 3])
     rows = {}  # the summary table's rows by their first cell (the per-seed table comes after it)
     for line in table.splitlines():
         if line.startswith("| "):
@@ -156,33 +189,31 @@ def test_report_over_seeds_from_a_real_store(workdir, monkeypatch):
     assert (out / "comparison.png").stat().st_size > 1000
     assert 0.7 < accuracy_axis(0.8333 - 0.0764)[0] < 0.757, "the axis starts just below the lowest mean - sd"
 
-    assert main(["report", "tiny", "--config-dir", str(REPO / "conf"), "--output", str(out),
-                 "--seeds", "2"]) == 0
-    table = (out / "comparison.md").read_text()
+    table = report(["tiny"], out, [2])
     one = next(line for line in table.splitlines() if line.startswith("| tiny |"))
     assert "| 1 seed (2) |" in one and "| 0.7500 |" in one and "±" not in one
 
 
 # Scratch BERT without pretraining, after 400 and after 1,600 masked-LM steps; test accuracy
 # (both + b) / 20 per seed: 0.50 / 0.55, then 0.55 / 0.50 (one seed worse), then 0.60 / 0.65.
-BUDGETS = {"compare_scratch/no_pretraining": {1: (8, 2, 0), 2: (9, 2, 0)},
-           "compare_scratch/mlm_pretraining": {1: (9, 2, 0), 2: (8, 2, 0)},
-           "pretraining_budget/steps_1600": {1: (10, 2, 0), 2: (11, 2, 0)}}
+BUDGETS = {
+    "compare_scratch/no_pretraining": {1: (8, 2, 0), 2: (9, 2, 0)},
+    "compare_scratch/mlm_pretraining": {1: (9, 2, 0), 2: (8, 2, 0)},
+    "pretraining_budget/steps_1600": {1: (10, 2, 0), 2: (11, 2, 0)},
+}
 
 
 def test_report_finds_from_which_pretraining_budget_every_seed_gains(workdir, monkeypatch):
-    from transferlab.cli import main
-
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir}/mlflow.db")
     shutil.copy(REPO / "dvc.yaml", workdir)
     log_evaluate_runs(workdir, BUDGETS)
     out = workdir / "out"
-    assert main(["report", *BUDGETS, "--config-dir", str(REPO / "conf"), "--output", str(out),
-                 "--seeds", "1", "2"]) == 0
-    table = (out / "comparison.md").read_text()
-    curve = table[table.index("## Pretraining budget"):]
-    assert "pretraining helps from 1,600 steps on: at every budget from there up to 1,600, every seed " \
-           "(2 or more)" in curve, "400 steps: one of two seeds is worse"
+    table = report(BUDGETS, out, [1, 2])
+    curve = table[table.index("## Pretraining budget") :]
+    assert (
+        "pretraining helps from 1,600 steps on: at every budget from there up to 1,600, every seed "
+        "(2 or more)" in curve
+    ), "400 steps: one of two seeds is worse"
     rows = [line for line in curve.splitlines() if line.startswith("| ") and "steps |" not in line]
     assert [row.split(" | ")[0] for row in rows] == ["| 0", "| 400", "| 1,600"]
     assert "| +0.0000 ± 0.0707 | 1 of 2 |" in rows[1]  # +0.05 and -0.05
@@ -191,7 +222,5 @@ def test_report_finds_from_which_pretraining_budget_every_seed_gains(workdir, mo
 
     # one budget alone is no curve: no section, no plot
     alone = workdir / "alone"
-    assert main(["report", "compare_scratch/mlm_pretraining", "--config-dir", str(REPO / "conf"),
-                 "--output", str(alone), "--seeds", "1", "2"]) == 0
-    assert "Pretraining budget" not in (alone / "comparison.md").read_text()
+    assert "Pretraining budget" not in report(["compare_scratch/mlm_pretraining"], alone, [1, 2])
     assert not (alone / "pretraining_budget.png").exists()

@@ -30,31 +30,47 @@ def test_finetune_change_reruns_only_finetune_and_evaluate(tiny_copy: Path):
     db = sqlite3.connect(tiny_copy / "mlflow.db")
     [(parent, parent_name)] = db.execute(f"select r.run_uuid, r.name from runs r where {STAGE} = 'pipeline'")
     assert parent_name == "pipeline · bert-2x32-scratch-64"
-    children = dict(db.execute(f"select {STAGE}, r.run_uuid from runs r join tags t on r.run_uuid = "
-                               "t.run_uuid where t.key = 'mlflow.parentRunId' and t.value = ?", (parent,)))
+    children = dict(
+        db.execute(
+            f"select {STAGE}, r.run_uuid from runs r join tags t on r.run_uuid = "
+            "t.run_uuid where t.key = 'mlflow.parentRunId' and t.value = ?",
+            (parent,),
+        )
+    )
     assert sorted(children) == ["evaluate", "finetune"]
-    links = dict(db.execute("select key, value from tags where run_uuid = ? and key like 'lineage.%'",
-                            (parent,)))
+    links = dict(
+        db.execute("select key, value from tags where run_uuid = ? and key like 'lineage.%'", (parent,))
+    )
     first = dict(db.execute(f"select {STAGE}, r.run_uuid from runs r where {STAGE} in ('prepare', 'train')"))
     assert links == {"lineage.prepare_run_id": first["prepare"], "lineage.train_run_id": first["train"]}
-    assert dict(db.execute("select key, value from tags where run_uuid = ? and key = "
-                           "'lineage.train_run_id'", (children["finetune"],))) == {
-        "lineage.train_run_id": first["train"]}
+    assert dict(
+        db.execute(
+            "select key, value from tags where run_uuid = ? and key = 'lineage.train_run_id'",
+            (children["finetune"],),
+        )
+    ) == {"lineage.train_run_id": first["train"]}
     # The dvc.lock hash of what each stage wrote, on the parent and on the child that wrote it.
     lock = yaml.safe_load((tiny_copy / "dvc.lock").read_text())["stages"]
     model_md5 = next(o["md5"] for o in lock["finetune"]["outs"] if o["path"] == "models/finetuned")
     key = "dvc.lock.finetune.models/finetuned"
     for run_id in (parent, children["finetune"]):
-        assert db.execute("select value from tags where run_uuid = ? and key = ?",
-                          (run_id, key)).fetchone() == (model_md5,)
+        assert db.execute(
+            "select value from tags where run_uuid = ? and key = ?", (run_id, key)
+        ).fetchone() == (model_md5,)
 
 
 def registry(repo: Path) -> tuple[list[int], int | None]:
     db = sqlite3.connect(repo / "mlflow.db")
-    versions = [v for (v,) in db.execute(
-        "select version from model_versions where name = 'transferlab-classifier' order by version")]
-    alias = db.execute("select version from registered_model_aliases where name = "
-                       "'transferlab-classifier' and alias = 'champion'").fetchone()
+    versions = [
+        v
+        for (v,) in db.execute(
+            "select version from model_versions where name = 'transferlab-classifier' order by version"
+        )
+    ]
+    alias = db.execute(
+        "select version from registered_model_aliases where name = "
+        "'transferlab-classifier' and alias = 'champion'"
+    ).fetchone()
     return versions, alias and alias[0]
 
 
@@ -63,17 +79,29 @@ def test_forced_repro_gives_identical_metrics_and_weights(tiny_copy: Path):
 
     def snapshot():  # every metrics file and the hash of every model file
         files = sorted([*tiny_copy.glob("metrics/*.json"), *(tiny_copy / "models").rglob("*")])
-        return {str(p.relative_to(tiny_copy)): hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in files if p.is_file()}
+        return {
+            str(p.relative_to(tiny_copy)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in files
+            if p.is_file()
+        }
 
     # repro=strict is the default, and a training run records what it set.
     assert yaml.safe_load((tiny_copy / "params.yaml").read_text())["repro"] == "strict"
     db = sqlite3.connect(tiny_copy / "mlflow.db")
-    tags = dict(db.execute("select t.key, t.value from tags t join runs r on r.run_uuid = t.run_uuid "
-                           f"where {STAGE} = 'finetune' and t.key like 'repro%'"))
-    assert tags == {"repro": "strict", "repro.seed": "42", "repro.deterministic_algorithms": "True",
-                    "repro.cudnn_benchmark": "False", "repro.tf32": "False",
-                    "repro.cublas_workspace_config": ":4096:8"}
+    tags = dict(
+        db.execute(
+            "select t.key, t.value from tags t join runs r on r.run_uuid = t.run_uuid "
+            f"where {STAGE} = 'finetune' and t.key like 'repro%'"
+        )
+    )
+    assert tags == {
+        "repro": "strict",
+        "repro.seed": "42",
+        "repro.deterministic_algorithms": "True",
+        "repro.cudnn_benchmark": "False",
+        "repro.tf32": "False",
+        "repro.cublas_workspace_config": ":4096:8",
+    }
     before = snapshot()
     assert "models/finetuned/model.safetensors" in before and "models/pretrained/model.safetensors" in before
     assert registry(tiny_copy) == ([1], 1)
@@ -84,13 +112,17 @@ def test_forced_repro_gives_identical_metrics_and_weights(tiny_copy: Path):
 
 
 def test_exp_run_composes_params_through_hydra_and_an_earlier_config_comes_back_from_the_run_cache(
-        tiny_copy: Path):
+    tiny_copy: Path,
+):
     import hashlib
 
     def outputs():  # what finetune and evaluate made, file by file
         files = sorted([*tiny_copy.glob("metrics/*.json"), *(tiny_copy / "models/finetuned").rglob("*")])
-        return {str(p.relative_to(tiny_copy)): hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in files if p.is_file()}
+        return {
+            str(p.relative_to(tiny_copy)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in files
+            if p.is_file()
+        }
 
     def finetune_runs() -> int:
         db = sqlite3.connect(tiny_copy / "mlflow.db")
@@ -106,8 +138,10 @@ def test_exp_run_composes_params_through_hydra_and_an_earlier_config_comes_back_
     db = sqlite3.connect(tiny_copy / "mlflow.db")
     tagged = db.execute("select count(distinct value) from tags where key = 'dvc.experiment'").fetchone()[0]
     assert tagged == 1, "the runs of `dvc exp run` are not tagged with the DVC experiment name"
-    named = db.execute("select r.name, t.value from runs r join tags t on t.run_uuid = r.run_uuid "
-                       "where t.key = 'dvc.experiment'").fetchall()
+    named = db.execute(
+        "select r.name, t.value from runs r join tags t on t.run_uuid = r.run_uuid "
+        "where t.key = 'dvc.experiment'"
+    ).fetchall()
     assert sorted(name.split(" · ")[0] for name, _ in named) == ["evaluate", "finetune"]
     assert all(name.split(" · ")[1] == experiment for name, experiment in named), named  # in the name too
     shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=tiny_copy).stdout)

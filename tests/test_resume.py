@@ -19,11 +19,20 @@ from conftest import copy_project, kill_when, sh
 pytestmark = pytest.mark.slow
 # Long enough to kill in the middle: 12 MLM steps, 3 epochs of 7 fine-tuning steps, and a
 # checkpoint every 2 steps (the epoch ends, 7, 14 and 21, save on their own).
-LONG = ["experiment=tiny", "train.steps=12", "finetune.epochs=3", "finetune.batch_size=4",
-        "checkpoint.every_steps=2"]
-OUTPUTS = ["metrics/train.json", "metrics/finetune.json", "metrics/evaluate.json",
-           "models/pretrained/model.safetensors", *(f"models/finetuned/{name}" for name in (
-               "model.safetensors", "config.json", "training_log.json"))]
+LONG = [
+    "experiment=tiny",
+    "train.steps=12",
+    "finetune.epochs=3",
+    "finetune.batch_size=4",
+    "checkpoint.every_steps=2",
+]
+OUTPUTS = [
+    "metrics/train.json",
+    "metrics/finetune.json",
+    "metrics/evaluate.json",
+    "models/pretrained/model.safetensors",
+    *(f"models/finetuned/{name}" for name in ("model.safetensors", "config.json", "training_log.json")),
+]
 
 
 def long_repo(dest: Path) -> Path:
@@ -47,8 +56,12 @@ def runs(repo: Path) -> list[tuple[str, str]]:
     names = db.execute("select name from runs").fetchall()
     stages = ("prepare · ", "train · ", "finetune · ", "evaluate · ")
     assert all(name.startswith(stages) for (name,) in names), names
-    return sorted(db.execute("select coalesce((select value from tags where run_uuid = r.run_uuid and key = "
-                             "'transferlab.stage'), r.name), r.status from runs r").fetchall())
+    return sorted(
+        db.execute(
+            "select coalesce((select value from tags where run_uuid = r.run_uuid and key = "
+            "'transferlab.stage'), r.name), r.status from runs r"
+        ).fetchall()
+    )
 
 
 def test_killed_twice_then_rerun_gives_the_uninterrupted_results(uninterrupted: Path, tmp_path: Path):
@@ -64,8 +77,12 @@ def test_killed_twice_then_rerun_gives_the_uninterrupted_results(uninterrupted: 
     for out in OUTPUTS:
         assert (repo / out).read_bytes() == (uninterrupted / out).read_bytes(), out
     # One run per stage: the resumed finetune logged into the run it started in, which finished.
-    assert runs(repo) == [("evaluate", "FINISHED"), ("finetune", "FINISHED"), ("prepare", "FINISHED"),
-                          ("train", "FINISHED")]
+    assert runs(repo) == [
+        ("evaluate", "FINISHED"),
+        ("finetune", "FINISHED"),
+        ("prepare", "FINISHED"),
+        ("train", "FINISHED"),
+    ]
     assert not (repo / ".checkpoints").exists(), "checkpoints are removed once the stage succeeded"
 
 
@@ -82,10 +99,16 @@ def snapshot(repo: Path) -> dict[str, bytes]:
 
 def test_a_corrupt_checkpoint_is_named_and_nothing_is_overwritten(finished: Path):
     before = snapshot(finished)
-    kill_when(["transferlab", "finetune"], finished, ".checkpoints/finetune/checkpoint-*/transferlab.json",
-              min_step=4)
-    complete = sorted((p.parent for p in (finished / ".checkpoints/finetune").glob("*/transferlab.json")),
-                      key=lambda p: int(p.name.split("-")[1]))
+    kill_when(
+        ["transferlab", "finetune"],
+        finished,
+        ".checkpoints/finetune/checkpoint-*/transferlab.json",
+        min_step=4,
+    )
+    complete = sorted(
+        (p.parent for p in (finished / ".checkpoints/finetune").glob("*/transferlab.json")),
+        key=lambda p: int(p.name.split("-")[1]),
+    )
     newest = complete[-1]
     weights = newest / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])  # truncated
@@ -96,7 +119,8 @@ def test_a_corrupt_checkpoint_is_named_and_nothing_is_overwritten(finished: Path
         f"transferlab finetune: error: corrupt checkpoint: {rel}/model.safetensors does not match the "
         "digest recorded when it was saved (truncated or overwritten): delete "
         f"{rel} (training resumes from an earlier checkpoint, or starts over), or rerun with "
-        "checkpoint.resume=false"]
+        "checkpoint.resume=false"
+    ]
     assert snapshot(finished) == before
     # Following the advice, the next one back is used; here it carries a pickle that would run
     # code (with a forged digest): it is refused before Trainer sees it, and the code never runs.
@@ -116,8 +140,10 @@ def test_a_corrupt_checkpoint_is_named_and_nothing_is_overwritten(finished: Path
     (previous / "transferlab.json").write_text(json.dumps(marker))
     result = sh("transferlab", "finetune", cwd=finished, check=False)
     assert result.returncode == 2
-    assert f"corrupt checkpoint: {previous.relative_to(finished)}/optimizer.pt is not a plain tensor file" \
+    assert (
+        f"corrupt checkpoint: {previous.relative_to(finished)}/optimizer.pt is not a plain tensor file"
         in result.stderr
+    )
     assert not payload.exists()
     assert snapshot(finished) == before
 
@@ -126,16 +152,25 @@ def test_a_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(finis
     before = snapshot(finished)
     # A learning rate that blows up once warmup lets it act (step 1's LR is 0): the weights go to
     # ~1e29 at step 2, the loss is not a number at step 3. A checkpoint every step.
-    sh("transferlab", "compose", *LONG, "checkpoint.every_steps=1", "finetune.backbone_lr=1e30",
-       "finetune.head_lr=1e30", cwd=finished)
+    sh(
+        "transferlab",
+        "compose",
+        *LONG,
+        "checkpoint.every_steps=1",
+        "finetune.backbone_lr=1e30",
+        "finetune.head_lr=1e30",
+        cwd=finished,
+    )
     result = sh("transferlab", "finetune", cwd=finished, check=False)
     assert result.returncode == 2
     [last] = [line for line in result.stderr.splitlines() if "error:" in line]
     assert last.startswith("transferlab finetune: error: finetune: the training loss is nan at step ")
     step = int(last.split(" at step ")[1].split(":")[0])
     assert "the last good checkpoint is kept in .checkpoints/finetune; no outputs were written" in last
-    kept = sorted(int(p.parent.name.split("-")[1])
-                  for p in (finished / ".checkpoints/finetune").glob("*/transferlab.json"))
+    kept = sorted(
+        int(p.parent.name.split("-")[1])
+        for p in (finished / ".checkpoints/finetune").glob("*/transferlab.json")
+    )
     assert kept and max(kept) == step - 1, (kept, step)
     assert not (finished / f".checkpoints/finetune/checkpoint-{step}").exists()
     assert snapshot(finished) == before

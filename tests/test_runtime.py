@@ -14,8 +14,7 @@ from transferlab.stages import prepare
 from transferlab.tasks.classification import finetune, train
 from transferlab.training import precision, runtime
 
-TINY_MINILM = ("data.max_per_label=5", "model.max_length=32", "finetune.batch_size=4",
-               "finetune.epochs=1")
+TINY_MINILM = ("data.max_per_label=5", "model.max_length=32", "finetune.batch_size=4", "finetune.epochs=1")
 
 
 def test_each_lever_reaches_the_training_arguments(tmp_path):
@@ -26,8 +25,14 @@ def test_each_lever_reaches_the_training_arguments(tmp_path):
     assert default.train_sampling_strategy == "random" and not default.torch_compile
     assert runtime.training_arguments(make_config("precision=bf16"), str(tmp_path)).bf16
     flipped = runtime.training_arguments(
-        make_config("precision=fp32", "runtime.dataloader_workers=2", "runtime.group_by_length=true",
-                    "runtime.compile=true"), str(tmp_path))
+        make_config(
+            "precision=fp32",
+            "runtime.dataloader_workers=2",
+            "runtime.group_by_length=true",
+            "runtime.compile=true",
+        ),
+        str(tmp_path),
+    )
     assert not flipped.bf16 and flipped.dataloader_num_workers == 2
     assert flipped.dataloader_persistent_workers and flipped.train_sampling_strategy == "group_by_length"
     assert flipped.torch_compile
@@ -95,9 +100,10 @@ def test_group_by_length_auto_groups_only_where_padding_dominates(tmp_path):
     assert args.train_sampling_strategy == "group_by_length"
 
 
-@pytest.mark.parametrize(("kernel", "expected"), [("fused", {"fused": True}),
-                                                   ("foreach", {"foreach": True}),
-                                                   ("for_loop", {"foreach": False})])
+@pytest.mark.parametrize(
+    ("kernel", "expected"),
+    [("fused", {"fused": True}), ("foreach", {"foreach": True}), ("for_loop", {"foreach": False})],
+)
 def test_the_optimizer_kernel_is_the_configured_one(kernel, expected):
     import torch
 
@@ -128,9 +134,16 @@ def test_freed_memory_stays_in_the_heap_on_glibc():
     assert runtime.keep_freed_memory()
 
 
-@pytest.mark.parametrize("bad", ["runtime.attention=flash", "runtime.optimizer=sgd",
-                                 "finetune.attention_dropout=1.5", "runtime.threads=0",
-                                 "runtime.dataloader_workers=-1"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "runtime.attention=flash",
+        "runtime.optimizer=sgd",
+        "finetune.attention_dropout=1.5",
+        "runtime.threads=0",
+        "runtime.dataloader_workers=-1",
+    ],
+)
 def test_a_bad_lever_value_is_one_clear_error(bad):
     key = bad.split("=")[0]
     with pytest.raises(UserError, match=key.replace(".", r"\.")):
@@ -167,8 +180,10 @@ def test_finetune_logs_real_token_throughput_per_epoch(workdir):
     train.run(cfg)
     finetune.run(cfg)
     client = mlflow.MlflowClient(f"sqlite:///{workdir}/store.db")
-    run = client.search_runs([client.get_experiment_by_name("transferlab").experiment_id],
-                             filter_string="tags.`transferlab.stage` = 'finetune'")[0]
+    run = client.search_runs(
+        [client.get_experiment_by_name("transferlab").experiment_id],
+        filter_string="tags.`transferlab.stage` = 'finetune'",
+    )[0]
     history = client.get_metric_history(run.info.run_id, "train_tokens_per_second")
     assert sorted(m.step for m in history) == [1, 2]
     assert all(m.value > 0 for m in history)

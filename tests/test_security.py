@@ -41,12 +41,22 @@ def checkpoint_with_code(folder: Path) -> Path:
     from transferlab.packages import resolve
 
     tok = AutoTokenizer.from_pretrained(resolve(MINILM))
-    BertModel(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=64)).save_pretrained(folder)
+    BertModel(
+        BertConfig(
+            vocab_size=len(tok),
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+        )
+    ).save_pretrained(folder)
     tok.save_pretrained(folder)
     config = json.loads((folder / "config.json").read_text())
-    config.update(model_type="remote-bert", architectures=["RemoteModel"],
-                  auto_map={"AutoConfig": "remote_code.RemoteConfig", "AutoModel": "remote_code.RemoteModel"})
+    config.update(
+        model_type="remote-bert",
+        architectures=["RemoteModel"],
+        auto_map={"AutoConfig": "remote_code.RemoteConfig", "AutoModel": "remote_code.RemoteModel"},
+    )
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "remote_code.py").write_text(REMOTE_CODE)
     return folder
@@ -66,8 +76,14 @@ def test_code_in_a_checkpoint_runs_only_when_trusted_explicitly(tmp_path):
     work.mkdir()
     marker = tmp_path / "marker"
     env = {"REMOTE_CODE_MARKER": str(marker), "HF_MODULES_CACHE": str(tmp_path / "modules")}
-    common = ["--config-dir", str(REPO / "conf"), "tracking.enabled=false", "data.max_per_label=4",
-              "model.max_length=32", f"model.name_or_path={ckpt}"]
+    common = [
+        "--config-dir",
+        str(REPO / "conf"),
+        "tracking.enabled=false",
+        "data.max_per_label=4",
+        "model.max_length=32",
+        f"model.name_or_path={ckpt}",
+    ]
     sh("transferlab", "compose", *common, cwd=work)
     sh("transferlab", "prepare", cwd=work)
 
@@ -87,11 +103,15 @@ def test_code_in_a_checkpoint_runs_only_when_trusted_explicitly(tmp_path):
 
 # --- servers --------------------------------------------------------------------------------------
 
+
 def server_commands(targets: str) -> list[str]:
     """The commands `make <targets>` would run (make -n prints them without running anything)."""
     printed = sh("make", "-n", *targets.split(), cwd=REPO).stdout.replace("\\\n", " ")
-    return [line for line in printed.splitlines() if "mlflow ui" in line or "mlflow server" in line
-            or "models serve" in line]
+    return [
+        line
+        for line in printed.splitlines()
+        if "mlflow ui" in line or "mlflow server" in line or "models serve" in line
+    ]
 
 
 def test_every_server_command_binds_loopback():
@@ -110,17 +130,29 @@ def listening_addresses(pid: int) -> set[str]:
     import psutil
 
     processes = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-    return {f"{c.laddr.ip}:{c.laddr.port}" for p in processes for c in p.net_connections("inet")
-            if c.status == psutil.CONN_LISTEN}
+    return {
+        f"{c.laddr.ip}:{c.laddr.port}"
+        for p in processes
+        for c in p.net_connections("inet")
+        if c.status == psutil.CONN_LISTEN
+    }
 
 
 @pytest.mark.slow
 def test_make_ui_listens_on_loopback_only(tmp_path):
     port = free_port()
-    env = tool_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'ui.db'}",
-                   MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    ui = subprocess.Popen(["make", "ui", f"UI_PORT={port}"], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    env = tool_env(
+        MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'ui.db'}", MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"
+    )
+    ui = subprocess.Popen(
+        ["make", "ui", f"UI_PORT={port}"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -140,6 +172,7 @@ def test_make_ui_listens_on_loopback_only(tmp_path):
 
 
 # --- credentials --------------------------------------------------------------------------------
+
 
 def test_a_password_in_the_tracking_uri_is_never_printed(tmp_path):
     secret = "pw-5e1f0c3a"

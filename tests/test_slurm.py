@@ -44,8 +44,9 @@ def install_slurm() -> None:
         subprocess.run(["apt-get", "update", "-qq"], capture_output=True, text=True, env=env)
         installed = subprocess.run(command, capture_output=True, text=True, env=env)
     if installed.returncode != 0 or not binary("slurmctld"):
-        pytest.skip(f"no Slurm, and apt-get could not install {' '.join(PACKAGES)}: "
-                    f"{installed.stderr[-300:]}")
+        pytest.skip(
+            f"no Slurm, and apt-get could not install {' '.join(PACKAGES)}: {installed.stderr[-300:]}"
+        )
 
 
 def slurm_conf(folder: Path, node: str) -> str:
@@ -53,32 +54,37 @@ def slurm_conf(folder: Path, node: str) -> str:
     long a requeued job waits before it may start again (default 120 s); sched_interval=1 lets the
     scheduler start it within a second then. No accounting: submitit's watcher calls sacct, which says
     so, and submitit falls back to the result file each job writes (docs/cluster.md)."""
-    return "\n".join([
-        "ClusterName=transferlab",
-        f"SlurmctldHost={node}(127.0.0.1)",
-        "SlurmUser=root",
-        f"SlurmctldPort={free_port()}",
-        f"SlurmdPort={free_port()}",
-        "AuthType=auth/munge",
-        "CredType=cred/munge",
-        f"AuthInfo=socket={folder / 'munge.sock'},cred_expire=5",
-        f"StateSaveLocation={folder / 'state'}",
-        f"SlurmdSpoolDir={folder / 'spool'}",
-        *(f"{daemon}{kind}File={folder / daemon.lower()}.{ext}"
-          for daemon in ("Slurmctld", "Slurmd") for kind, ext in (("Pid", "pid"), ("Log", "log"))),
-        "ProctrackType=proctrack/linuxproc",
-        "TaskPlugin=task/none",
-        "SchedulerType=sched/backfill",
-        "SchedulerParameters=sched_interval=1,bf_interval=1",
-        "SelectType=select/cons_tres",
-        "SelectTypeParameters=CR_Core",
-        "ReturnToService=2",
-        "MpiDefault=none",
-        "JobRequeue=1",
-        f"NodeName={node} NodeAddr=127.0.0.1 CPUs={os.cpu_count() or 1} State=UNKNOWN",
-        "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
-        "",
-    ])
+    return "\n".join(
+        [
+            "ClusterName=transferlab",
+            f"SlurmctldHost={node}(127.0.0.1)",
+            "SlurmUser=root",
+            f"SlurmctldPort={free_port()}",
+            f"SlurmdPort={free_port()}",
+            "AuthType=auth/munge",
+            "CredType=cred/munge",
+            f"AuthInfo=socket={folder / 'munge.sock'},cred_expire=5",
+            f"StateSaveLocation={folder / 'state'}",
+            f"SlurmdSpoolDir={folder / 'spool'}",
+            *(
+                f"{daemon}{kind}File={folder / daemon.lower()}.{ext}"
+                for daemon in ("Slurmctld", "Slurmd")
+                for kind, ext in (("Pid", "pid"), ("Log", "log"))
+            ),
+            "ProctrackType=proctrack/linuxproc",
+            "TaskPlugin=task/none",
+            "SchedulerType=sched/backfill",
+            "SchedulerParameters=sched_interval=1,bf_interval=1",
+            "SelectType=select/cons_tres",
+            "SelectTypeParameters=CR_Core",
+            "ReturnToService=2",
+            "MpiDefault=none",
+            "JobRequeue=1",
+            f"NodeName={node} NodeAddr=127.0.0.1 CPUs={os.cpu_count() or 1} State=UNKNOWN",
+            "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
+            "",
+        ]
+    )
 
 
 @pytest.fixture(scope="session")
@@ -102,27 +108,54 @@ def slurm(tmp_path_factory) -> dict[str, str]:
 
     def start(*command: str) -> None:
         with open(folder / f"{Path(command[0]).name}.out", "w") as out:
-            daemons.append(subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                            preexec_fn=die_with_parent))
+            daemons.append(
+                subprocess.Popen(
+                    command, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+                )
+            )
 
     def logs() -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(folder.glob("*.log")))
 
     try:
-        start(binary("munged"), "--foreground", "--force", f"--socket={folder / 'munge.sock'}",
-              f"--key-file={key}", f"--pid-file={folder / 'munged.pid'}",
-              f"--log-file={folder / 'munged.log'}", f"--seed-file={folder / 'munge.seed'}")
+        start(
+            binary("munged"),
+            "--foreground",
+            "--force",
+            f"--socket={folder / 'munge.sock'}",
+            f"--key-file={key}",
+            f"--pid-file={folder / 'munged.pid'}",
+            f"--log-file={folder / 'munged.log'}",
+            f"--seed-file={folder / 'munge.seed'}",
+        )
         wait_for(lambda: (folder / "munge.sock").exists(), 20, "munged did not open its socket", logs)
         start(binary("slurmctld"), "-D", "-f", str(conf))
         start(binary("slurmd"), "-D", "-f", str(conf))
-        wait_for(lambda: subprocess.run(["sinfo", "-h", "-o", "%t"], env=env, capture_output=True,
-                                        text=True).stdout.strip() == "idle", 60, "the node is not idle", logs)
+        wait_for(
+            lambda: (
+                subprocess.run(
+                    ["sinfo", "-h", "-o", "%t"], env=env, capture_output=True, text=True
+                ).stdout.strip()
+                == "idle"
+            ),
+            60,
+            "the node is not idle",
+            logs,
+        )
         yield {"SLURM_CONF": str(conf), "PATH": f"{tool_env()['PATH']}{os.pathsep}{SBIN}"}
     finally:
         subprocess.run(["scancel", "--user", "root"], env=env, capture_output=True)
         try:
-            wait_for(lambda: not subprocess.run(["squeue", "-h"], env=env, capture_output=True,
-                                                text=True).stdout.strip(), 60, "jobs left", logs)
+            wait_for(
+                lambda: (
+                    not subprocess.run(
+                        ["squeue", "-h"], env=env, capture_output=True, text=True
+                    ).stdout.strip()
+                ),
+                60,
+                "jobs left",
+                logs,
+            )
         finally:
             for daemon in reversed(daemons):  # slurmd, slurmctld, munged
                 daemon.terminate()
@@ -159,10 +192,20 @@ def job_of_stage_run(repo: Path, run_id: str) -> str:
 
 
 # Each job: 1 CPU, no GPU request, no memory request, a 10-minute limit; a checkpoint every 2 steps.
-SWEEP = ["experiment=tiny", "finetune.backbone_lr=1e-3,2e-3", "finetune.epochs=2", "finetune.batch_size=8",
-         "checkpoint.every_steps=2", "hydra/launcher=slurm", "hydra.launcher.partition=debug",
-         "hydra.launcher.cpus_per_task=1", "hydra.launcher.gpus_per_node=null", "hydra.launcher.mem_gb=null",
-         "hydra.launcher.timeout_min=10", "hydra.sweep.dir=multirun/slurm"]
+SWEEP = [
+    "experiment=tiny",
+    "finetune.backbone_lr=1e-3,2e-3",
+    "finetune.epochs=2",
+    "finetune.batch_size=8",
+    "checkpoint.every_steps=2",
+    "hydra/launcher=slurm",
+    "hydra.launcher.partition=debug",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.gpus_per_node=null",
+    "hydra.launcher.mem_gb=null",
+    "hydra.launcher.timeout_min=10",
+    "hydra.sweep.dir=multirun/slurm",
+]
 
 
 def test_a_sweep_runs_as_slurm_jobs_and_a_requeued_job_resumes_into_its_run(slurm, tmp_path):
@@ -171,8 +214,13 @@ def test_a_sweep_runs_as_slurm_jobs_and_a_requeued_job_resumes_into_its_run(slur
     squeue = ["squeue", "-h", "-r", "-o", "%i %T"]  # -r: one line per array task
     output = tmp_path / "sweep.log"
     with output.open("w") as out:
-        sweep = subprocess.Popen([sys.executable, "-m", "transferlab", "-m", *SWEEP], cwd=repo, env=env,
-                                 stdout=out, stderr=subprocess.STDOUT)
+        sweep = subprocess.Popen(
+            [sys.executable, "-m", "transferlab", "-m", *SWEEP],
+            cwd=repo,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         # The first complete fine-tuning checkpoint of either job: interrupt that job as Slurm does
         # signal_delay_s before its time limit (SIGUSR2 to the job's processes).
@@ -183,8 +231,12 @@ def test_a_sweep_runs_as_slurm_jobs_and_a_requeued_job_resumes_into_its_run(slur
             time.sleep(0.02)
         run_id = json.loads(Path(found[0]).read_text())["run_id"]
         number = job_of_stage_run(repo, run_id)
-        queue = dict(line.split() for line in subprocess.run(squeue, env=env, capture_output=True,
-                                                             text=True, check=True).stdout.splitlines())
+        queue = dict(
+            line.split()
+            for line in subprocess.run(
+                squeue, env=env, capture_output=True, text=True, check=True
+            ).stdout.splitlines()
+        )
         [task] = [task for task in queue if task.endswith(f"_{number}")]
         array = task.split("_")[0]
         assert queue[task] == "RUNNING" and all(t.startswith(f"{array}_") for t in queue), queue
@@ -199,12 +251,20 @@ def test_a_sweep_runs_as_slurm_jobs_and_a_requeued_job_resumes_into_its_run(slur
     # Through sbatch: one job array with the launcher's settings, a log folder per task.
     folder = repo / "multirun/slurm/.submitit"
     script = (folder / array / f"{array}_submission.sh").read_text()
-    for line in ("--partition=debug", "--array=0-1%2", "--cpus-per-task=1", "--time=10", "--requeue",
-                 "--signal=USR2@120"):
+    for line in (
+        "--partition=debug",
+        "--array=0-1%2",
+        "--cpus-per-task=1",
+        "--time=10",
+        "--requeue",
+        "--signal=USR2@120",
+    ):
         assert f"#SBATCH {line}\n" in script, script
     assert "--gpus-per-node" not in script and "--mem" not in script
-    assert sorted(p.name for p in folder.glob(f"{array}_*/*_result.pkl")) == [f"{array}_0_0_result.pkl",
-                                                                           f"{array}_1_0_result.pkl"]
+    assert sorted(p.name for p in folder.glob(f"{array}_*/*_result.pkl")) == [
+        f"{array}_0_0_result.pkl",
+        f"{array}_1_0_result.pkl",
+    ]
     shown = subprocess.run(["scontrol", "show", "job", task], env=env, capture_output=True, text=True).stdout
     assert "Restarts=1" in shown and "Requeue=1" in shown, shown
 

@@ -34,10 +34,11 @@ def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, base] if base else anchor)
-            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
-                       for alias in node.names]
+            targets = [
+                f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names
+            ]
         else:
             continue
         for target in targets:
@@ -97,8 +98,11 @@ def test_no_import_cycles_inside_the_package():
 
 
 def test_no_module_over_300_lines():
-    long = {str(path.relative_to(REPO)): n for path in sorted(SRC.rglob("*.py"))
-            if (n := len(path.read_text().splitlines())) > 300}
+    long = {
+        str(path.relative_to(REPO)): n
+        for path in sorted(SRC.rglob("*.py"))
+        if (n := len(path.read_text().splitlines())) > 300
+    }
     assert long == {}
 
 

@@ -36,6 +36,7 @@ APP = (sys.executable, "-m", "transferlab")
 
 # --- the pieces --------------------------------------------------------------------------------
 
+
 def test_stage_cache_keys_follow_the_params_each_stage_depends_on(monkeypatch):
     from transferlab.pipeline import WORKSPACE_ENV
     from transferlab.stage_cache import key
@@ -107,16 +108,19 @@ def test_a_resumed_study_runs_only_the_missing_trials(tmp_path):
     assert trials_to_run(2, _root_=root) == 0
 
 
+def app(*args: str, cwd=REPO, check: bool = False) -> subprocess.CompletedProcess:
+    """`python -m transferlab ARGS`, the Hydra app, as a user runs it."""
+    return subprocess.run([*APP, *args], cwd=cwd, env=tool_env(), capture_output=True, text=True, check=check)
+
+
 def test_the_app_outside_a_project_says_where_to_run_it(tmp_path):
-    result = subprocess.run([*APP, "-m", "finetune.epochs=1,2"], cwd=tmp_path, env=tool_env(),
-                            capture_output=True, text=True)
+    result = app("-m", "finetune.epochs=1,2", cwd=tmp_path)
     assert result.returncode != 0
     assert "conf/config.yaml not found: run it from the project root" in result.stderr
 
 
 def test_a_bad_value_ends_a_single_run_in_one_line(tmp_path):
-    result = subprocess.run([*APP, "finetune.epochs=0", f"hydra.run.dir={tmp_path}/run"], cwd=REPO,
-                            env=tool_env(), capture_output=True, text=True)
+    result = app("finetune.epochs=0", f"hydra.run.dir={tmp_path}/run")
     assert result.returncode == 2
     assert "python -m transferlab: error: invalid config" in result.stderr
     assert "finetune.epochs=0 must be > 0" in result.stderr and "Traceback" not in result.stderr
@@ -124,16 +128,15 @@ def test_a_bad_value_ends_a_single_run_in_one_line(tmp_path):
 
 def test_cluster_and_optuna_configs_compose():
     """The Slurm launcher config (run for real in test_slurm.py) and the Optuna search space compose."""
-    slurm = subprocess.run([*APP, "hydra/launcher=slurm", "--cfg", "hydra"], cwd=REPO, env=tool_env(),
-                           capture_output=True, text=True, check=True).stdout
+    slurm = app("hydra/launcher=slurm", "--cfg", "hydra", check=True).stdout
     assert "SlurmLauncher" in slurm and "gpus_per_node: 1" in slurm
     # unresolved: n_trials would consult the study in optuna.db
-    optuna = subprocess.run([*APP, "hparams_search=finetune_optuna", "--cfg", "hydra"], cwd=REPO,
-                            env=tool_env(), capture_output=True, text=True, check=True).stdout
+    optuna = app("hparams_search=finetune_optuna", "--cfg", "hydra", check=True).stdout
     assert "OptunaSweeper" in optuna and "finetune.backbone_lr: tag(log, interval(1e-5, 3e-4))" in optuna
 
 
 # --- real sweeps ---------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
@@ -154,8 +157,11 @@ def test_grid_sweep_runs_four_jobs_under_one_parent_and_a_repeat_reuses_every_st
     # Data prepared once and the language model trained once for the whole sweep; one fine-tune a job.
     assert sorted(stages) == ["finetune"] * 4 + ["prepare", "train"]
     [prepare] = runs(repo, "tags.`transferlab.stage` = 'prepare'")
-    assert all(job.data.tags.get("lineage.prepare_run_id") == prepare.info.run_id
-               for job in jobs if "prepare" not in [stage_of(r) for r in children(repo, job)])
+    assert all(
+        job.data.tags.get("lineage.prepare_run_id") == prepare.info.run_id
+        for job in jobs
+        if "prepare" not in [stage_of(r) for r in children(repo, job)]
+    )
     assert len([p for p in (repo / ".cache/stages/prepare").iterdir() if p.is_dir()]) == 1
 
     objective = "best_validation_accuracy"
@@ -168,8 +174,10 @@ def test_grid_sweep_runs_four_jobs_under_one_parent_and_a_repeat_reuses_every_st
         folder = Path(job.data.tags["hydra.output_dir"])
         assert (folder / "metrics/finetune.json").is_file()
         assert (folder / "models/finetuned/model.safetensors").is_file()
-        assert json.loads((folder / "metrics/finetune.json").read_text())[objective] == \
-            job.data.metrics[objective]
+        assert (
+            json.loads((folder / "metrics/finetune.json").read_text())[objective]
+            == job.data.metrics[objective]
+        )
 
     stage_runs_before = len(runs(repo, "tags.`transferlab.stage` = 'finetune'"))
     sh(*APP, "-m", *grid, cwd=repo)
@@ -178,8 +186,10 @@ def test_grid_sweep_runs_four_jobs_under_one_parent_and_a_repeat_reuses_every_st
     repeat_jobs = children(repo, again)
     assert len(repeat_jobs) == 4 and not [run for job in repeat_jobs for run in children(repo, job)]
     assert len(runs(repo, "tags.`transferlab.stage` = 'finetune'")) == stage_runs_before
-    assert all(job.data.tags["stages.ran"].startswith("none") and "lineage.finetune_run_id" in job.data.tags
-               for job in repeat_jobs)
+    assert all(
+        job.data.tags["stages.ran"].startswith("none") and "lineage.finetune_run_id" in job.data.tags
+        for job in repeat_jobs
+    )
     assert again.data.metrics[objective] == sweep.data.metrics[objective]
 
 
@@ -190,19 +200,22 @@ def test_four_parallel_joblib_jobs_share_one_sqlite_store_without_losing_a_run(r
     "database is locked" (MLflow sets busy_timeout=20 s on each SQLite session; new stores are
     created under a file lock by transferlab.tracking)."""
     values = "finetune.backbone_lr=5e-4,6e-4,7e-4,8e-4"
+
     def stage_runs_in_store(stage: str) -> int:  # no store yet: the sweep creates it (4 processes)
         exists = (repo / "mlflow.db").is_file()
         return len(runs(repo, f"tags.`transferlab.stage` = '{stage}'")) if exists else 0
 
     before = {stage: stage_runs_in_store(stage) for stage in ("prepare", "train")}
-    result = sh(*APP, "-m", "experiment=tiny", values, "hydra/launcher=joblib", "hydra.launcher.n_jobs=4",
-                cwd=repo)
+    result = sh(
+        *APP, "-m", "experiment=tiny", values, "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", cwd=repo
+    )
     assert "database is locked" not in result.stdout + result.stderr
     [sweep] = sweeps(repo, values)
     assert "joblib" in sweep.data.tags["sweep.launcher"] and sweep.info.status == "FINISHED"
     jobs = children(repo, sweep)
     assert sorted(job.data.tags["sweep.overrides"] for job in jobs) == [
-        f"experiment=tiny finetune.backbone_lr={v}" for v in ("0.0005", "0.0006", "0.0007", "0.0008")]
+        f"experiment=tiny finetune.backbone_lr={v}" for v in ("0.0005", "0.0006", "0.0007", "0.0008")
+    ]
     stage_runs = [run for job in jobs for run in children(repo, job)]
     assert all(run.info.status == "FINISHED" for run in jobs + stage_runs)
     stages = [stage_of(run) for run in stage_runs]
@@ -244,7 +257,9 @@ def completed(repo: Path, name: str) -> int:
         try:
             [(count,)] = db.execute(
                 "SELECT COUNT(*) FROM trials JOIN studies USING (study_id)"
-                " WHERE studies.study_name = ? AND trials.state = 'COMPLETE'", (name,))
+                " WHERE studies.study_name = ? AND trials.state = 'COMPLETE'",
+                (name,),
+            )
         except sqlite3.OperationalError as err:  # the study's tables are not created yet
             if "no such table" not in str(err):
                 raise
@@ -256,10 +271,22 @@ def completed(repo: Path, name: str) -> int:
 def test_an_interrupted_optuna_study_resumes_to_its_target(repo: Path):
     from optuna.trial import TrialState
 
-    command = [*APP, "-m", "hparams_search=finetune_optuna", "experiment=tiny", "sweep.trials=5",
-               "hydra.sweeper.study_name=resume"]
-    sweep = subprocess.Popen(command, cwd=repo, env=tool_env(), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, start_new_session=True)
+    command = [
+        *APP,
+        "-m",
+        "hparams_search=finetune_optuna",
+        "experiment=tiny",
+        "sweep.trials=5",
+        "hydra.sweeper.study_name=resume",
+    ]
+    sweep = subprocess.Popen(
+        command,
+        cwd=repo,
+        env=tool_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 600
     while completed(repo, "resume") < 3 and sweep.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -281,18 +308,25 @@ def test_an_interrupted_optuna_study_resumes_to_its_target(repo: Path):
     assert resumed.data.metrics["best_validation_accuracy"] == study(repo, "resume").best_value
 
 
-
-
 @pytest.mark.slow
 def test_a_diverging_trial_is_recorded_as_failed_and_the_study_goes_on(repo: Path):
     from optuna.trial import TrialState
 
-    optuna_search(repo, "diverging", "grid", {"finetune.backbone_lr": "choice(1e-3, 1e30)"},
-                  direction="maximize", n_trials=2, max_failure_rate=1.0)
+    optuna_search(
+        repo,
+        "diverging",
+        "grid",
+        {"finetune.backbone_lr": "choice(1e-3, 1e30)"},
+        direction="maximize",
+        n_trials=2,
+        max_failure_rate=1.0,
+    )
     result = sh(*APP, "-m", "hparams_search=diverging", "experiment=tiny", cwd=repo)
     # The guard stops at the first non-finite loss: the training loss of a logged step.
-    assert re.search(r"finetune: the (training|validation) loss is (nan|inf) at step \d+: the run diverged",
-                     result.stdout + result.stderr)
+    assert re.search(
+        r"finetune: the (training|validation) loss is (nan|inf) at step \d+: the run diverged",
+        result.stdout + result.stderr,
+    )
     states = {t.params["finetune.backbone_lr"]: t.state for t in study(repo, "diverging").trials}
     assert states == {1e30: TrialState.FAIL, 1e-3: TrialState.COMPLETE}
     [sweep] = sweeps(repo, "hparams_search=diverging")

@@ -24,8 +24,10 @@ def postgres_bin() -> Path | None:
     """The folder of initdb / pg_ctl: on PATH, else Debian's /usr/lib/postgresql/<version>/bin (newest)."""
     if shutil.which("pg_ctl") and shutil.which("initdb"):
         return Path(shutil.which("pg_ctl")).resolve().parent
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"),
-                   key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"),
+        key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0,
+    )
     return found[-1].parent if found else None
 
 
@@ -67,15 +69,38 @@ def postgres() -> dict[str, str]:
     data, port = root / "data", free_port()
 
     def run(tool: str, *args: str) -> None:
-        done = subprocess.run([*as_db_user, str(bindir / tool), *args], cwd=root, capture_output=True,
-                              text=True, timeout=120)
+        done = subprocess.run(
+            [*as_db_user, str(bindir / tool), *args], cwd=root, capture_output=True, text=True, timeout=120
+        )
         assert done.returncode == 0, f"{tool} {' '.join(args)}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
 
     try:
-        run("initdb", "-D", str(data), "-U", "postgres", "--auth-local=peer", "--auth-host=trust",
-            "-E", "UTF8", "--locale=C", "--no-sync")
-        run("pg_ctl", "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60", "-o",
-            f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c full_page_writes=off", "start")
+        run(
+            "initdb",
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth-local=peer",
+            "--auth-host=trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        )
+        run(
+            "pg_ctl",
+            "-D",
+            str(data),
+            "-l",
+            str(root / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c full_page_writes=off",
+            "start",
+        )
         try:
             admin = ["-h", "127.0.0.1", "-p", str(port), "-U", "postgres"]
             run("createuser", *admin, getpass.getuser())
@@ -95,13 +120,26 @@ def team_server(postgres, tmp_path_factory):
     port, log = free_port(), root / "server.log"
     with log.open("w") as out:
         server = subprocess.Popen(
-            ["make", "-f", str(REPO / "Makefile"), "server", "STAMP=",
-             f"SERVER_ARTIFACTS={root / 'artifacts'}", f"SERVER_PORT={port}", "SERVER_WORKERS=2"],
-            cwd=root, env=tool_env(**postgres), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                "make",
+                "-f",
+                str(REPO / "Makefile"),
+                "server",
+                "STAMP=",
+                f"SERVER_ARTIFACTS={root / 'artifacts'}",
+                f"SERVER_PORT={port}",
+                "SERVER_WORKERS=2",
+            ],
+            cwd=root,
+            env=tool_env(**postgres),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(f"{url}/health", server, seconds=180, log=log)
-        assert "--backend-store-uri \"postgresql:///mlflow\"" in log.read_text()
+        assert '--backend-store-uri "postgresql:///mlflow"' in log.read_text()
         yield url
     finally:
         os.killpg(server.pid, signal.SIGTERM)  # make, mlflow server and its workers
@@ -119,8 +157,9 @@ def test_make_server_listens_on_loopback_unless_told_otherwise():
 
 
 @pytest.mark.slow
-def test_two_clones_log_concurrently_to_one_postgres_backed_server(team_server, postgres, tiny_repo,
-                                                                    tmp_path):
+def test_two_clones_log_concurrently_to_one_postgres_backed_server(
+    team_server, postgres, tiny_repo, tmp_path
+):
     import mlflow
     import psycopg
     import yaml
@@ -130,9 +169,15 @@ def test_two_clones_log_concurrently_to_one_postgres_backed_server(team_server, 
     runs = []
     for clone, log in zip(clones, logs, strict=True):  # both start before either is waited for
         with log.open("w") as out:
-            runs.append(subprocess.Popen(["transferlab", "run", "--", "--force"], cwd=clone, stdout=out,
-                                         stderr=subprocess.STDOUT,
-                                         env=tool_env(MLFLOW_TRACKING_URI=team_server)))
+            runs.append(
+                subprocess.Popen(
+                    ["transferlab", "run", "--", "--force"],
+                    cwd=clone,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=tool_env(MLFLOW_TRACKING_URI=team_server),
+                )
+            )
     for run, log in zip(runs, logs, strict=True):
         assert run.wait(timeout=900) == 0, log.read_text()[-6000:]
 
@@ -155,8 +200,9 @@ def test_two_clones_log_concurrently_to_one_postgres_backed_server(team_server, 
     assert len(parents) == 2 and {by_id[p].data.tags["transferlab.stage"] for p in parents} == {"pipeline"}
     versions = client.search_model_versions("name = 'transferlab-classifier'")
     assert sorted(int(v.version) for v in versions) == [1, 2]
-    assert {v.run_id for v in versions} == {r.info.run_id for r in found
-                                            if r.data.tags["transferlab.stage"] == "evaluate"}
+    assert {v.run_id for v in versions} == {
+        r.info.run_id for r in found if r.data.tags["transferlab.stage"] == "evaluate"
+    }
     # ... and they are rows of the PostgreSQL database, read with the pinned driver.
     database = psycopg.connect("postgresql:///mlflow", host=postgres["PGHOST"], port=postgres["PGPORT"])
     with database, database.cursor() as cursor:
@@ -203,10 +249,13 @@ def test_runs_that_log_the_same_new_rows_at_the_same_moment_all_succeed(team_ser
         experiment_id = client.create_experiment("simultaneous-rows")
         frame = pd.DataFrame({"text": ["a b", "c d"], "label": [0, 1]})
         for digest in ("race0", "race1", "race2", "race3"):  # each a new row that 6 runs race to insert
-            runs = [StageRun(experiment_id=experiment_id, run_id=client.create_run(experiment_id).info.run_id)
-                    for _ in range(6)]
-            errors = at_the_same_moment([partial(run.log_dataset, frame, "train", digest, "train")
-                                         for run in runs])
+            runs = [
+                StageRun(experiment_id=experiment_id, run_id=client.create_run(experiment_id).info.run_id)
+                for _ in range(6)
+            ]
+            errors = at_the_same_moment(
+                [partial(run.log_dataset, frame, "train", digest, "train") for run in runs]
+            )
             assert not errors, errors[0]
             for run in runs:
                 (entry,) = client.get_run(run.run_id).inputs.dataset_inputs

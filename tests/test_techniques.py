@@ -20,8 +20,14 @@ TINY = ("experiment=tiny", "tracking.enabled=false", "data.max_per_label=6")
 def tiny_classifier():
     from transformers import BertConfig, BertForSequenceClassification
 
-    config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
-                        intermediate_size=32, num_labels=3)
+    config = BertConfig(
+        vocab_size=64,
+        hidden_size=16,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=3,
+    )
     return BertForSequenceClassification(config)
 
 
@@ -36,8 +42,9 @@ def test_split_finds_embeddings_layers_and_head():
 
 def test_parameter_groups_carry_the_configured_learning_rates():
     parts = techniques.split(tiny_classifier())
-    groups = techniques.parameter_groups(parts, backbone_lr=1e-3, head_lr=1e-2, layer_decay=0.5,
-                                     weight_decay=0.1, include=lambda p: True)
+    groups = techniques.parameter_groups(
+        parts, backbone_lr=1e-3, head_lr=1e-2, layer_decay=0.5, weight_decay=0.1, include=lambda p: True
+    )
     lr = {g["name"]: g["lr"] for g in groups}
     assert lr["head"] == pytest.approx(1e-2)
     assert lr["layer_2"] == pytest.approx(1e-3)
@@ -81,14 +88,22 @@ def weights(folder: str) -> dict:
 
 
 def test_frozen_parameters_are_bit_identical_after_fine_tuning(workdir):
-    cfg = make_config(*TINY, "model.num_layers=3", "finetune.freeze.embeddings=true",
-                      "finetune.freeze.layers=2", "finetune.epochs=2")
+    cfg = make_config(
+        *TINY,
+        "model.num_layers=3",
+        "finetune.freeze.embeddings=true",
+        "finetune.freeze.layers=2",
+        "finetune.epochs=2",
+    )
     prepare.run(cfg)
     train.run(cfg)
     summary = finetune.run(cfg)
     before, after = weights("models/pretrained"), weights("models/finetuned")
-    frozen = [k for k in after if k.startswith(("bert.embeddings.", "bert.encoder.layer.0.",
-                                                "bert.encoder.layer.1."))]
+    frozen = [
+        k
+        for k in after
+        if k.startswith(("bert.embeddings.", "bert.encoder.layer.0.", "bert.encoder.layer.1."))
+    ]
     assert frozen
     for key in frozen:
         assert after[key].equal(before[key]), f"{key} changed although frozen"
@@ -100,8 +115,9 @@ def test_frozen_parameters_are_bit_identical_after_fine_tuning(workdir):
 def test_gradual_unfreezing_in_a_real_fine_tune(workdir):
     # 1 epoch of 5 steps (20 examples, batch 4), a unit every 3 steps: the top layer opens at step 3,
     # the bottom one would at step 6, which never comes.
-    cfg = make_config(*TINY, "finetune.unfreeze.every=3", "finetune.unfreeze.unit=step",
-                      "finetune.batch_size=4")
+    cfg = make_config(
+        *TINY, "finetune.unfreeze.every=3", "finetune.unfreeze.unit=step", "finetune.batch_size=4"
+    )
     prepare.run(cfg)
     train.run(cfg)
     finetune.run(cfg)
@@ -113,9 +129,17 @@ def test_gradual_unfreezing_in_a_real_fine_tune(workdir):
 
 @pytest.mark.parametrize("tokenizer", ["train", "pretrained"])
 def test_torch_transformer_runs_through_every_stage(workdir, tokenizer):
-    cfg = make_config(*TINY, "model=torch_transformer", f"model.tokenizer={tokenizer}",
-                      "model.vocab_size=300", "model.hidden_size=32", "model.num_heads=2",
-                      "model.num_layers=2", "model.intermediate_size=64", "model.max_length=64")
+    cfg = make_config(
+        *TINY,
+        "model=torch_transformer",
+        f"model.tokenizer={tokenizer}",
+        "model.vocab_size=300",
+        "model.hidden_size=32",
+        "model.num_heads=2",
+        "model.num_layers=2",
+        "model.intermediate_size=64",
+        "model.max_length=64",
+    )
     prepare.run(cfg)
     pretraining = train.run(cfg)
     assert pretraining["validation_perplexity"] > 1
@@ -139,7 +163,8 @@ def test_overfitting_signal_fires_when_validation_rises_as_training_falls(caplog
     watch = techniques.overfitting_callback(StageRun())
     state = TrainerState()
     for epoch, (train_losses, validation_loss) in enumerate(
-            [([1.0, 0.9], 0.8), ([0.7, 0.6], 0.7), ([0.5, 0.4], 0.75), ([0.45, 0.5], 0.9)], start=1):
+        [([1.0, 0.9], 0.8), ([0.7, 0.6], 0.7), ([0.5, 0.4], 0.75), ([0.45, 0.5], 0.9)], start=1
+    ):
         state.log_history += [{"loss": loss} for loss in train_losses]
         state.log_history.append({"eval_loss": validation_loss, "epoch": float(epoch)})
         watch.on_evaluate(None, state, None, metrics={"eval_loss": validation_loss})
@@ -147,5 +172,7 @@ def test_overfitting_signal_fires_when_validation_rises_as_training_falls(caplog
     # The fourth has both rising: plain divergence, not the overfitting pattern.
     assert techniques.overfitting_signals(state.log_history) == 1
     warned = [r.getMessage() for r in caplog.records if "overfitting signal" in r.getMessage()]
-    assert warned == ["overfitting signal at epoch 3.00: validation loss rose 0.7000 -> 0.7500 while "
-                      "training loss fell 0.6500 -> 0.4500"]
+    assert warned == [
+        "overfitting signal at epoch 3.00: validation loss rose 0.7000 -> 0.7500 while "
+        "training loss fell 0.6500 -> 0.4500"
+    ]

@@ -9,8 +9,14 @@ from pathlib import Path
 
 from conftest import REPO, VENV_BIN, copy_project, sh
 
-HOOKS = ("ruff check", "trim trailing whitespace", "fix end of files", "check yaml",
-         "check for added large files")
+HOOKS = (
+    "ruff check",
+    "ruff format",
+    "trim trailing whitespace",
+    "fix end of files",
+    "check yaml",
+    "check for added large files",
+)
 
 
 def test_pre_commit_hooks_pass_on_the_project_and_catch_a_mistake(tmp_path: Path):
@@ -23,24 +29,46 @@ def test_pre_commit_hooks_pass_on_the_project_and_catch_a_mistake(tmp_path: Path
     for hook in HOOKS:
         assert any(line.startswith(hook) and line.endswith("Passed") for line in output.splitlines()), output
 
-    module = repo / "src/transferlab/errors.py"
-    module.write_text(module.read_text() + "\n\nimport os   \n\n\n")  # unused, trailing spaces, blank end
-    result = sh("pre-commit", "run", "--files", str(module.relative_to(repo)), cwd=repo, check=False,
-                PRE_COMMIT_HOME=home)
+    module, config = repo / "src/transferlab/errors.py", repo / "conf/config.yaml"
+    module.write_text(module.read_text() + "\n\nimport os   \nx = [1,2]\n\n\n")  # unused, unformatted
+    config.write_text(config.read_text() + "# a comment   \n\n\n")  # trailing spaces, blank end
+    planted = [str(path.relative_to(repo)) for path in (module, config)]
+    result = sh("pre-commit", "run", "--files", *planted, cwd=repo, check=False, PRE_COMMIT_HOME=home)
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "F401" in output and "Fixing src/transferlab/errors.py" in output, output
-    assert module.read_text().endswith("import os\n"), "the fixers trim the spaces and the blank end"
+    assert "F401" in output and "1 file reformatted" in output, output
+    assert module.read_text().endswith("import os\n\nx = [1, 2]\n"), "ruff format lays it out"
+    assert "Fixing conf/config.yaml" in output, output
+    assert config.read_text().endswith("# a comment\n"), "the fixers trim the spaces and the blank end"
 
 
-SCRATCH = (".venv/bin/python", ".cache/stages/prepare/0123/data/prepared/train.parquet",
-           ".checkpoints/train/checkpoint-4/model.safetensors", "outputs/2026-12-01/00-00-00/.hydra/c.yaml",
-           "multirun/2026-12-01/00-00-00/0/job.log", "dvc_plots/index.html", ".pytest_cache/v/x",
-           ".ruff_cache/x", "src/transferlab/__pycache__/cli.cpython-311.pyc", "tests/__pycache__/x.pyc")
+SCRATCH = (
+    ".venv/bin/python",
+    ".cache/stages/prepare/0123/data/prepared/train.parquet",
+    ".checkpoints/train/checkpoint-4/model.safetensors",
+    "outputs/2026-12-01/00-00-00/.hydra/c.yaml",
+    "multirun/2026-12-01/00-00-00/0/job.log",
+    "dvc_plots/index.html",
+    ".pytest_cache/v/x",
+    ".ruff_cache/x",
+    "src/transferlab/__pycache__/cli.cpython-311.pyc",
+    "tests/__pycache__/x.pyc",
+)
 RECORDS = ("mlflow.db", "mlruns/1/abc/artifacts/model.safetensors", "optuna.db")
-KEPT = ("data/prepared/train.parquet", "models/finetuned/model.safetensors", "metrics/data.json",
-        "plots/confusion.csv", "reports/evaluate/misclassified.csv", "dvc.lock", "params.yaml",
-        ".dvc/cache/files/md5/ab/cdef", ".dvc/tmp/exps/x", ".git/HEAD", "conf/config.yaml", "my_data.csv")
+KEPT = (
+    "data/prepared/train.parquet",
+    "models/finetuned/model.safetensors",
+    "metrics/data.json",
+    "plots/confusion.csv",
+    "reports/evaluate/misclassified.csv",
+    "dvc.lock",
+    "params.yaml",
+    ".dvc/cache/files/md5/ab/cdef",
+    ".dvc/tmp/exps/x",
+    ".git/HEAD",
+    "conf/config.yaml",
+    "my_data.csv",
+)
 
 
 def test_make_clean_removes_the_generated_stores_and_distclean_the_records(tmp_path: Path):

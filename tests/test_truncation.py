@@ -37,12 +37,19 @@ def net(tok):
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=32, max_position_embeddings=MAX_LENGTH,
-                        num_labels=3, id2label={0: "business", 1: "sport", 2: "tech"},
-                        # large random weights: windows get logits of a few units that differ, so
-                        # how they are pooled shows in the result (0.02 gives ~0 for every window)
-                        initializer_range=0.5)
+    config = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=MAX_LENGTH,
+        num_labels=3,
+        id2label={0: "business", 1: "sport", 2: "tech"},
+        # large random weights: windows get logits of a few units that differ, so
+        # how they are pooled shows in the result (0.02 gives ~0 for every window)
+        initializer_range=0.5,
+    )
     return BertForSequenceClassification(config).eval()
 
 
@@ -59,10 +66,10 @@ def test_windows_overlap_by_the_stride_and_cover_every_token(tok):
     for text_id, text in enumerate(TEXTS):
         rows = [windows["input_ids"][row] for row, owned in enumerate(owner) if owned == text_id]
         assert all(ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id for ids in rows)
-        stitched = rows[0][1:-1] + [t for ids in rows[1:] for t in ids[1 + STRIDE:-1]]
+        stitched = rows[0][1:-1] + [t for ids in rows[1:] for t in ids[1 + STRIDE : -1]]
         assert stitched == tok(text)["input_ids"][1:-1], "every token, once the overlaps are dropped"
         for before, after in zip(rows, rows[1:], strict=False):
-            assert before[-1 - STRIDE:-1] == after[1:1 + STRIDE], "neighbours share STRIDE tokens"
+            assert before[-1 - STRIDE : -1] == after[1 : 1 + STRIDE], "neighbours share STRIDE tokens"
     capped = encode(tok, TEXTS, MAX_LENGTH, "windows", stride=STRIDE, max_windows=2)
     assert capped[WINDOW_OF] == [0, 0, 1, 2, 2], "at most max_windows per text, its first ones"
     assert capped["input_ids"][:2] == windows["input_ids"][:2]
@@ -87,18 +94,32 @@ def expected_probabilities(net, tok, text: str, cap: int):
     window run on its own (no padding, no batching), with the tokenizer's windows taken directly."""
     import torch
 
-    windows = tok([text], truncation=True, max_length=MAX_LENGTH, stride=STRIDE,
-                  return_overflowing_tokens=True)
+    windows = tok(
+        [text], truncation=True, max_length=MAX_LENGTH, stride=STRIDE, return_overflowing_tokens=True
+    )
     windows.pop(WINDOW_OF)
     with torch.inference_mode():
-        logits = torch.cat([net(**{key: torch.tensor([rows[i]]) for key, rows in windows.items()}).logits
-                            for i in range(min(cap, len(windows["input_ids"])))])
+        logits = torch.cat(
+            [
+                net(**{key: torch.tensor([rows[i]]) for key, rows in windows.items()}).logits
+                for i in range(min(cap, len(windows["input_ids"])))
+            ]
+        )
     return logits.mean(0).softmax(-1).numpy(), logits.softmax(-1).mean(0).numpy(), len(windows["input_ids"])
 
 
 def test_predict_gives_one_row_per_text_the_softmax_of_its_windows_mean_logits(net, tok):
-    got = serving.class_probabilities(net, tok, TEXTS, MAX_LENGTH, batch_size=2, device="cpu",
-                           truncation="windows", stride=STRIDE, max_windows=8)
+    got = serving.class_probabilities(
+        net,
+        tok,
+        TEXTS,
+        MAX_LENGTH,
+        batch_size=2,
+        device="cpu",
+        truncation="windows",
+        stride=STRIDE,
+        max_windows=8,
+    )
     assert got.shape == (len(TEXTS), 3)
     for row, text in zip(got, TEXTS, strict=True):
         pooled, mean_of_softmax, windows = expected_probabilities(net, tok, text, cap=8)
@@ -117,8 +138,17 @@ def test_serving_pools_the_windows_as_evaluate_does(net, tok, tmp_path):
     net.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     served = TextClassifier()
-    served.load_context(SimpleNamespace(artifacts={"model": str(tmp_path)}, model_config={
-        "max_length": MAX_LENGTH, "truncation": "windows", "window_stride": STRIDE, "max_windows": 8}))
+    served.load_context(
+        SimpleNamespace(
+            artifacts={"model": str(tmp_path)},
+            model_config={
+                "max_length": MAX_LENGTH,
+                "truncation": "windows",
+                "window_stride": STRIDE,
+                "max_windows": 8,
+            },
+        )
+    )
     answer = served.predict(None, TEXTS)
     probabilities = serving.class_probabilities(net, tok, TEXTS, MAX_LENGTH, 2, "cpu", "windows", STRIDE, 8)
     assert answer["label"].tolist() == [net.config.id2label[int(i)] for i in probabilities.argmax(-1)]
@@ -132,8 +162,10 @@ def test_the_window_settings_are_checked_and_named_in_the_card():
     assert "windows of 128 tokens that share 32 tokens, at most 8 per text" in truncation_line(cfg.model)
     with pytest.raises(UserError) as caught:
         make_config("model.truncation=windows", "model.window_stride=128")
-    assert str(caught.value) == ("invalid config: model.window_stride=128 must be >= 0 and < "
-                                 "model.max_length / 2 = 64: neighbouring windows share fewer than half "
-                                 "their tokens")
+    assert str(caught.value) == (
+        "invalid config: model.window_stride=128 must be >= 0 and < "
+        "model.max_length / 2 = 64: neighbouring windows share fewer than half "
+        "their tokens"
+    )
     with pytest.raises(UserError, match="model.max_windows=0 must be > 0"):
         make_config("model.truncation=windows", "model.max_windows=0")

@@ -23,8 +23,12 @@ def test_the_search_space_is_the_hydra_optuna_sweepers(monkeypatch):
 
     monkeypatch.chdir(REPO)
     space, fixed = search_space(compose(["hparams_search=finetune_optuna"]))
-    assert fixed == [] and sorted(space) == ["finetune.backbone_lr", "finetune.head_lr",
-                                             "finetune.layer_lr_decay", "finetune.warmup_ratio"]
+    assert fixed == [] and sorted(space) == [
+        "finetune.backbone_lr",
+        "finetune.head_lr",
+        "finetune.layer_lr_decay",
+        "finetune.warmup_ratio",
+    ]
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
     values = {name: suggest(trial, name, distribution) for name, distribution in space.items()}
     assert 1e-5 <= values["finetune.backbone_lr"] <= 3e-4 and values["finetune.warmup_ratio"] in (0.0, 0.1)
@@ -35,8 +39,11 @@ def test_the_search_space_is_the_hydra_optuna_sweepers(monkeypatch):
 def test_an_epoch_reports_the_objective_of_the_best_epoch_so_far():
     from transferlab.training.callbacks import objective_so_far
 
-    history = [{"loss": 2.0, "epoch": 1.0}, {"eval_loss": 1.5, "eval_accuracy": 0.6, "epoch": 1.0},
-               {"eval_loss": 1.7, "eval_accuracy": 0.7, "epoch": 2.0}]
+    history = [
+        {"loss": 2.0, "epoch": 1.0},
+        {"eval_loss": 1.5, "eval_accuracy": 0.6, "epoch": 1.0},
+        {"eval_loss": 1.7, "eval_accuracy": 0.7, "epoch": 2.0},
+    ]
     assert objective_so_far(history, "best_validation_accuracy") == 0.6  # the epoch finetune keeps
     assert objective_so_far(history, "best_validation_loss") == 1.5
 
@@ -49,9 +56,12 @@ def test_only_a_dead_workers_trials_are_abandoned():
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     now = datetime.datetime.now()
+
     def trial(worker=None, age=0):
-        return SimpleNamespace(user_attrs={"worker": worker} if worker else {},
-                               datetime_start=now - datetime.timedelta(seconds=age))
+        return SimpleNamespace(
+            user_attrs={"worker": worker} if worker else {},
+            datetime_start=now - datetime.timedelta(seconds=age),
+        )
 
     host = socket.gethostname()
     assert worker_gone(trial(f"{host}:{dead.pid}"))
@@ -65,9 +75,19 @@ def test_only_a_dead_workers_trials_are_abandoned():
 # Seeded apart per worker, the random sampler draws 1e-5 then 1.0 in both workers (seeds 10 and 11),
 # so the trials after the first ones are judged against a complete good trial and pruned after
 # their first epoch. A repeated good config reuses the first one's fine-tuning (stage cache).
-TUNE = ("transferlab", "tune", "--workers", "2", "hparams_search=tuned", "experiment=tiny",
-        "finetune.epochs=2", "finetune.backbone_lr=1e-5", "sweep.objective=best_validation_loss",
-        "sweep.direction=minimize", "sweep.pruner.n_startup_trials=1")
+TUNE = (
+    "transferlab",
+    "tune",
+    "--workers",
+    "2",
+    "hparams_search=tuned",
+    "experiment=tiny",
+    "finetune.epochs=2",
+    "finetune.backbone_lr=1e-5",
+    "sweep.objective=best_validation_loss",
+    "sweep.direction=minimize",
+    "sweep.pruner.n_startup_trials=1",
+)
 
 
 @pytest.mark.slow

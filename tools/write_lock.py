@@ -51,13 +51,28 @@ TIMEOUT, ATTEMPTS, THREADS = 30, 4, 8  # seconds per request; tries per request;
 # aliases manylinux2014 (2_17), manylinux2010 (2_12) and manylinux1 (2_5), as pip expands them; the
 # tags in pip's order of preference, most specific first.
 LEGACY = {17: "manylinux2014_x86_64", 12: "manylinux2010_x86_64", 5: "manylinux1_x86_64"}
-PLATFORMS = tuple(platform for minor in range(28, 4, -1)
-                  for platform in (f"manylinux_2_{minor}_x86_64", LEGACY.get(minor)) if platform)
-TAGS = {tag: rank for rank, tag in enumerate([*cpython_tags((3, 11), ["cp311"], PLATFORMS),
-                                              *compatible_tags((3, 11), "cp311", PLATFORMS)])}
-TARGET = {**default_environment(), "os_name": "posix", "sys_platform": "linux", "platform_system": "Linux",
-          "platform_machine": "x86_64", "implementation_name": "cpython",
-          "platform_python_implementation": "CPython", "python_version": "3.11"}
+PLATFORMS = tuple(
+    platform
+    for minor in range(28, 4, -1)
+    for platform in (f"manylinux_2_{minor}_x86_64", LEGACY.get(minor))
+    if platform
+)
+TAGS = {
+    tag: rank
+    for rank, tag in enumerate(
+        [*cpython_tags((3, 11), ["cp311"], PLATFORMS), *compatible_tags((3, 11), "cp311", PLATFORMS)]
+    )
+}
+TARGET = {
+    **default_environment(),
+    "os_name": "posix",
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "platform_machine": "x86_64",
+    "implementation_name": "cpython",
+    "platform_python_implementation": "CPython",
+    "python_version": "3.11",
+}
 CUDA_EXTRAS = ("nvidia-ml-py",)  # pynvml: MLflow's GPU system metrics; not a requirement of torch
 CUDA_ONLY = re.compile(r"(nvidia-|cuda-|triton$)")  # names that must never be in the CPU install
 
@@ -108,10 +123,17 @@ def normalise(name: str) -> str:
 
 
 def frozen_pins(venv: str) -> list[str]:
-    frozen = subprocess.run([f"{venv}/bin/python", "-m", "pip", "freeze", "--all",
-                             "--exclude-editable"], capture_output=True, text=True, check=True)
-    pins = [line for line in frozen.stdout.splitlines()
-            if "==" in line and line.split("==")[0] not in ("pip", "transferlab")]
+    frozen = subprocess.run(
+        [f"{venv}/bin/python", "-m", "pip", "freeze", "--all", "--exclude-editable"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    pins = [
+        line
+        for line in frozen.stdout.splitlines()
+        if "==" in line and line.split("==")[0] not in ("pip", "transferlab")
+    ]
     return sorted(pins, key=str.lower)
 
 
@@ -164,7 +186,7 @@ class RemoteFile(io.RawIOBase):
             self.start = max(0, min(self.position, end - self.CHUNK))
             stop = min(self.size, max(end, self.start + self.CHUNK))
             self.data = fetch(self.url, {"Range": f"bytes={self.start}-{stop - 1}"})
-        data = self.data[self.position - self.start:end - self.start]
+        data = self.data[self.position - self.start : end - self.start]
         self.position += len(data)
         return data
 
@@ -179,15 +201,21 @@ def core_metadata(wheel: dict) -> bytes:
         if error.code != 404:
             raise
         with zipfile.ZipFile(RemoteFile(wheel["url"], wheel["size"])) as archive:
-            name = next((n for n in archive.namelist() if re.fullmatch(r"[^/]+\.dist-info/METADATA", n)),
-                        None)
+            name = next(
+                (n for n in archive.namelist() if re.fullmatch(r"[^/]+\.dist-info/METADATA", n)), None
+            )
             if name is None:
-                raise SystemExit(f"write_lock: {wheel['filename']}: no .metadata file on the index and "
-                                 "no *.dist-info/METADATA in the wheel") from None
+                raise SystemExit(
+                    f"write_lock: {wheel['filename']}: no .metadata file on the index and "
+                    "no *.dist-info/METADATA in the wheel"
+                ) from None
             return archive.read(name)
     advertised = wheel.get("core-metadata") or wheel.get("dist-info-metadata")
-    if isinstance(advertised, dict) and "sha256" in advertised \
-            and hashlib.sha256(data).hexdigest() != advertised["sha256"]:
+    if (
+        isinstance(advertised, dict)
+        and "sha256" in advertised
+        and hashlib.sha256(data).hexdigest() != advertised["sha256"]
+    ):
         raise SystemExit(f"write_lock: {wheel['url']}.metadata does not match its listed sha256")
     return data
 
@@ -210,8 +238,11 @@ def wheel_metadata_of(requirement: str) -> tuple[str, tuple[str, list[str]]]:
     req = Requirement(requirement)
     page = f"{INDEX}/{normalise(req.name)}/"
     listing = json.loads(fetch(page, {"Accept": "application/vnd.pypi.simple.v1+json"}))
-    wheels = [(parse_wheel_filename(w["filename"])[1], rank, w) for w in listing["files"]
-              if w["filename"].endswith(".whl") and (rank := runs_on_target(w)) is not None]
+    wheels = [
+        (parse_wheel_filename(w["filename"])[1], rank, w)
+        for w in listing["files"]
+        if w["filename"].endswith(".whl") and (rank := runs_on_target(w)) is not None
+    ]
     exact = any(spec.operator in ("==", "===") for spec in req.specifier)
     version = max(req.specifier.filter(v for v, _, w in wheels if not w.get("yanked")), default=None)
     if version is None and exact:
@@ -221,8 +252,9 @@ def wheel_metadata_of(requirement: str) -> tuple[str, tuple[str, list[str]]]:
     _, _, wheel = min((w for w in wheels if w[0] == version), key=lambda w: w[1])
     metadata = BytesHeaderParser().parsebytes(core_metadata({**wheel, "url": urljoin(page, wheel["url"])}))
     if normalise(metadata["Name"]) != normalise(req.name) or Version(metadata["Version"]) != version:
-        raise SystemExit(f"write_lock: {wheel['filename']}: metadata of {metadata['Name']} "
-                         f"{metadata['Version']}")
+        raise SystemExit(
+            f"write_lock: {wheel['filename']}: metadata of {metadata['Name']} {metadata['Version']}"
+        )
     return normalise(metadata["Name"]), (metadata["Version"], metadata.get_all("Requires-Dist") or [])
 
 
@@ -238,8 +270,9 @@ def requires(requires_dist: list[str], extras: set[str] | frozenset[str]) -> lis
     applying = []
     for line in requires_dist:
         req = Requirement(line)
-        if req.marker is None or any(req.marker.evaluate({**TARGET, "extra": extra})
-                                     for extra in {"", *extras}):
+        if req.marker is None or any(
+            req.marker.evaluate({**TARGET, "extra": extra}) for extra in {"", *extras}
+        ):
             applying.append(req)
     return applying
 
@@ -266,20 +299,24 @@ def cuda_set(torch_version: str, shared: dict[str, str]) -> list[str]:
             if name in fetched:
                 todo += requires(fetched[name][1], req.extras)
         # A shared package is walked only for extras it is asked for (its own closure is shared).
-        missing = [f"{name}=={shared[name]}" if name in shared else f"{name}{spec}"
-                   for name, (spec, extras) in wanted.items()
-                   if name not in fetched and (name not in shared or extras)]
+        missing = [
+            f"{name}=={shared[name]}" if name in shared else f"{name}{spec}"
+            for name, (spec, extras) in wanted.items()
+            if name not in fetched and (name not in shared or extras)
+        ]
         if not missing:
-            return sorted((f"{name}=={fetched[name][0]}" for name in wanted if name not in shared),
-                          key=str.lower)
+            return sorted(
+                (f"{name}=={fetched[name][0]}" for name in wanted if name not in shared), key=str.lower
+            )
         fetched |= wheel_metadata(missing)
 
 
 def write_env(env_file: str, what: str, lock: str, pins: list[str], options: list[str]) -> None:
     conda = [p for p in pins if normalise(p.split("==")[0]) not in AFTER_CONDA]
     header = ENV_HEADER.format(what=what, lock=lock, env_file=env_file)
-    (ROOT / env_file).write_text(header + "".join(f"      - {line}\n" for line in options + conda)
-                                 + "      - -e .\n")
+    (ROOT / env_file).write_text(
+        header + "".join(f"      - {line}\n" for line in options + conda) + "      - -e .\n"
+    )
 
 
 def main(venv: str, torch_cpu_index: str) -> None:
@@ -287,18 +324,27 @@ def main(venv: str, torch_cpu_index: str) -> None:
     torch = next(p for p in pins if normalise(p.split("==")[0]) == "torch")
     cuda_only = [p for p in pins if CUDA_ONLY.match(normalise(p))]
     if not torch.endswith("+cpu") or cuda_only:
-        raise SystemExit(f"write_lock: {venv} has {torch} {' '.join(cuda_only)}, not torch's CPU "
-                         f"build: install it with --extra-index-url {torch_cpu_index}")
+        raise SystemExit(
+            f"write_lock: {venv} has {torch} {' '.join(cuda_only)}, not torch's CPU "
+            f"build: install it with --extra-index-url {torch_cpu_index}"
+        )
     shared = [p for p in pins if p != torch]
     shared_pins = dict((normalise(n), v) for n, v in (p.split("==") for p in shared))
     cuda = cuda_set(torch.split("==")[1].split("+")[0], shared_pins)
     (ROOT / SHARED).write_text(LOCK_HEADER + "".join(f"{p}\n" for p in shared))
     (ROOT / CPU).write_text(CPU_HEADER.format(index=torch_cpu_index) + f"{torch}\n")
     (ROOT / CUDA).write_text(CUDA_HEADER + "".join(f"{p}\n" for p in cuda))
-    write_env("environment.yml", "CPU install (torch from PyTorch's CPU index)", CPU,
-              sorted(shared + [torch], key=str.lower), [f"--extra-index-url {torch_cpu_index}"])
-    write_env("environment-cuda.yml", "CUDA install (Linux x86_64)", CUDA,
-              sorted(shared + cuda, key=str.lower), [])
+    write_env(
+        "environment.yml",
+        "CPU install (torch from PyTorch's CPU index)",
+        CPU,
+        sorted(shared + [torch], key=str.lower),
+        [f"--extra-index-url {torch_cpu_index}"],
+    )
+    write_env(
+        "environment-cuda.yml", "CUDA install (Linux x86_64)", CUDA, sorted(shared + cuda, key=str.lower), []
+    )
+
 
 if __name__ == "__main__":
     main(*sys.argv[1:])

@@ -21,41 +21,61 @@ def parser() -> argparse.ArgumentParser:
         stage = commands.add_parser(name, help=summary, description=summary)
         stage.add_argument("--params", default="params.yaml", help="config file (default: %(default)s)")
     compose = commands.add_parser(
-        "compose", help="compose conf/ with Hydra overrides and write params.yaml",
+        "compose",
+        help="compose conf/ with Hydra overrides and write params.yaml",
         description="Compose conf/ as `dvc exp run -S` does, run the value checks the stages run, "
-                    "and write the result (only when it passes them).")
-    compose.add_argument("overrides", nargs="*",
-                         help="Hydra overrides, e.g. model=scratch finetune.backbone_lr=3e-5")
+        "and write the result (only when it passes them).",
+    )
+    compose.add_argument(
+        "overrides", nargs="*", help="Hydra overrides, e.g. model=scratch finetune.backbone_lr=3e-5"
+    )
     compose.add_argument("--config-dir", default="conf", help="(default: %(default)s)")
     compose.add_argument("--output", "-o", default="params.yaml", help="(default: %(default)s; - for stdout)")
     pipeline = commands.add_parser(
-        "run", help="`dvc repro` under one parent MLflow run (what `make run` does)",
+        "run",
+        help="`dvc repro` under one parent MLflow run (what `make run` does)",
         description="Run `dvc repro [ARGS]` with every stage that runs logged as a child of one "
-                    "MLflow parent run; stages DVC skips are linked to the runs that made their outputs.")
-    pipeline.add_argument("dvc_args", nargs=argparse.REMAINDER,
-                          help="passed on to `dvc repro`; options after --, e.g. run -- --force")
+        "MLflow parent run; stages DVC skips are linked to the runs that made their outputs.",
+    )
+    pipeline.add_argument(
+        "dvc_args",
+        nargs=argparse.REMAINDER,
+        help="passed on to `dvc repro`; options after --, e.g. run -- --force",
+    )
     pipeline.add_argument("--params", default="params.yaml", help="(default: %(default)s)")
     tune = commands.add_parser(
-        "tune", help="Optuna search: N worker processes on one study, bad trials pruned (docs/sweeps.md)",
+        "tune",
+        help="Optuna search: N worker processes on one study, bad trials pruned (docs/sweeps.md)",
         description="Run N Optuna workers on one study (hparams_search=..., default finetune_optuna): "
-                    "each asks a trial as soon as its last one ended and runs the stages in-process; the "
-                    "fine-tuning reports sweep.objective every epoch and the pruner (sweep.pruner.*) stops "
-                    "bad trials. Ends at sweep.trials finished trials; the same command again resumes.")
+        "each asks a trial as soon as its last one ended and runs the stages in-process; the "
+        "fine-tuning reports sweep.objective every epoch and the pruner (sweep.pruner.*) stops "
+        "bad trials. Ends at sweep.trials finished trials; the same command again resumes.",
+    )
     tune.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. sweep.trials=20 experiment=tiny")
     tune.add_argument("--workers", "-j", type=int, default=1, help="worker processes (default: %(default)s)")
     report = commands.add_parser(
-        "report", help="comparison table + plot from the MLflow runs (reports/comparison.*)",
+        "report",
+        help="comparison table + plot from the MLflow runs (reports/comparison.*)",
         description="Collect the finished runs of the comparison experiments from MLflow and write "
-                    "reports/comparison.md and reports/comparison.png: mean ± sd over the seeds, and "
-                    "paired tests against the TF-IDF baseline on the same test articles. Nothing is re-run.")
+        "reports/comparison.md and reports/comparison.png: mean ± sd over the seeds, and "
+        "paired tests against the TF-IDF baseline on the same test articles. Nothing is re-run.",
+    )
     report.add_argument("experiments", nargs="*", help="experiment configs (default: the comparison set)")
     report.add_argument("--config-dir", default="conf", help="(default: %(default)s)")
     report.add_argument("--output", default="reports", help="(default: %(default)s)")
-    report.add_argument("--list", action="store_true",
-                        help="print the default comparison set (what `make compare` runs) and exit")
-    report.add_argument("--seeds", nargs="+", type=int, metavar="SEED",
-                        help="the seeds each experiment ran with (`make compare SEEDS=...`), e.g. "
-                             "--seeds 1 2 3 (default: the config's seed)")
+    report.add_argument(
+        "--list",
+        action="store_true",
+        help="print the default comparison set (what `make compare` runs) and exit",
+    )
+    report.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        metavar="SEED",
+        help="the seeds each experiment ran with (`make compare SEEDS=...`), e.g. "
+        "--seeds 1 2 3 (default: the config's seed)",
+    )
     return root
 
 
@@ -102,18 +122,23 @@ def run_stage(stage: str, params: str) -> None:
             restored = restore_last_good()
         except Exception as err:  # never hide the stage's own failure behind this one
             restored = []
-            print(f"transferlab {stage}: could not put back the last good outputs ({err}); "
-                  "`dvc checkout` restores them", file=sys.stderr)
+            print(
+                f"transferlab {stage}: could not put back the last good outputs ({err}); "
+                "`dvc checkout` restores them",
+                file=sys.stderr,
+            )
         if restored:
-            print(f"transferlab {stage}: put back the last good outputs from DVC's cache: "
-                  f"{', '.join(restored)}", file=sys.stderr)
+            print(
+                f"transferlab {stage}: put back the last good outputs from DVC's cache: "
+                f"{', '.join(restored)}",
+                file=sys.stderr,
+            )
         raise
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         if args.command == "compose":
             compose_command(args)

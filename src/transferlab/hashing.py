@@ -25,8 +25,13 @@ def sha256_text(path: Path) -> bytes:
     return sha256(path).encode()
 
 
-def files_digest(paths: Iterable, *, name: Callable[[Path], str] = str,
-                 content: Callable[[Path], bytes] = Path.read_bytes, seed: bytes = b"") -> str:
+def files_digest(
+    paths: Iterable,
+    *,
+    name: Callable[[Path], str] = str,
+    content: Callable[[Path], bytes] = Path.read_bytes,
+    seed: bytes = b"",
+) -> str:
     """sha256 (hex) of `seed`, then of each file's name(file) and content(file), in the order of
     `paths`; a folder stands for every file below it, sorted, except Python's bytecode caches (as in
     .dvcignore: code folders are deps). Paths that are not there are skipped."""

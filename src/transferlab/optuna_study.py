@@ -41,13 +41,22 @@ def open_study(raw, cfg, **settings):
 
     sweeper = raw.hydra.sweeper
     if "params" not in sweeper or not sweeper.storage:
-        raise UserError("transferlab tune needs an Optuna study with a storage: hparams_search=... "
-                        "(conf/hparams_search/) and hydra.sweeper.storage")
-    study = optuna.create_study(study_name=sweeper.study_name, storage=storage(sweeper.storage),
-                                direction=str(cfg.sweep.direction), load_if_exists=True, **settings)
+        raise UserError(
+            "transferlab tune needs an Optuna study with a storage: hparams_search=... "
+            "(conf/hparams_search/) and hydra.sweeper.storage"
+        )
+    study = optuna.create_study(
+        study_name=sweeper.study_name,
+        storage=storage(sweeper.storage),
+        direction=str(cfg.sweep.direction),
+        load_if_exists=True,
+        **settings,
+    )
     if study.direction.name.lower() != cfg.sweep.direction:
-        raise UserError(f"study {study.study_name} is {study.direction.name.lower()}d, not "
-                        f"sweep.direction={cfg.sweep.direction}: pick another hydra.sweeper.study_name")
+        raise UserError(
+            f"study {study.study_name} is {study.direction.name.lower()}d, not "
+            f"sweep.direction={cfg.sweep.direction}: pick another hydra.sweeper.study_name"
+        )
     return study
 
 

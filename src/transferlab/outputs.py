@@ -49,8 +49,11 @@ class StagedOutputs:
     def write_error(self, err: OSError) -> UserError:
         """A failed write (disk full, read-only, no permission) as one message naming the output."""
         written = Path(err.filename) if err.filename else None
-        finals = [str(final) for final, tmp in self._staged.items()
-                  if written and (written == tmp or tmp in written.parents)] or list(map(str, self._staged))
+        finals = [
+            str(final)
+            for final, tmp in self._staged.items()
+            if written and (written == tmp or tmp in written.parents)
+        ] or list(map(str, self._staged))
         return UserError(f"cannot write output {', '.join(finals)}: {_reason(err)}")
 
     def discard(self) -> None:

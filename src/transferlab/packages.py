@@ -31,8 +31,10 @@ def resolve(name_or_path: str) -> str:
     A local path that is not there is an error here: transformers would try it as a hub id."""
     if not name_or_path.startswith(PREFIX):
         if name_or_path.startswith(("/", "./", "../", "~")) and not Path(name_or_path).expanduser().exists():
-            raise UserError(f"model.name_or_path={name_or_path!r} does not exist: point it at a local "
-                            "checkpoint folder, a package: path, or a hub id")
+            raise UserError(
+                f"model.name_or_path={name_or_path!r} does not exist: point it at a local "
+                "checkpoint folder, a package: path, or a hub id"
+            )
         return name_or_path
-    distribution, _, relative = name_or_path[len(PREFIX):].partition("/")
+    distribution, _, relative = name_or_path[len(PREFIX) :].partition("/")
     return str(package_path(distribution, relative))

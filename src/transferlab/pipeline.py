@@ -19,7 +19,7 @@ def project_root() -> Path:
     (or --temp) the workspace is a copy under <repo>/.dvc/tmp/exps/ that DVC deletes afterwards."""
     parts = workspace().parts
     for i in range(len(parts) - 2):
-        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
             return Path(*parts[:i])
     return workspace()
 
@@ -38,7 +38,7 @@ def stage_names() -> list[str]:
 def upstream(stage: str) -> list[str]:
     """`stage` and every stage before it, in dvc.yaml order."""
     names = stage_names()
-    return names[:names.index(stage) + 1]
+    return names[: names.index(stage) + 1]
 
 
 def stage_params(stage: str) -> list[str] | None:

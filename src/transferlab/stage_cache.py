@@ -25,8 +25,9 @@ def key(cfg, stage: str) -> str:
 
     root = pipeline.workspace()
     code = [root / dep for dep in pipeline.code_deps(stage)]
-    return files_digest(code, name=lambda file: str(file.relative_to(root)),
-                        seed=fingerprint(cfg, stage).encode())[:20]
+    return files_digest(
+        code, name=lambda file: str(file.relative_to(root)), seed=fingerprint(cfg, stage).encode()
+    )[:20]
 
 
 def cache_root(cfg) -> Path:

@@ -75,8 +75,16 @@ def run_job(raw) -> float:
     parent = os.environ.get(SWEEP_ENV)
     requeued = int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0  # Slurm requeued this job
     run = (requeued and reopen_run(cfg, parent, "hydra.job.num", number)) or open_run(
-        cfg, name, parent=parent, tags={"sweep.overrides": overrides, "sweep.objective": cfg.sweep.objective,
-                                        "hydra.output_dir": output_dir, "hydra.job.num": number})
+        cfg,
+        name,
+        parent=parent,
+        tags={
+            "sweep.overrides": overrides,
+            "sweep.objective": cfg.sweep.objective,
+            "hydra.output_dir": output_dir,
+            "hydra.job.num": number,
+        },
+    )
     try:
         value = float(run_stages(cfg, run, output_dir)[0][cfg.sweep.objective])
     except BaseException:
@@ -138,21 +146,28 @@ class SweepRunCallback(Callback):
         from transferlab.tracking import open_run
 
         cfg = job_config(config)
-        arguments = [*(o for o in config.hydra.overrides.hydra if not o.startswith("hydra.mode=")),
-                     *config.hydra.overrides.task]
+        arguments = [
+            *(o for o in config.hydra.overrides.hydra if not o.startswith("hydra.mode=")),
+            *config.hydra.overrides.task,
+        ]
         os.environ.pop("MLFLOW_RUN_ID", None)
-        run = open_run(cfg, "sweep", tags={
-            "sweep.arguments": " ".join(arguments) or "(none)",
-            "sweep.sweeper": config.hydra.sweeper._target_,
-            "sweep.launcher": config.hydra.launcher._target_,
-            "sweep.dir": config.hydra.sweep.dir,
-            "sweep.objective": cfg.sweep.objective,
-            "sweep.direction": cfg.sweep.direction,
-        })
+        run = open_run(
+            cfg,
+            "sweep",
+            tags={
+                "sweep.arguments": " ".join(arguments) or "(none)",
+                "sweep.sweeper": config.hydra.sweeper._target_,
+                "sweep.launcher": config.hydra.launcher._target_,
+                "sweep.dir": config.hydra.sweep.dir,
+                "sweep.objective": cfg.sweep.objective,
+                "sweep.direction": cfg.sweep.direction,
+            },
+        )
         if run.run_id:
             os.environ[SWEEP_ENV] = run.run_id
-            _open_sweep.update(run=run, cfg=cfg, sweep_dir=Path(config.hydra.sweep.dir),
-                               hydra_yaml=_to_yaml(config))
+            _open_sweep.update(
+                run=run, cfg=cfg, sweep_dir=Path(config.hydra.sweep.dir), hydra_yaml=_to_yaml(config)
+            )
 
     def on_multirun_end(self, config, **kwargs) -> None:
         finish_sweep(failed=bool(interrupts))
@@ -176,16 +191,27 @@ def finish_sweep(*, failed: bool) -> None:
     objective = cfg.sweep.objective
     # Ties go to the lowest job number, as Optuna's best trial does.
     jobs = sorted(child_runs(run), key=lambda job: int(job.data.tags.get("hydra.job.num", 0)))
-    scored = [job for job in jobs if job.info.status == "FINISHED"
-              and math.isfinite(job.data.metrics.get(objective, math.nan))]
+    scored = [
+        job
+        for job in jobs
+        if job.info.status == "FINISHED" and math.isfinite(job.data.metrics.get(objective, math.nan))
+    ]
     if scored:
         pick = max if cfg.sweep.direction == "maximize" else min
         best = pick(scored, key=lambda job: job.data.metrics[objective])
         run.log_metrics({objective: best.data.metrics[objective]})
-        run.set_tags({"sweep.best_run_id": best.info.run_id,
-                      "sweep.best_overrides": best.data.tags.get("sweep.overrides", "")})
-        log.info("sweep: best %s = %s with %s", objective, best.data.metrics[objective],
-                 best.data.tags.get("sweep.overrides"))
+        run.set_tags(
+            {
+                "sweep.best_run_id": best.info.run_id,
+                "sweep.best_overrides": best.data.tags.get("sweep.overrides", ""),
+            }
+        )
+        log.info(
+            "sweep: best %s = %s with %s",
+            objective,
+            best.data.metrics[objective],
+            best.data.tags.get("sweep.overrides"),
+        )
     run.log_metrics({"jobs": len(jobs), "jobs_failed": len(jobs) - len(scored)})
     if (sweep_dir / "multirun.yaml").is_file():  # the basic sweeper writes it, Optuna's does not
         run.log_artifact(sweep_dir / "multirun.yaml")
@@ -222,8 +248,12 @@ def fail_unfinished(study, abandoned=lambda trial: True) -> None:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if abandoned(trial):
             study.tell(trial.number, state=TrialState.FAIL)
-            log.warning("study %s: trial %d was left unfinished by an interrupted sweep or a killed "
-                        "worker: marked FAIL", study.study_name, trial.number)
+            log.warning(
+                "study %s: trial %d was left unfinished by an interrupted sweep or a killed "
+                "worker: marked FAIL",
+                study.study_name,
+                trial.number,
+            )
 
 
 def main() -> None:

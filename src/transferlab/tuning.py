@@ -18,18 +18,8 @@ import math
 import os
 from pathlib import Path
 
+from transferlab import optuna_study
 from transferlab.errors import UserError
-from transferlab.optuna_study import (
-    compose,
-    finished,
-    open_study,
-    pruner,
-    sampler,
-    search_space,
-    suggest,
-    worker_gone,
-    worker_id,
-)
 
 log = logging.getLogger(__name__)
 SEARCH = "hparams_search=finetune_optuna"  # the search space unless the overrides pick one
@@ -53,28 +43,39 @@ def tune(overrides: list[str], workers: int = 1) -> int:
     os.environ.setdefault(WORKSPACE_ENV, str(Path.cwd()))  # stages read dvc.yaml from here
     if not any(o.startswith(("hparams_search=", "+hparams_search=")) for o in overrides):
         overrides = [SEARCH, *overrides]
-    raw = compose(overrides)
+    raw = optuna_study.compose(overrides)
     cfg = job_config(raw)
-    pruner(cfg.sweep.pruner)  # its settings fail here, not in every worker
-    study = open_study(raw, cfg)
-    fail_unfinished(study, abandoned=worker_gone)
-    target, done = cfg.sweep.trials, finished(study)
+    optuna_study.pruner(cfg.sweep.pruner)  # its settings fail here, not in every worker
+    study = optuna_study.open_study(raw, cfg)
+    fail_unfinished(study, abandoned=optuna_study.worker_gone)
+    target, done = cfg.sweep.trials, optuna_study.finished(study)
     log.info("study %s: %d of %d trials finished, %d workers", study.study_name, done, target, workers)
     if done >= target:
         return 0
     os.environ.pop("MLFLOW_RUN_ID", None)
-    sweep = open_run(cfg, "sweep", tags={
-        "sweep.arguments": " ".join(overrides), "sweep.sweeper": "transferlab tune (optuna)",
-        "sweep.launcher": f"{workers} worker processes", "sweep.objective": cfg.sweep.objective,
-        "sweep.direction": cfg.sweep.direction, "optuna.study": study.study_name,
-        "optuna.storage": masked(raw.hydra.sweeper.storage), "optuna.pruner": cfg.sweep.pruner.kind})
+    sweep = open_run(
+        cfg,
+        "sweep",
+        tags={
+            "sweep.arguments": " ".join(overrides),
+            "sweep.sweeper": "transferlab tune (optuna)",
+            "sweep.launcher": f"{workers} worker processes",
+            "sweep.objective": cfg.sweep.objective,
+            "sweep.direction": cfg.sweep.direction,
+            "optuna.study": study.study_name,
+            "optuna.storage": masked(raw.hydra.sweeper.storage),
+            "optuna.pruner": cfg.sweep.pruner.kind,
+        },
+    )
     # Each worker seeds its sampler apart, and a rerun apart from the runs before it.
     first_seed = len(study.get_trials(deepcopy=False))
     # The cores shared out (torch takes them all in each process), unless runtime.threads says.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
     spawn = multiprocessing.get_context("spawn")
-    processes = [spawn.Process(target=work, args=(overrides, sweep.run_id, first_seed + i),
-                               name=f"worker-{i}") for i in range(workers)]
+    processes = [
+        spawn.Process(target=work, args=(overrides, sweep.run_id, first_seed + i), name=f"worker-{i}")
+        for i in range(workers)
+    ]
     try:
         for process in processes:
             process.start()
@@ -87,8 +88,10 @@ def tune(overrides: list[str], workers: int = 1) -> int:
         raise
     close_run(sweep, failed=done < target)
     if done < target:
-        raise UserError(f"study {study.study_name}: {done} of {target} trials finished (failed trials and "
-                        "worker errors are above): run the same command again to resume it")
+        raise UserError(
+            f"study {study.study_name}: {done} of {target} trials finished (failed trials and "
+            "worker errors are above): run the same command again to resume it"
+        )
     return 0
 
 
@@ -116,22 +119,24 @@ def work(overrides: list[str], sweep_run_id: str | None, seed_offset: int) -> No
 
     from transferlab.sweep import interrupts, job_config, on_interrupt, own_process
 
-    logging.basicConfig(level=logging.INFO, datefmt="%H:%M:%S",
-                        format=f"%(asctime)s {worker_id()} %(name)s: %(message)s")
+    line = f"%(asctime)s {optuna_study.worker_id()} %(name)s: %(message)s"
+    logging.basicConfig(level=logging.INFO, datefmt="%H:%M:%S", format=line)
     own_process()
     signal.signal(signal.SIGINT, on_interrupt)  # a Ctrl-C that training swallows still stops the worker
     # hydra-optuna-sweeper 1.3 builds distributions and TPE options that optuna 5 calls deprecated,
     # and Optuna calls constant_liar experimental: nothing to act on.
     warnings.filterwarnings("ignore", r".*(Distribution|`\w+`) has been deprecated", FutureWarning)
     warnings.filterwarnings("ignore", r".*constant_liar", ExperimentalWarning)
-    raw = compose(overrides)
+    raw = optuna_study.compose(overrides)
     cfg = job_config(raw)
-    space, fixed = search_space(raw)
-    study = open_study(raw, cfg, sampler=sampler(raw, seed_offset), pruner=pruner(cfg.sweep.pruner))
+    space, fixed = optuna_study.search_space(raw)
+    pruner = optuna_study.pruner(cfg.sweep.pruner)
+    study = optuna_study.open_study(raw, cfg, sampler=optuna_study.sampler(raw, seed_offset), pruner=pruner)
     slots = Slots(cfg.sweep.trials, raw.hydra.sweeper.storage, study.study_name)
     if slots.take(study):
-        objective = partial(run_trial, slots=slots, overrides=[*overrides, *fixed], space=space,
-                            sweep_run_id=sweep_run_id)
+        objective = partial(
+            run_trial, slots=slots, overrides=[*overrides, *fixed], space=space, sweep_run_id=sweep_run_id
+        )
         study.optimize(objective, callbacks=[slots.after], catch=(Exception,))
     if interrupts:
         sys.exit(130)
@@ -147,12 +152,23 @@ def run_trial(trial, *, slots, overrides, space, sweep_run_id) -> float:
     from transferlab.training.callbacks import reporting_to
 
     slots.started()
-    trial.set_user_attr("worker", worker_id())
-    chosen = [f"{name}={suggest(trial, name, distribution)}" for name, distribution in space.items()]
+    trial.set_user_attr("worker", optuna_study.worker_id())
+    chosen = [
+        f"{name}={optuna_study.suggest(trial, name, distribution)}" for name, distribution in space.items()
+    ]
     cfg = job_config(compose_pipeline([*overrides, *chosen]))
-    run = open_run(cfg, f"trial-{trial.number}", parent=sweep_run_id, tags={
-        "sweep.overrides": " ".join(chosen), "sweep.objective": cfg.sweep.objective,
-        "optuna.study": trial.study.study_name, "optuna.trial": trial.number, "optuna.worker": worker_id()})
+    run = open_run(
+        cfg,
+        f"trial-{trial.number}",
+        parent=sweep_run_id,
+        tags={
+            "sweep.overrides": " ".join(chosen),
+            "sweep.objective": cfg.sweep.objective,
+            "optuna.study": trial.study.study_name,
+            "optuna.trial": trial.number,
+            "optuna.worker": optuna_study.worker_id(),
+        },
+    )
     state, tags = "FAIL", {}
     try:
         if run.run_id:
@@ -257,14 +273,25 @@ def summarize(sweep, study, cfg) -> int:
 
     trials = study.get_trials(deepcopy=False)
     count = {state: sum(t.state == state for t in trials) for state in TrialState}
-    sweep.log_metrics({"jobs": len(child_runs(sweep)), "trials_complete": count[TrialState.COMPLETE],
-                       "trials_pruned": count[TrialState.PRUNED], "trials_failed": count[TrialState.FAIL]})
+    sweep.log_metrics(
+        {
+            "jobs": len(child_runs(sweep)),
+            "trials_complete": count[TrialState.COMPLETE],
+            "trials_pruned": count[TrialState.PRUNED],
+            "trials_failed": count[TrialState.FAIL],
+        }
+    )
     if count[TrialState.COMPLETE]:
         best = study.best_trial
         sweep.log_metrics({cfg.sweep.objective: best.value})
-        sweep.set_tags({"sweep.best_trial": best.number,
-                        "sweep.best_run_id": best.user_attrs.get("mlflow_run_id"),
-                        "sweep.best_overrides": " ".join(f"{k}={v}" for k, v in best.params.items())})
-        log.info("study %s: best %s = %s with %s", study.study_name, cfg.sweep.objective, best.value,
-                 best.params)
-    return finished(study)
+        sweep.set_tags(
+            {
+                "sweep.best_trial": best.number,
+                "sweep.best_run_id": best.user_attrs.get("mlflow_run_id"),
+                "sweep.best_overrides": " ".join(f"{k}={v}" for k, v in best.params.items()),
+            }
+        )
+        log.info(
+            "study %s: best %s = %s with %s", study.study_name, cfg.sweep.objective, best.value, best.params
+        )
+    return optuna_study.finished(study)

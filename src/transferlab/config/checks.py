@@ -29,12 +29,28 @@ POSITIVE = (
     "lm.generate.top_p",
     "lm.generate.repetition_penalty",
 )
-NON_NEGATIVE = ("seed", "train.steps", "train.lr", "finetune.weight_decay", "train.weight_decay",
-                "finetune.freeze.layers", "finetune.unfreeze.every", "evaluate.misclassified_samples",
-                "lm.generate.top_k", "lm.generate.seed", "checkpoint.every_steps",
-                "runtime.dataloader_workers")
-FRACTIONS = ("data.validation_fraction", "data.test_fraction", "train.mlm_probability",
-             "train.warmup_ratio", "finetune.warmup_ratio", "model.dropout")
+NON_NEGATIVE = (
+    "seed",
+    "train.steps",
+    "train.lr",
+    "finetune.weight_decay",
+    "train.weight_decay",
+    "finetune.freeze.layers",
+    "finetune.unfreeze.every",
+    "evaluate.misclassified_samples",
+    "lm.generate.top_k",
+    "lm.generate.seed",
+    "checkpoint.every_steps",
+    "runtime.dataloader_workers",
+)
+FRACTIONS = (
+    "data.validation_fraction",
+    "data.test_fraction",
+    "train.mlm_probability",
+    "train.warmup_ratio",
+    "finetune.warmup_ratio",
+    "model.dropout",
+)
 
 
 _INVALID_CHOICE = re.compile(r"Invalid value '(.*)', expected one of \[(.*)\]")
@@ -81,15 +97,19 @@ def check(cfg) -> None:
     # Stricter than the tokenizers' own limit (stride < max_length - special tokens), which panics.
     stride, max_length = cfg.model.window_stride, cfg.model.max_length
     if stride is not None and not 0 <= 2 * stride < max_length:
-        problems.append(f"model.window_stride={stride} must be >= 0 and < model.max_length / 2 = "
-                        f"{max_length / 2:g}: neighbouring windows share fewer than half their tokens")
+        problems.append(
+            f"model.window_stride={stride} must be >= 0 and < model.max_length / 2 = "
+            f"{max_length / 2:g}: neighbouring windows share fewer than half their tokens"
+        )
     if cfg.model.init == "scratch" and cfg.model.hidden_size % cfg.model.num_heads:
         problems.append("model.hidden_size must be a multiple of model.num_heads")
     if cfg.finetune.layer_lr_decay > 1:
         problems.append("finetune.layer_lr_decay must be in (0, 1]: lower layers learn slower")
     if cfg.model.tokenizer == "train" and cfg.model.init != "scratch":
-        problems.append("model.tokenizer=train needs model.init=scratch: pretrained weights come "
-                        "with their own vocabulary")
+        problems.append(
+            "model.tokenizer=train needs model.init=scratch: pretrained weights come "
+            "with their own vocabulary"
+        )
     if cfg.model.tokenizer == "train" and cfg.model.vocab_size < 100:
         problems.append("model.vocab_size must be >= 100 for a trained tokenizer")
     for pattern in cfg.finetune.freeze.patterns:
@@ -106,17 +126,23 @@ def check(cfg) -> None:
     if cfg.finetune.early_stopping_patience < 1:
         problems.append("finetune.early_stopping_patience must be >= 1")
     if cfg.task == "causal_lm" and cfg.sweep.objective != "best_validation_loss":
-        problems.append("task=causal_lm has no accuracy to sweep on: use sweep.objective="
-                        "best_validation_loss sweep.direction=minimize")
+        problems.append(
+            "task=causal_lm has no accuracy to sweep on: use sweep.objective="
+            "best_validation_loss sweep.direction=minimize"
+        )
     if cfg.sweep.objective.endswith("_loss") != (cfg.sweep.direction == "minimize"):
-        problems.append(f"sweep.direction={cfg.sweep.direction} does not suit sweep.objective="
-                        f"{cfg.sweep.objective}: losses are minimized, accuracies maximized")
+        problems.append(
+            f"sweep.direction={cfg.sweep.direction} does not suit sweep.objective="
+            f"{cfg.sweep.objective}: losses are minimized, accuracies maximized"
+        )
     from transferlab.tracking.identity import URL_PASSWORD
 
     if cfg.tracking.uri and URL_PASSWORD.search(cfg.tracking.uri):
-        problems.append("tracking.uri holds a password, and params.yaml is committed and logged: set "
-                        "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) "
-                        "in the environment instead")
+        problems.append(
+            "tracking.uri holds a password, and params.yaml is committed and logged: set "
+            "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) "
+            "in the environment instead"
+        )
     problems += _causal_lm_problems(cfg)
     if len(problems) == 1:
         raise UserError(f"invalid config: {problems[0]}")
@@ -131,21 +157,29 @@ def _causal_lm_problems(cfg) -> list[str]:
     scratch = model.init == "scratch"
     if cfg.task == "causal_lm":
         if scratch and model.arch not in DECODERS:
-            problems.append(f"task=causal_lm needs a decoder: model.arch={model.arch!r} is an encoder "
-                            "(use model=scratch_gpt or model=torch_decoder, or model.arch="
-                            f"{'|'.join(DECODERS)})")
+            problems.append(
+                f"task=causal_lm needs a decoder: model.arch={model.arch!r} is an encoder "
+                "(use model=scratch_gpt or model=torch_decoder, or model.arch="
+                f"{'|'.join(DECODERS)})"
+            )
         if not scratch and "minilm" in model.name_or_path.lower():
-            problems.append("task=causal_lm needs a decoder language model: MiniLM is an encoder "
-                            "(use model=smollm2, model=scratch_gpt or model=torch_decoder)")
+            problems.append(
+                "task=causal_lm needs a decoder language model: MiniLM is an encoder "
+                "(use model=smollm2, model=scratch_gpt or model=torch_decoder)"
+            )
         if model.max_length < 8:
             problems.append("model.max_length (the block length for task=causal_lm) must be >= 8")
     else:
         if scratch and model.arch in DECODERS:
-            problems.append(f"model.arch={model.arch!r} is a decoder language model: use task=causal_lm, "
-                            "or an encoder (bert, torch_transformer) for task=classification")
+            problems.append(
+                f"model.arch={model.arch!r} is a decoder language model: use task=causal_lm, "
+                "or an encoder (bert, torch_transformer) for task=classification"
+            )
         if not scratch and model.name_or_path.endswith(".gguf"):
-            problems.append(f"model.name_or_path={model.name_or_path!r} is a GGUF decoder language model: "
-                            "use it with task=causal_lm")
+            problems.append(
+                f"model.name_or_path={model.name_or_path!r} is a GGUF decoder language model: "
+                "use it with task=causal_lm"
+            )
     for key in ("max_train_blocks", "max_eval_blocks"):
         value = getattr(lm, key)
         if value is not None and value < 1:

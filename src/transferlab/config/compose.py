@@ -43,8 +43,9 @@ def one_line(err: Exception) -> str:
     message = lines[0].rstrip(".")
     if "Available options in" in str(err):
         start = next(i for i, line in enumerate(lines) if line.startswith("Available options in"))
-        options = [line for line in lines[start + 1:]
-                   if not line.startswith(("Config search path", "provider="))]
+        options = [
+            line for line in lines[start + 1 :] if not line.startswith(("Config search path", "provider="))
+        ]
         message += f" (options: {', '.join(options)})"
     if err.__cause__ is not None:
         message += f" ({str(err.__cause__).strip().splitlines()[0]})"

@@ -142,8 +142,9 @@ class EvaluateConfig:
 class GenerateConfig:
     """Text generation from prompts (task=causal_lm): evaluate writes these to reports/."""
 
-    prompts: list[str] = field(default_factory=lambda: [
-        "Once upon a time", "The government said", "In the match on Saturday"])
+    prompts: list[str] = field(
+        default_factory=lambda: ["Once upon a time", "The government said", "In the match on Saturday"]
+    )
     max_new_tokens: int = 40
     do_sample: bool = True  # false: greedy decoding (temperature / top_k / top_p unused)
     temperature: float = 0.8

@@ -51,8 +51,16 @@ def log_splits(run_log, splits: dict) -> None:
         run_log.log_dataset(frame, name, files_digest([split_path(name)]), context=name)
 
 
-def tokenized(frame, tok, max_length: int, *, labels: bool = True, truncation: str = "head",
-              stride: int | None = None, max_windows: int | None = None):
+def tokenized(
+    frame,
+    tok,
+    max_length: int,
+    *,
+    labels: bool = True,
+    truncation: str = "head",
+    stride: int | None = None,
+    max_windows: int | None = None,
+):
     """A datasets.Dataset of token ids (unpadded: the collator pads each batch to its longest), long
     texts cut as `truncation` says (data/truncation.py); windows: one row per window, each with its
     text's label, so the dataset has more rows than `frame`."""

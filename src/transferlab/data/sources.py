@@ -10,8 +10,14 @@ from transferlab.errors import UserError
 from transferlab.packages import package_path
 
 log = logging.getLogger(__name__)
-READERS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "json", ".parquet": "parquet",
-           ".txt": "txt"}
+READERS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".json": "json",
+    ".parquet": "parquet",
+    ".txt": "txt",
+}
 UNLABELLED = "all"
 
 
@@ -79,9 +85,13 @@ def text_folder(path: str):
     files = sorted(root.rglob("*.txt"))
     if not files:
         raise UserError(f"data.path {path} is a folder with no .txt files")
-    rows = [{"text": decode(f.read_bytes()).strip(),
-             "label": f.relative_to(root).parts[0] if len(f.relative_to(root).parts) > 1 else UNLABELLED}
-            for f in files]
+    rows = [
+        {
+            "text": decode(f.read_bytes()).strip(),
+            "label": f.relative_to(root).parts[0] if len(f.relative_to(root).parts) > 1 else UNLABELLED,
+        }
+        for f in files
+    ]
     return pd.DataFrame(rows, columns=["text", "label"])
 
 
@@ -104,8 +114,10 @@ def table_file(path: str, text_column: str, label_column: str | None):
         else:
             frame = pd.read_parquet(file)
     except UnicodeDecodeError:
-        raise UserError(f"data.path {path} is not UTF-8 ({first_bad_byte(file)}): re-encode it, "
-                        "e.g. `iconv -f latin1 -t utf-8`") from None
+        raise UserError(
+            f"data.path {path} is not UTF-8 ({first_bad_byte(file)}): re-encode it, "
+            "e.g. `iconv -f latin1 -t utf-8`"
+        ) from None
     except pd.errors.EmptyDataError:
         raise UserError(f"data.path {path} is empty: it needs a header and rows") from None
     except Exception as err:

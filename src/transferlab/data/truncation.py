@@ -22,8 +22,16 @@ def window_stride(max_length: int, stride: int | None) -> int:
     return max_length // 4 if stride is None else int(stride)
 
 
-def encode(tok, texts: list[str], max_length: int, truncation: str = "head", *,
-           stride: int | None = None, max_windows: int | None = None, **padding) -> dict:
+def encode(
+    tok,
+    texts: list[str],
+    max_length: int,
+    truncation: str = "head",
+    *,
+    stride: int | None = None,
+    max_windows: int | None = None,
+    **padding,
+) -> dict:
     """Token ids (+ attention mask, token types) of `texts`, at most `max_length` each, special
     tokens included; `padding` (padding=True, return_tensors="pt") pads the batch as `tok` would.
     windows: one row per window, and WINDOW_OF says which text each row belongs to (rows of a text
@@ -42,7 +50,7 @@ def encode(tok, texts: list[str], max_length: int, truncation: str = "head", *,
             content = [j for j, is_special in enumerate(mask) if not is_special]
             budget = max_length - (len(mask) - len(content))
             head = int(budget * HEAD_SHARE)
-            kept = set(content[:head] + content[len(content) - (budget - head):])
+            kept = set(content[:head] + content[len(content) - (budget - head) :])
             keep = [j for j, is_special in enumerate(mask) if is_special or j in kept]
         for key in whole:
             cut[key].append([whole[key][i][j] for j in keep])
@@ -51,10 +59,11 @@ def encode(tok, texts: list[str], max_length: int, truncation: str = "head", *,
 
 def _windows(tok, texts, max_length: int, stride: int, max_windows: int | None, padding: dict):
     if not tok.is_fast:  # only the Rust tokenizers map overflowing windows back to their texts
-        raise UserError(f"model.truncation=windows needs a fast tokenizer; {type(tok).__name__} is "
-                        "not one: use model.truncation=head or head_tail")
-    rows = tok(texts, truncation=True, max_length=max_length, stride=stride,
-               return_overflowing_tokens=True)
+        raise UserError(
+            f"model.truncation=windows needs a fast tokenizer; {type(tok).__name__} is "
+            "not one: use model.truncation=head or head_tail"
+        )
+    rows = tok(texts, truncation=True, max_length=max_length, stride=stride, return_overflowing_tokens=True)
     owner = rows.pop(WINDOW_OF)
     keep, seen = [], {}
     for row, text in enumerate(owner):

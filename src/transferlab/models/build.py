@@ -23,15 +23,20 @@ def cannot_load(name_or_path: str, what: str, err: Exception, kinds: str) -> Use
     if "custom code" in str(err):  # transformers refuses code shipped with it (trust_remote_code)
         return UserError(
             f"model.name_or_path={name_or_path!r} ships its own Python code (auto_map in config.json), "
-            "which runs only with model.trust_remote_code=true: set it if you trust its author")
+            "which runs only with model.trust_remote_code=true: set it if you trust its author"
+        )
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return UserError(f"model.name_or_path={name_or_path!r}: cannot load the {what} ({first}). Use {kinds}, "
-                     "a package: path, or a hub id (hubs need network)")
+    return UserError(
+        f"model.name_or_path={name_or_path!r}: cannot load the {what} ({first}). Use {kinds}, "
+        "a package: path, or a hub id (hubs need network)"
+    )
 
 
 # Each architecture names its dropouts differently; the torch.nn models have one `dropout` for all.
-DROPOUT_KEYS = {"attention": ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop"),
-                "hidden": ("hidden_dropout_prob", "hidden_dropout", "resid_pdrop", "embd_pdrop")}
+DROPOUT_KEYS = {
+    "attention": ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop"),
+    "hidden": ("hidden_dropout_prob", "hidden_dropout", "resid_pdrop", "embd_pdrop"),
+}
 
 
 def dropout_overrides(folder, attention: float | None = None, hidden: float | None = None) -> dict:
@@ -47,8 +52,12 @@ def dropout_overrides(folder, attention: float | None = None, hidden: float | No
             continue
         keys = [key for key in DROPOUT_KEYS[kind] if key in config]
         if not keys:
-            log.info("%s has no separate %s dropout: finetune.%s_dropout does not apply",
-                     config.get("model_type", folder), kind, kind)
+            log.info(
+                "%s has no separate %s dropout: finetune.%s_dropout does not apply",
+                config.get("model_type", folder),
+                kind,
+                kind,
+            )
         overrides |= dict.fromkeys(keys, probability)
     return overrides
 
@@ -73,8 +82,9 @@ def tokenizer(cfg_model, texts=None):
 
     if cfg_model.init == "scratch" and cfg_model.tokenizer == "train":
         return train_wordpiece(texts, cfg_model.vocab_size)
-    return _load(AutoTokenizer, cfg_model.name_or_path, "tokenizer",
-                 trust_remote_code=cfg_model.trust_remote_code)
+    return _load(
+        AutoTokenizer, cfg_model.name_or_path, "tokenizer", trust_remote_code=cfg_model.trust_remote_code
+    )
 
 
 def train_wordpiece(texts, vocab_size: int):
@@ -90,11 +100,19 @@ def train_wordpiece(texts, vocab_size: int):
     tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials))
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
+    )
     log.info("trained a WordPiece tokenizer: %d tokens", tok.get_vocab_size())
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
-                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
 
 
 def register_architectures() -> None:
@@ -106,18 +124,33 @@ def register_architectures() -> None:
 
 def scratch_config(cfg_model, tok):
     m = cfg_model
-    shared = {"vocab_size": len(tok), "max_position_embeddings": max(512, m.max_length),
-              "pad_token_id": tok.pad_token_id}
+    shared = {
+        "vocab_size": len(tok),
+        "max_position_embeddings": max(512, m.max_length),
+        "pad_token_id": tok.pad_token_id,
+    }
     if m.arch == "torch_transformer":
         from transferlab.models.torch_transformer import TorchTransformerConfig
 
-        return TorchTransformerConfig(d_model=m.hidden_size, nhead=m.num_heads, num_layers=m.num_layers,
-                                      dim_feedforward=m.intermediate_size, dropout=m.dropout, **shared)
+        return TorchTransformerConfig(
+            d_model=m.hidden_size,
+            nhead=m.num_heads,
+            num_layers=m.num_layers,
+            dim_feedforward=m.intermediate_size,
+            dropout=m.dropout,
+            **shared,
+        )
     from transformers import BertConfig
 
-    return BertConfig(hidden_size=m.hidden_size, num_hidden_layers=m.num_layers,
-                      num_attention_heads=m.num_heads, intermediate_size=m.intermediate_size,
-                      hidden_dropout_prob=m.dropout, attention_probs_dropout_prob=m.dropout, **shared)
+    return BertConfig(
+        hidden_size=m.hidden_size,
+        num_hidden_layers=m.num_layers,
+        num_attention_heads=m.num_heads,
+        intermediate_size=m.intermediate_size,
+        hidden_dropout_prob=m.dropout,
+        attention_probs_dropout_prob=m.dropout,
+        **shared,
+    )
 
 
 def encoder(cfg_model, tok, *, masked_lm: bool):
@@ -131,6 +164,7 @@ def encoder(cfg_model, tok, *, masked_lm: bool):
         return auto.from_config(scratch_config(cfg_model, tok))
     model = _load(auto, cfg_model.name_or_path, "model", trust_remote_code=cfg_model.trust_remote_code)
     if masked_lm and "MaskedLM" not in "".join(model.config.architectures or []):
-        log.warning("%s ships no masked-LM head weights: training starts with a fresh head",
-                    cfg_model.name_or_path)
+        log.warning(
+            "%s ships no masked-LM head weights: training starts with a fresh head", cfg_model.name_or_path
+        )
     return model

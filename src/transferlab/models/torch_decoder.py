@@ -18,11 +18,22 @@ from transferlab.models.torch_transformer import TorchPreTrainedModel, TorchTran
 class TorchDecoderConfig(TorchTransformerConfig):
     model_type = "torch_decoder"
 
-    def __init__(self, vocab_size=8000, max_position_embeddings=1024, tie_word_embeddings=True,
-                 pad_token_id=None, **kwargs):
+    def __init__(
+        self,
+        vocab_size=8000,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        pad_token_id=None,
+        **kwargs,
+    ):
         kwargs.setdefault("use_cache", False)
-        super().__init__(vocab_size=vocab_size, max_position_embeddings=max_position_embeddings,
-                         tie_word_embeddings=tie_word_embeddings, pad_token_id=pad_token_id, **kwargs)
+        super().__init__(
+            vocab_size=vocab_size,
+            max_position_embeddings=max_position_embeddings,
+            tie_word_embeddings=tie_word_embeddings,
+            pad_token_id=pad_token_id,
+            **kwargs,
+        )
 
 
 class TorchDecoderModel(TorchPreTrainedModel):
@@ -43,8 +54,9 @@ class TorchDecoderModel(TorchPreTrainedModel):
         length = input_ids.shape[1]
         positions = torch.arange(length, device=input_ids.device)
         hidden = self.dropout(self.tokens(input_ids) + self.positions(positions))
-        causal = nn.Transformer.generate_square_subsequent_mask(length, device=input_ids.device,
-                                                                 dtype=hidden.dtype)
+        causal = nn.Transformer.generate_square_subsequent_mask(
+            length, device=input_ids.device, dtype=hidden.dtype
+        )
         padding = None
         if attention_mask is not None and not bool(attention_mask.all()):
             padding = (attention_mask == 0).to(hidden.dtype) * torch.finfo(hidden.dtype).min
@@ -67,8 +79,9 @@ class TorchDecoderForCausalLM(TorchPreTrainedModel, GenerationMixin):
         logits = self.lm_head(self.decoder(input_ids, attention_mask))
         loss = None
         if labels is not None:  # predict token t+1 from positions <= t
-            loss = nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
-                                               labels[:, 1:].reshape(-1), ignore_index=-100)
+            loss = nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100
+            )
         return CausalLMOutput(loss=loss, logits=logits)
 
     def prepare_inputs_for_generation(self, input_ids, attention_mask=None, **kwargs):

@@ -25,8 +25,18 @@ class TorchTransformerConfig(PretrainedConfig):
 
     model_type = "torch_transformer"
 
-    def __init__(self, vocab_size=30522, d_model=128, nhead=4, num_layers=2, dim_feedforward=512,
-                 dropout=0.1, max_position_embeddings=512, pad_token_id=0, **kwargs):
+    def __init__(
+        self,
+        vocab_size=30522,
+        d_model=128,
+        nhead=4,
+        num_layers=2,
+        dim_feedforward=512,
+        dropout=0.1,
+        max_position_embeddings=512,
+        pad_token_id=0,
+        **kwargs,
+    ):
         super().__init__(pad_token_id=pad_token_id, **kwargs)
         self.vocab_size = vocab_size
         self.d_model = d_model
@@ -60,8 +70,14 @@ def layer_stack(config: TorchTransformerConfig) -> nn.TransformerEncoder:
     """config.num_layers pre-norm nn.TransformerEncoderLayer blocks (a decoder runs them with a
     causal mask)."""
     layer = nn.TransformerEncoderLayer(
-        config.d_model, config.nhead, config.dim_feedforward, config.dropout,
-        activation="gelu", batch_first=True, norm_first=True)
+        config.d_model,
+        config.nhead,
+        config.dim_feedforward,
+        config.dropout,
+        activation="gelu",
+        batch_first=True,
+        norm_first=True,
+    )
     return nn.TransformerEncoder(layer, config.num_layers, enable_nested_tensor=False)
 
 
@@ -122,8 +138,9 @@ class TorchTransformerForMaskedLM(TorchTransformerPreTrainedModel):
         logits = self.lm_head(hidden)
         loss = None
         if labels is not None:
-            loss = nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1),
-                                               ignore_index=-100)
+            loss = nn.functional.cross_entropy(
+                logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100
+            )
         return MaskedLMOutput(loss=loss, logits=logits)
 
 
@@ -156,4 +173,5 @@ def register() -> None:
     AutoModel.register(TorchTransformerConfig, TorchTransformerModel, exist_ok=True)
     AutoModelForMaskedLM.register(TorchTransformerConfig, TorchTransformerForMaskedLM, exist_ok=True)
     AutoModelForSequenceClassification.register(
-        TorchTransformerConfig, TorchTransformerForSequenceClassification, exist_ok=True)
+        TorchTransformerConfig, TorchTransformerForSequenceClassification, exist_ok=True
+    )

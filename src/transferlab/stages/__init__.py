@@ -21,8 +21,9 @@ def module(stage: str, task: str) -> str:
 
 
 # name: (summary, {task: module})
-STAGES = {stage: (summary, {task: module(stage, task) for task in TASKS})
-          for stage, summary in SUMMARIES.items()}
+STAGES = {
+    stage: (summary, {task: module(stage, task) for task in TASKS}) for stage, summary in SUMMARIES.items()
+}
 
 
 def run(stage: str, cfg) -> dict:

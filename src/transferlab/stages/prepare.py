@@ -37,17 +37,20 @@ def check_usable(frame, task: str, where: str) -> None:
         raise UserError(f"{where}: no text: every row's text is empty or blank")
     counts = frame["label"].value_counts()
     if task == "classification" and len(counts) < 2:
-        (label, n), = counts.items()
-        hint = (" (data.label_column is null: the texts are unlabelled)" if label == sources.UNLABELLED
-                else "")
-        raise UserError(f"{where}: task=classification needs at least 2 labels; the data has one, {label!r} "
-                        f"({n} examples){hint}: add examples of other labels, or use task=causal_lm")
+        ((label, n),) = counts.items()
+        hint = " (data.label_column is null: the texts are unlabelled)" if label == sources.UNLABELLED else ""
+        raise UserError(
+            f"{where}: task=classification needs at least 2 labels; the data has one, {label!r} "
+            f"({n} examples){hint}: add examples of other labels, or use task=causal_lm"
+        )
     too_small = counts[counts < len(prepared.SPLITS)]
     if too_small.empty:
         return
     if task == "causal_lm" and list(counts.index) == [sources.UNLABELLED]:
-        raise UserError(f"{where}: task=causal_lm needs at least 3 texts, one each for train, validation "
-                        f"and test; the data has {len(frame)}: add text")
+        raise UserError(
+            f"{where}: task=causal_lm needs at least 3 texts, one each for train, validation "
+            f"and test; the data has {len(frame)}: add text"
+        )
     listing = ", ".join(f"{label!r} ({n})" for label, n in too_small.items())
     raise UserError(
         f"{where}: labels with fewer than 3 examples: {listing}. Every label needs one example "
@@ -70,10 +73,12 @@ def split(frame, validation_fraction: float, test_fraction: float, seed: int):
         n_val = min(n_val, len(group) - 2)
         n_test = min(n_test, len(group) - 1 - n_val)  # train keeps one or more
         parts["validation"].append(group.iloc[:n_val])
-        parts["test"].append(group.iloc[n_val:n_val + n_test])
-        parts["train"].append(group.iloc[n_val + n_test:])
-    return {name: pd.concat(chunks).sample(frac=1.0, random_state=seed).reset_index(drop=True)
-            for name, chunks in parts.items()}
+        parts["test"].append(group.iloc[n_val : n_val + n_test])
+        parts["train"].append(group.iloc[n_val + n_test :])
+    return {
+        name: pd.concat(chunks).sample(frac=1.0, random_state=seed).reset_index(drop=True)
+        for name, chunks in parts.items()
+    }
 
 
 def statistics(splits: dict, duplicates: int) -> dict:
@@ -104,15 +109,20 @@ def run(cfg) -> dict:
         splits = split(frame, cfg.data.validation_fraction, cfg.data.test_fraction, cfg.seed)
         labels = sorted(frame["label"].unique())
         stats = statistics(splits, duplicates)
-        log.info("prepared %s examples in %d labels (%d duplicates dropped)",
-                 {k: len(v) for k, v in splits.items()}, len(labels), duplicates)
+        log.info(
+            "prepared %s examples in %d labels (%d duplicates dropped)",
+            {k: len(v) for k, v in splits.items()},
+            len(labels),
+            duplicates,
+        )
 
         with staged_outputs() as outs:
             folder = outs.path(prepared.PREPARED, is_dir=True)
             label_ids = {name: i for i, name in enumerate(labels)}
             for name, part in splits.items():
                 part.assign(label=part["label"].map(label_ids)).to_parquet(
-                    folder / f"{name}.parquet", index=False)
+                    folder / f"{name}.parquet", index=False
+                )
             (folder / "labels.json").write_text(json.dumps(labels, indent=2) + "\n")
             (folder / DETAIL.name).write_text(json.dumps(stats, indent=2) + "\n")
             headline = {name: {"examples": stats[name]["examples"]} for name in splits}

@@ -23,8 +23,9 @@ def training_run(cfg, stage: str, *, inputs=(), tags: dict | None = None):
     splits = [prepared.split_path("train"), prepared.split_path("validation")]
     digest = prepared.files_digest(splits)
     checkpoints = Checkpointing(cfg, stage, inputs=[*splits, *inputs])
-    with stage_run(stage, cfg, tags={"data.digest": digest, **(tags or {})},
-                   resume_run_id=checkpoints.run_id) as run_log:
+    with stage_run(
+        stage, cfg, tags={"data.digest": digest, **(tags or {})}, resume_run_id=checkpoints.run_id
+    ) as run_log:
         run_log.set_tags(machine_tags(cfg))
         run_log.set_tags(apply_repro(cfg))
         run_log.link(UPSTREAM[stage])

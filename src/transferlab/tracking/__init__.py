@@ -18,6 +18,24 @@ from transferlab.tracking.runs import (
 )
 from transferlab.tracking.store import DEFAULT_URI, tracking_uri
 
-__all__ = ["DEFAULT_URI", "PARENT_ENV", "SECRET_NAME", "URL_PASSWORD", "StageRun", "child_runs", "close_run",
-           "fingerprint", "flatten", "latest_stage_run", "masked", "nested_under", "open_run", "pipeline_run",
-           "redact", "reopen_run", "stage_run", "tag_lock_hashes", "tracking_uri"]
+__all__ = [
+    "DEFAULT_URI",
+    "PARENT_ENV",
+    "SECRET_NAME",
+    "URL_PASSWORD",
+    "StageRun",
+    "child_runs",
+    "close_run",
+    "fingerprint",
+    "flatten",
+    "latest_stage_run",
+    "masked",
+    "nested_under",
+    "open_run",
+    "pipeline_run",
+    "redact",
+    "reopen_run",
+    "stage_run",
+    "tag_lock_hashes",
+    "tracking_uri",
+]

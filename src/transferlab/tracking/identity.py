@@ -29,13 +29,26 @@ def _dvc_tags() -> dict[str, str]:
     return {tag: os.environ[var] for var, tag in names.items() if os.environ.get(var)}
 
 
+# the packages whose versions every run records (version.* tags)
+VERSIONED = (
+    "transferlab",
+    "torch",
+    "transformers",
+    "accelerate",
+    "datasets",
+    "mlflow",
+    "dvc",
+    "hydra-core",
+    "scikit-learn",
+)
+
+
 def _version_tags() -> dict[str, str]:
     from contextlib import suppress
     from importlib.metadata import PackageNotFoundError, version
 
     tags = {}
-    for package in ("transferlab", "torch", "transformers", "accelerate", "datasets", "mlflow",
-                    "dvc", "hydra-core", "scikit-learn"):
+    for package in VERSIONED:
         with suppress(PackageNotFoundError):
             tags[f"version.{package}"] = version(package)
     return tags
@@ -104,8 +117,11 @@ def data_summary(cfg) -> str:
     """The data in a few characters: `bbc_news`, or the file a `files` source reads; `-max8` when
     capped per label."""
     data = cfg.data
-    name = str(data.source) if data.source != "files" or not data.path else \
-        str(data.path).rstrip("/").split("/")[-1]
+    name = (
+        str(data.source)
+        if data.source != "files" or not data.path
+        else str(data.path).rstrip("/").split("/")[-1]
+    )
     return name + (f"-max{data.max_per_label}" if data.max_per_label else "")
 
 

@@ -43,8 +43,13 @@ def latest_stage_run(stage: str, digest: str, experiment_id: str):
     import mlflow
 
     runs = mlflow.search_runs(
-        experiment_ids=[experiment_id], max_results=1, output_format="list",
-        filter_string=(f"tags.`transferlab.stage` = '{stage}' and "
-                       f"tags.`transferlab.fingerprint` = '{digest}' and attributes.status = 'FINISHED'"),
-        order_by=["attributes.start_time DESC"])
+        experiment_ids=[experiment_id],
+        max_results=1,
+        output_format="list",
+        filter_string=(
+            f"tags.`transferlab.stage` = '{stage}' and "
+            f"tags.`transferlab.fingerprint` = '{digest}' and attributes.status = 'FINISHED'"
+        ),
+        order_by=["attributes.start_time DESC"],
+    )
     return runs[0] if runs else None

@@ -17,8 +17,9 @@ def pipeline_run(cfg, command: list[str]) -> int:
     if not cfg.tracking.enabled:
         return subprocess.call(command)
     os.environ.pop("MLFLOW_RUN_ID", None)
-    parent = open_run(cfg, "pipeline", tags={"transferlab.command": " ".join(command)},
-                      title=run_name("pipeline", cfg))
+    parent = open_run(
+        cfg, "pipeline", tags={"transferlab.command": " ".join(command)}, title=run_name("pipeline", cfg)
+    )
     code = 1
     try:
         with nested_under(parent):

@@ -21,10 +21,23 @@ def pip_requirements(*extra: str) -> list[str]:
     return [f"{name}=={version(name).split('+')[0]}" for name in (*SERVED_PACKAGES, *extra)]
 
 
-def publish(run_log, cfg, model_dir: Path, examples: list[str], score: float, test_digest: str, *,
-            python_model=None, output_example=None, model_config: dict | None = None,
-            params: dict | None = None, metric: str = "test_accuracy", higher_is_better: bool = True,
-            description: str | None = None, weights_in_dvc: bool = False):
+def publish(
+    run_log,
+    cfg,
+    model_dir: Path,
+    examples: list[str],
+    score: float,
+    test_digest: str,
+    *,
+    python_model=None,
+    output_example=None,
+    model_config: dict | None = None,
+    params: dict | None = None,
+    metric: str = "test_accuracy",
+    higher_is_better: bool = True,
+    description: str | None = None,
+    weights_in_dvc: bool = False,
+):
     """Log + register the model; return (version, whether it became the champion). The champion is
     the version with the best `metric` on the same test data (higher or lower is better). `params`
     (name -> default) are the request parameters the served model accepts; `description` becomes
@@ -50,18 +63,27 @@ def publish(run_log, cfg, model_dir: Path, examples: list[str], score: float, te
         from transferlab.data.truncation import window_stride
 
         model = cfg.model
-        model_config = {"max_length": model.max_length, "truncation": str(model.truncation),
-                        "window_stride": window_stride(model.max_length, model.window_stride),
-                        "max_windows": model.max_windows}
+        model_config = {
+            "max_length": model.max_length,
+            "truncation": str(model.truncation),
+            "window_stride": window_stride(model.max_length, model.window_stride),
+            "max_windows": model.max_windows,
+        }
     if weights_in_dvc:
         from transferlab.tracking.weights import reference
 
         artifacts, requirements = None, pip_requirements("dvc")
         model_config = {**model_config, "weights": reference(model_dir)}
     info = mlflow.pyfunc.log_model(
-        name="model", python_model=python_model, artifacts=artifacts, code_paths=[str(package)],
-        pip_requirements=requirements, signature=signature, input_example=sample,
-        model_config=model_config)
+        name="model",
+        python_model=python_model,
+        artifacts=artifacts,
+        code_paths=[str(package)],
+        pip_requirements=requirements,
+        signature=signature,
+        input_example=sample,
+        model_config=model_config,
+    )
     name, alias = cfg.tracking.registered_model, cfg.tracking.champion_alias
     registered = mlflow.register_model(info.model_uri, name)
     client = mlflow.MlflowClient()
@@ -81,8 +103,13 @@ def publish(run_log, cfg, model_dir: Path, examples: list[str], score: float, te
     if wins:
         # the first champion of two evaluations at the same moment: both insert the alias row
         retried_on_collision(lambda: client.set_registered_model_alias(name, alias, registered.version))
-    log.info("registered %s version %s%s", name, registered.version,
-             f" as @{alias}" if wins else f" (@{alias} stays on version {holder.version})")
-    run_log.set_tags({"registry.model": name, "registry.version": registered.version,
-                      "registry.champion": wins})
+    log.info(
+        "registered %s version %s%s",
+        name,
+        registered.version,
+        f" as @{alias}" if wins else f" (@{alias} stays on version {holder.version})",
+    )
+    run_log.set_tags(
+        {"registry.model": name, "registry.version": registered.version, "registry.champion": wins}
+    )
     return registered.version, wins

@@ -73,8 +73,9 @@ class StageRun:
             from mlflow.entities import Metric
 
             now = int(time.time() * 1000)
-            numeric = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()
-                       if isinstance(v, (int, float))]
+            numeric = [
+                Metric(k, float(v), now, step or 0) for k, v in metrics.items() if isinstance(v, (int, float))
+            ]
             self._client.log_batch(self.run_id, metrics=numeric)
 
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
@@ -122,8 +123,11 @@ def _resumable(run_id: str | None, experiment_id: str) -> str | None:
     except mlflow.exceptions.MlflowException:
         run = None
     if run is None or run.info.experiment_id != experiment_id or run.info.lifecycle_stage != "active":
-        log.warning("MLflow run %s of the checkpoint is not in experiment %s: logging to a new run",
-                    run_id, experiment_id)
+        log.warning(
+            "MLflow run %s of the checkpoint is not in experiment %s: logging to a new run",
+            run_id,
+            experiment_id,
+        )
         return None
     return run_id
 
@@ -148,26 +152,44 @@ def stage_run(stage: str, cfg, *, tags: dict | None = None, resume_run_id: str |
     os.environ.pop("MLFLOW_RUN_ID", None)
     parent = os.environ.get(PARENT_ENV) or None
     resumed = _resumable(resume_run_id, experiment_id)
-    with mlflow.start_run(run_id=resumed, run_name=None if resumed else run_name(stage, cfg),
-                          parent_run_id=None if resumed else parent, log_system_metrics=True) as active, \
-            _captured_log() as stage_log:
+    with (
+        mlflow.start_run(
+            run_id=resumed,
+            run_name=None if resumed else run_name(stage, cfg),
+            parent_run_id=None if resumed else parent,
+            log_system_metrics=True,
+        ) as active,
+        _captured_log() as stage_log,
+    ):
         if resumed:  # its params and tags are there from the first attempt (same config: same key)
             mlflow.set_tags({"mlflow.parentRunId": parent} if parent else {})
         else:
             mlflow.log_params(flatten(config))
             mlflow.log_text(OmegaConf.to_yaml(config), "config.yaml")
-            mlflow.set_tags({"transferlab.stage": stage, "transferlab.fingerprint": fingerprint(cfg, stage),
-                             **identity, **{k: str(v) for k, v in (tags or {}).items()}})
-        log.info("MLflow run %s (%s%s) in %s", active.info.run_id, stage, ", resumed" if resumed else "",
-                 masked(tracking_uri(cfg)))
+            mlflow.set_tags(
+                {
+                    "transferlab.stage": stage,
+                    "transferlab.fingerprint": fingerprint(cfg, stage),
+                    **identity,
+                    **{k: str(v) for k, v in (tags or {}).items()},
+                }
+            )
+        log.info(
+            "MLflow run %s (%s%s) in %s",
+            active.info.run_id,
+            stage,
+            ", resumed" if resumed else "",
+            masked(tracking_uri(cfg)),
+        )
         try:
             yield StageRun(cfg, experiment_id, active.info.run_id)
         finally:
             mlflow.log_artifact(str(stage_log), "logs")
 
 
-def open_run(cfg, name: str, *, parent: str | None = None, tags: dict | None = None,
-             title: str | None = None) -> StageRun:
+def open_run(
+    cfg, name: str, *, parent: str | None = None, tags: dict | None = None, title: str | None = None
+) -> StageRun:
     """A run that is not made active (sweeps and their jobs: stage runs start inside them, maybe in
     the same process), with the config and identity tags; end it with `close_run`. `name` gives the
     `transferlab.stage` tag (its part before a `-`), `title` the run's name (default: `name`)."""
@@ -182,8 +204,9 @@ def open_run(cfg, name: str, *, parent: str | None = None, tags: dict | None = N
     if parent:
         all_tags["mlflow.parentRunId"] = parent
     client = mlflow.MlflowClient()
-    created = client.create_run(experiment_id, run_name=title or name,
-                                tags={k: str(v) for k, v in all_tags.items()})
+    created = client.create_run(
+        experiment_id, run_name=title or name, tags={k: str(v) for k, v in all_tags.items()}
+    )
     run = StageRun(cfg, experiment_id, created.info.run_id)
     from mlflow.entities import Param
 
@@ -201,8 +224,9 @@ def reopen_run(cfg, parent: str | None, key: str, value) -> StageRun | None:
 
     experiment_id = open_store(cfg)
     client = mlflow.MlflowClient()
-    found = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent}' and "
-                               f"tags.`{key}` = '{value}'", max_results=1)
+    found = client.search_runs(
+        [experiment_id], f"tags.`mlflow.parentRunId` = '{parent}' and tags.`{key}` = '{value}'", max_results=1
+    )
     if not found:
         return None
     client.update_run(found[0].info.run_id, status="RUNNING")
@@ -226,7 +250,8 @@ def child_runs(run: StageRun) -> list:
     import mlflow
 
     return mlflow.MlflowClient().search_runs(
-        [run.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{run.run_id}'")
+        [run.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{run.run_id}'"
+    )
 
 
 @contextmanager

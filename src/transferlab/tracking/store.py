@@ -18,7 +18,7 @@ def tracking_uri(cfg) -> str:
     # cache or in a `dvc exp run --queue` workspace that DVC deletes afterwards.
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        uri = prefix + str(project_root() / uri[len(prefix):])
+        uri = prefix + str(project_root() / uri[len(prefix) :])
     return uri
 
 
@@ -69,7 +69,7 @@ def _store_lock(uri: str):
         return
     from filelock import FileLock
 
-    with FileLock(uri[len(prefix):] + ".lock", timeout=120):
+    with FileLock(uri[len(prefix) :] + ".lock", timeout=120):
         yield
 
 
@@ -88,6 +88,7 @@ def retried_on_collision(call, attempts: int = 3):
         except MlflowException as error:  # PostgreSQL, sqlite and MySQL's words for the collision
             text = str(error).lower()
             if attempt == attempts or not any(
-                    word in text for word in ("duplicate key", "unique constraint", "duplicate entry")):
+                word in text for word in ("duplicate key", "unique constraint", "duplicate entry")
+            ):
                 raise
             time.sleep(0.2 * attempt)

@@ -31,13 +31,14 @@ def reference(folder: Path) -> dict:
     try:
         repo = Repo(os.fspath(folder.resolve()))
     except Exception as err:  # NotDvcRepoError: not inside a DVC repository
-        raise UserError(f"{folder} is not inside a DVC repository ({err}): the registered model "
-                        "refers to its weights in DVC's cache (tracking.registered_model=null "
-                        "skips registering)") from None
+        raise UserError(
+            f"{folder} is not inside a DVC repository ({err}): the registered model "
+            "refers to its weights in DVC's cache (tracking.registered_model=null "
+            "skips registering)"
+        ) from None
     with repo:
         cache = repo.cache.local
-        staging, _, obj = build(cache, os.fspath(folder.resolve()), repo.fs, "md5",
-                                ignore=repo.dvcignore)
+        staging, _, obj = build(cache, os.fspath(folder.resolve()), repo.fs, "md5", ignore=repo.dvcignore)
         transfer(staging, cache, {obj.hash_info}, shallow=False)  # a no-op when already cached
         remote = repo.config["core"].get("remote")
         url = repo.config["remote"].get(remote, {}).get("url") if remote else None
@@ -45,8 +46,12 @@ def reference(folder: Path) -> dict:
     with contextlib.suppress(Exception):  # a `dvc exp run --temp` copy is deleted afterwards
         root = Repo.find_root(os.fspath(project_root()))  # and uses the project's cache
     log.info("%s is %s in DVC's cache; the model refers to it there", folder, obj.hash_info.value)
-    return {"md5": obj.hash_info.value, "path": folder.as_posix(), "root": root,
-            "remote": f"{remote} ({url})" if remote else None}
+    return {
+        "md5": obj.hash_info.value,
+        "path": folder.as_posix(),
+        "root": root,
+        "remote": f"{remote} ({url})" if remote else None,
+    }
 
 
 @contextlib.contextmanager
@@ -64,8 +69,9 @@ def materialized(ref: dict) -> Iterator[Path]:
     try:
         repo = Repo(root, config={"cache": {"type": "symlink"}})  # link, never copy, into the cache
     except Exception as err:  # NotDvcRepoError
-        raise missing(ref, f"there is no DVC repository at {ref['root']} or around {Path.cwd()} "
-                      f"({err})") from None
+        raise missing(
+            ref, f"there is no DVC repository at {ref['root']} or around {Path.cwd()} ({err})"
+        ) from None
     with repo:
         workspace = Path(repo.root_dir, ref["path"])
         if workspace.is_dir() and _hash(repo, workspace) == md5:
@@ -82,8 +88,9 @@ def materialized(ref: dict) -> Iterator[Path]:
 def _hash(repo, folder: Path) -> str:
     from dvc_data.hashfile.build import build
 
-    _, _, obj = build(repo.cache.local, os.fspath(folder), repo.fs, "md5", dry_run=True,
-                      ignore=repo.dvcignore)
+    _, _, obj = build(
+        repo.cache.local, os.fspath(folder), repo.fs, "md5", dry_run=True, ignore=repo.dvcignore
+    )
     return obj.hash_info.value
 
 
@@ -109,8 +116,9 @@ def _cached_tree(repo, ref: dict):
         check(cache, tree)
     except Exception as err:  # missing on the remote (FileNotFoundError), unreachable, corrupt
         detail = "" if isinstance(err, FileNotFoundError) else f" ({type(err).__name__}: {err})"
-        raise missing(ref, f"it is neither in DVC's cache of {repo.root_dir} nor on its remote "
-                      f"{remote!r}{detail}") from None
+        raise missing(
+            ref, f"it is neither in DVC's cache of {repo.root_dir} nor on its remote {remote!r}{detail}"
+        ) from None
     log.info("fetched %s (%s) from the DVC remote %r", ref["path"], ref["md5"], remote)
     return tree
 
@@ -121,4 +129,5 @@ def missing(ref: dict, why: str) -> UserError:
         f"the model's weights are unavailable: it needs {ref['path']} with DVC hash {md5} (logged in "
         f"{root}, DVC remote {ref.get('remote') or 'none'}), and {why}. Get them with `dvc pull` at "
         f"a commit whose dvc.lock lists that hash (`git log -S {md5} -- dvc.lock`), in {root} or, "
-        "where that does not exist, in the clone of the project you load the model from")
+        "where that does not exist, in the clone of the project you load the model from"
+    )

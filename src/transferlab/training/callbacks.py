@@ -39,8 +39,10 @@ class Diverged(UserError):
     def __init__(self, stage: str, kind: str, value: float, step: int, kept=None) -> None:
         self.parts = (stage, kind, value, step)
         where = f"; the last good checkpoint is kept in {kept}" if kept else ""
-        super().__init__(f"{stage}: the {kind} loss is {value} at step {step}: the run diverged "
-                         f"(lower the learning rate){where}; no outputs were written")
+        super().__init__(
+            f"{stage}: the {kind} loss is {value} at step {step}: the run diverged "
+            f"(lower the learning rate){where}; no outputs were written"
+        )
 
     def keeping(self, folder) -> Diverged:
         return Diverged(*self.parts, kept=folder)

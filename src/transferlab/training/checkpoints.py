@@ -37,12 +37,16 @@ def stage_key(cfg, stage: str, inputs) -> dict[str, str]:
     from transferlab.training.runtime import world_size
 
     code = stage_cache.key(cfg, stage) if stage in pipeline.stages() else "no dvc.yaml"
-    return {"config": fingerprint(cfg, stage), "code": code, "input data": inputs_digest(inputs),
-            "processes": str(world_size())}
+    return {
+        "config": fingerprint(cfg, stage),
+        "code": code,
+        "input data": inputs_digest(inputs),
+        "processes": str(world_size()),
+    }
 
 
 def step_of(folder: Path) -> int:
-    suffix = folder.name[len(PREFIX):]
+    suffix = folder.name[len(PREFIX) :]
     return int(suffix) if suffix.isdigit() else -1
 
 
@@ -69,22 +73,28 @@ def verify(folder: Path, marker: dict) -> None:
     import torch
     from transformers.trainer_pt_utils import safe_globals
 
-    remedy = (f"delete {folder} (training resumes from an earlier checkpoint, or starts over), or "
-              "rerun with checkpoint.resume=false")
+    remedy = (
+        f"delete {folder} (training resumes from an earlier checkpoint, or starts over), or "
+        "rerun with checkpoint.resume=false"
+    )
     for name, digest in marker.get("files", {}).items():
         path = folder / name
         if not path.is_file():
             raise UserError(f"corrupt checkpoint: {path} is missing: {remedy}")
         if sha256(path) != digest:
-            raise UserError(f"corrupt checkpoint: {path} does not match the digest recorded when it was "
-                            f"saved (truncated or overwritten): {remedy}")
+            raise UserError(
+                f"corrupt checkpoint: {path} does not match the digest recorded when it was "
+                f"saved (truncated or overwritten): {remedy}"
+            )
         if path.suffix in (".pt", ".pth", ".bin") and name != "training_args.bin":  # never loaded
             try:  # as Trainer loads them: tensors and numpy arrays only, no code runs from a checkpoint
                 with safe_globals():
                     torch.load(path, map_location="cpu", weights_only=True)
             except Exception as err:
-                raise UserError(f"corrupt checkpoint: {path} is not a plain tensor file "
-                                f"({str(err).splitlines()[0][:200]}): {remedy}") from None
+                raise UserError(
+                    f"corrupt checkpoint: {path} is not a plain tensor file "
+                    f"({str(err).splitlines()[0][:200]}): {remedy}"
+                ) from None
 
 
 class Checkpointing:
@@ -116,14 +126,21 @@ class Checkpointing:
         self._remove = [p for p in self.folder.iterdir() if p not in complete]  # half-written, temp files
         if not complete:
             if folders:
-                log.info("%s: no complete checkpoint in %s (interrupted while saving): starting clean",
-                         self.stage, self.folder)
+                log.info(
+                    "%s: no complete checkpoint in %s (interrupted while saving): starting clean",
+                    self.stage,
+                    self.folder,
+                )
             return
         saved = markers[complete[-1]]["key"]
         changed = [part for part, value in self.key.items() if saved.get(part) != value]
         if changed:
-            log.warning("%s: the checkpoints in %s were made with a different %s: removing them and "
-                        "starting clean", self.stage, self.folder, " and ".join(changed))
+            log.warning(
+                "%s: the checkpoints in %s were made with a different %s: removing them and starting clean",
+                self.stage,
+                self.folder,
+                " and ".join(changed),
+            )
             self._remove = [self.folder]
             return
         for folder in complete:  # the newest to resume, and the best one Trainer loads at the end
@@ -157,8 +174,11 @@ class Checkpointing:
             return stage_settings
         # Three kept: the newest, the best (load_best_model_at_end) and the one before the newest,
         # which is complete while Trainer writes the next one and deletes the oldest.
-        return stage_settings | {"save_only_model": False, "save_total_limit": 3,
-                                 "restore_callback_states_from_checkpoint": True}  # early stopping's count
+        return stage_settings | {
+            "save_only_model": False,
+            "save_total_limit": 3,
+            "restore_callback_states_from_checkpoint": True,
+        }  # early stopping's count
 
     def train(self, trainer, run_log):
         """trainer.train() with the NaN stop, resumed from the chosen checkpoint, with a checkpoint
@@ -173,7 +193,7 @@ class Checkpointing:
         # the run's training loss is corrected before the MLflow callback logs it.
         handler = trainer.callback_handler
         flow = next(i for i, c in enumerate(handler.callbacks) if isinstance(c, DefaultFlowCallback))
-        handler.callbacks[flow + 1:flow + 1] = [stop_on_nan(self.stage), self._callback(run_log)]
+        handler.callbacks[flow + 1 : flow + 1] = [stop_on_nan(self.stage), self._callback(run_log)]
         if self.every > 0:
             self._agree()  # every process has decided, the same way, before anything is removed
             if is_main_process():
@@ -203,12 +223,16 @@ class Checkpointing:
         differ = [part for part in mine if len({seen[part] for seen in everyone}) > 1]
         if differ:
             named = len(differ) > 1  # name each part only when there are several
-            seen = "; ".join(f"rank {rank}: " + ", ".join(f"{part} {theirs[part]}" if named else theirs[part]
-                                                          for part in differ)
-                             for rank, theirs in enumerate(everyone))
-            raise UserError(f"{self.stage}: the {len(everyone)} processes disagree on the "
-                            f"{' and '.join(differ)} ({seen}): every node must run the same project, "
-                            f"with checkpoint.dir ({self.folder.parent}) on a filesystem they all see")
+            seen = "; ".join(
+                f"rank {rank}: "
+                + ", ".join(f"{part} {theirs[part]}" if named else theirs[part] for part in differ)
+                for rank, theirs in enumerate(everyone)
+            )
+            raise UserError(
+                f"{self.stage}: the {len(everyone)} processes disagree on the "
+                f"{' and '.join(differ)} ({seen}): every node must run the same project, "
+                f"with checkpoint.dir ({self.folder.parent}) on a filesystem they all see"
+            )
 
     def _callback(self, run_log):
         from transformers import TrainerCallback
@@ -245,10 +269,20 @@ class Checkpointing:
                 folder = Path(args.output_dir) / f"{PREFIX}{state.global_step}"
                 barrier()  # every process's files are written before the marker
                 if is_main_process():
-                    files = {p.name: sha256(p) for p in sorted(folder.iterdir())
-                             if p.is_file() and p.name != MARKER and not p.name.startswith(".")}
-                    write_marker(folder, {"key": owner.key, "run_id": run_log.run_id,
-                                          "step": state.global_step, "files": files})
+                    files = {
+                        p.name: sha256(p)
+                        for p in sorted(folder.iterdir())
+                        if p.is_file() and p.name != MARKER and not p.name.startswith(".")
+                    }
+                    write_marker(
+                        folder,
+                        {
+                            "key": owner.key,
+                            "run_id": run_log.run_id,
+                            "step": state.global_step,
+                            "files": files,
+                        },
+                    )
 
         return Checkpoints()
 

@@ -16,12 +16,16 @@ CURVE_PNG = "learning_curve.png"
 
 def curves(history: list[dict]) -> dict[str, list[dict]]:
     """Trainer's log history as rows per curve (an empty list where the log has no such value)."""
+
     def rows(key: str, x: str, y: str) -> list[dict]:
         return [{x: e[x], y: e[key]} for e in history if key in e]
 
-    return {"train": rows("loss", "step", "loss"), "validation": rows("eval_loss", "step", "loss"),
-            "accuracy": rows("eval_accuracy", "epoch", "accuracy"),
-            "learning_rate": rows("learning_rate", "step", "learning_rate")}
+    return {
+        "train": rows("loss", "step", "loss"),
+        "validation": rows("eval_loss", "step", "loss"),
+        "accuracy": rows("eval_accuracy", "epoch", "accuracy"),
+        "learning_rate": rows("learning_rate", "step", "learning_rate"),
+    }
 
 
 def write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:

@@ -50,11 +50,15 @@ def resolve_precision(requested: str, device: str) -> str:
             return "fp16" if torch.cuda.get_device_capability() >= (7, 0) else "fp32"
         return "bf16" if cpu_has_native_bf16() else "fp32"
     if requested == "bf16" and cuda and not torch.cuda.is_bf16_supported():
-        raise UserError("precision=bf16 but this GPU has no bf16 support: use precision=auto (fp16 "
-                        "with loss scaling here) or precision=fp32")
+        raise UserError(
+            "precision=bf16 but this GPU has no bf16 support: use precision=auto (fp16 "
+            "with loss scaling here) or precision=fp32"
+        )
     if requested == "fp16" and not cuda:
-        raise UserError("precision=fp16 needs a CUDA device (mixed precision with loss scaling): "
-                        "use precision=auto or precision=fp32 on a CPU")
+        raise UserError(
+            "precision=fp16 needs a CUDA device (mixed precision with loss scaling): "
+            "use precision=auto or precision=fp32 on a CPU"
+        )
     if requested == "bf16" and not cuda and not cpu_has_native_bf16():
         _warn_emulated_bf16()
     return requested
@@ -62,5 +66,8 @@ def resolve_precision(requested: str, device: str) -> str:
 
 @functools.cache  # one line per process, however many places resolve the precision
 def _warn_emulated_bf16() -> None:
-    log.warning("precision=bf16: this CPU has no native bf16 (no avx512_bf16 / amx_bf16 flag), so it "
-                "is emulated: expect %s; precision=auto picks fp32 here", EMULATED_BF16_SLOWDOWN)
+    log.warning(
+        "precision=bf16: this CPU has no native bf16 (no avx512_bf16 / amx_bf16 flag), so it "
+        "is emulated: expect %s; precision=auto picks fp32 here",
+        EMULATED_BF16_SLOWDOWN,
+    )

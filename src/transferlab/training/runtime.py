@@ -51,9 +51,14 @@ def apply_repro(cfg) -> dict[str, str]:
     torch.backends.cudnn.benchmark = not strict
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
-    settings = {"repro": cfg.repro, "repro.seed": cfg.seed, "repro.deterministic_algorithms": strict,
-                "repro.cudnn_benchmark": not strict, "repro.tf32": tf32,
-                "repro.cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG", "")}
+    settings = {
+        "repro": cfg.repro,
+        "repro.seed": cfg.seed,
+        "repro.deterministic_algorithms": strict,
+        "repro.cudnn_benchmark": not strict,
+        "repro.tf32": tf32,
+        "repro.cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG", ""),
+    }
     log.info("repro=%s: %s", cfg.repro, ", ".join(f"{k}={v}" for k, v in settings.items()))
     return {k: str(v) for k, v in settings.items()}
 
@@ -79,9 +84,11 @@ def check_restarts() -> None:
     gives every group a fresh store (pytorch/pytorch#135712)."""
     restarts = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0"))
     if restarts > 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
-        raise UserError(f"torchrun --max-restarts={restarts} needs TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in "
-                        "the environment of every torchrun: without it a restarted group reads the "
-                        "addresses of the processes that died and fails or hangs (pytorch/pytorch#135712)")
+        raise UserError(
+            f"torchrun --max-restarts={restarts} needs TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in "
+            "the environment of every torchrun: without it a restarted group reads the "
+            "addresses of the processes that died and fails or hangs (pytorch/pytorch#135712)"
+        )
 
 
 def _process_group():
@@ -114,9 +121,11 @@ def per_device(batch_size: int) -> int:
     sees the same examples however many processes share it."""
     world = world_size()
     if batch_size % world:
-        raise UserError(f"the batch size {batch_size} cannot be split evenly over {world} processes: "
-                        f"set train.batch_size / finetune.batch_size to a multiple of {world}, or "
-                        "change the number of processes (torchrun --nnodes x --nproc-per-node)")
+        raise UserError(
+            f"the batch size {batch_size} cannot be split evenly over {world} processes: "
+            f"set train.batch_size / finetune.batch_size to a multiple of {world}, or "
+            "change the number of processes (torchrun --nnodes x --nproc-per-node)"
+        )
     return batch_size // world
 
 
@@ -124,8 +133,12 @@ def machine_tags(cfg) -> dict[str, str]:
     """What a stage run records about where it ran: the device, the precision asked for and the
     one it resolved to (the same params.yaml can resolve differently on another machine)."""
     device = resolve_device(cfg.device)
-    return {"device": device, "precision": resolve_precision(cfg.precision, device),
-            "precision.requested": cfg.precision, "cpu.native_bf16": str(cpu_has_native_bf16())}
+    return {
+        "device": device,
+        "precision": resolve_precision(cfg.precision, device),
+        "precision.requested": cfg.precision,
+        "cpu.native_bf16": str(cpu_has_native_bf16()),
+    }
 
 
 def trainer_device_args(device: str, precision: str) -> dict:
@@ -159,7 +172,7 @@ def padding_share(lengths: list[int], batch_size: int, seed: int) -> float:
 
     order = list(lengths)
     random.Random(seed).shuffle(order)
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     padded = sum(max(batch) * len(batch) for batch in batches)
     return 1 - sum(order) / padded if padded else 0.0
 
@@ -172,8 +185,11 @@ def sampling_strategy(runtime, lengths: list[int] | None, batch_size: int, seed:
     if grouped is None:
         share = padding_share(lengths, batch_size, seed) if lengths else 0.0
         grouped = share > PADDING_LIMIT
-        log.info("runtime.group_by_length=auto: random batches would be %.0f%% padding -> %s",
-                 100 * share, "grouped by length" if grouped else "random")
+        log.info(
+            "runtime.group_by_length=auto: random batches would be %.0f%% padding -> %s",
+            100 * share,
+            "grouped by length" if grouped else "random",
+        )
     return "group_by_length" if grouped else "random"
 
 
@@ -212,14 +228,16 @@ def use_attention(net, cfg) -> None:
     try:
         net.set_attn_implementation(kernel)
     except ValueError as err:  # a model whose code has one kernel (transformers says which)
-        log.info("runtime.attention: %s keeps its own attention (%s)", type(net).__name__,
-                 str(err).split(".")[0])
+        log.info(
+            "runtime.attention: %s keeps its own attention (%s)", type(net).__name__, str(err).split(".")[0]
+        )
 
 
 def adamw_options(runtime) -> dict:
     """torch.optim.AdamW keyword arguments for the configured kernel."""
-    return {"fused": {"fused": True}, "foreach": {"foreach": True},
-            "for_loop": {"foreach": False}}[runtime.optimizer]
+    return {"fused": {"fused": True}, "foreach": {"foreach": True}, "for_loop": {"foreach": False}}[
+        runtime.optimizer
+    ]
 
 
 def adamw(runtime, lr: float):
@@ -240,8 +258,9 @@ def training_arguments(cfg, output_dir: str, lengths: list[int] | None = None, *
     for key in ("per_device_train_batch_size", "per_device_eval_batch_size"):
         if key in overrides:
             overrides[key] = per_device(overrides[key])
-    sampling = sampling_strategy(cfg.runtime, lengths, overrides.get("per_device_train_batch_size", 8),
-                                 cfg.seed)
+    sampling = sampling_strategy(
+        cfg.runtime, lengths, overrides.get("per_device_train_batch_size", 8), cfg.seed
+    )
     settings = {
         "output_dir": output_dir,
         "seed": cfg.seed,

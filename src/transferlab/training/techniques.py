@@ -91,22 +91,31 @@ def no_decay(name: str) -> bool:
     return lowered.endswith("bias") or "norm" in lowered
 
 
-def parameter_groups(parts: Parts, *, backbone_lr: float, head_lr: float, layer_decay: float,
-                     weight_decay: float, include) -> list[dict]:
+def parameter_groups(
+    parts: Parts, *, backbone_lr: float, head_lr: float, layer_decay: float, weight_decay: float, include
+) -> list[dict]:
     """AdamW groups: head at head_lr; top layer at backbone_lr, each lower one times layer_decay,
     embeddings one step below the lowest layer. `include(param)` picks the parameters to train."""
     depth = len(parts.layers)
     scaled = [("head", parts.head, head_lr), ("backbone_top", parts.other_backbone, backbone_lr)]
-    scaled += [(f"layer_{i}", layer, backbone_lr * layer_decay ** (depth - 1 - i))
-               for i, layer in enumerate(parts.layers)]
-    scaled.append(("embeddings", parts.embeddings, backbone_lr * layer_decay ** depth))
+    scaled += [
+        (f"layer_{i}", layer, backbone_lr * layer_decay ** (depth - 1 - i))
+        for i, layer in enumerate(parts.layers)
+    ]
+    scaled.append(("embeddings", parts.embeddings, backbone_lr * layer_decay**depth))
     groups = []
     for name, params, lr in scaled:
         for decayed in (True, False):
             chosen = [p for n, p in params if include(p) and no_decay(n) != decayed]
             if chosen:
-                groups.append({"params": chosen, "lr": lr, "name": f"{name}{'' if decayed else '/no_decay'}",
-                               "weight_decay": weight_decay if decayed else 0.0})
+                groups.append(
+                    {
+                        "params": chosen,
+                        "lr": lr,
+                        "name": f"{name}{'' if decayed else '/no_decay'}",
+                        "weight_decay": weight_decay if decayed else 0.0,
+                    }
+                )
     return groups
 
 
@@ -144,8 +153,12 @@ def gradual_unfreezing_callback(parts: Parts, every: int, unit: str, keep_frozen
                             param.requires_grad_(True)
                 self.unfrozen += 1
                 self.history.append((state.global_step, self.unfrozen))
-                log.info("gradual unfreezing: %d/%d units trainable at step %d",
-                         self.unfrozen, len(units), state.global_step)
+                log.info(
+                    "gradual unfreezing: %d/%d units trainable at step %d",
+                    self.unfrozen,
+                    len(units),
+                    state.global_step,
+                )
 
         def on_epoch_begin(self, args, state, control, **kwargs):
             if unit == "epoch":
@@ -169,8 +182,14 @@ def overfitting_events(history: list[dict]) -> list[dict]:
             current = (sum(window) / len(window), float(entry["eval_loss"]))
             window = []
             if previous and current[1] > previous[1] and current[0] < previous[0]:
-                events.append({"index": index, "epoch": entry.get("epoch") or 0,
-                               "train": (previous[0], current[0]), "validation": (previous[1], current[1])})
+                events.append(
+                    {
+                        "index": index,
+                        "epoch": entry.get("epoch") or 0,
+                        "train": (previous[0], current[0]),
+                        "validation": (previous[1], current[1]),
+                    }
+                )
             previous = current
     return events
 
@@ -189,12 +208,38 @@ def overfitting_callback(run_log):
             events = overfitting_events(state.log_history)
             if events and events[-1]["index"] == len(state.log_history) - 1:  # this evaluation
                 event = events[-1]
-                log.warning("overfitting signal at epoch %.2f: validation loss rose %.4f -> %.4f "
-                            "while training loss fell %.4f -> %.4f", event["epoch"], *event["validation"],
-                            *event["train"])
+                log.warning(
+                    "overfitting signal at epoch %.2f: validation loss rose %.4f -> %.4f "
+                    "while training loss fell %.4f -> %.4f",
+                    event["epoch"],
+                    *event["validation"],
+                    *event["train"],
+                )
                 run_log.log_metrics({"overfitting_signal": 1}, step=state.global_step)
 
     return OverfittingWatch()
+
+
+def epoch_schedule(ft) -> dict:
+    """A fine-tune's TrainingArguments, either task: finetune.epochs at finetune.batch_size with the
+    backbone's LR (the head's is in the optimizer groups), evaluated every epoch, and the epoch with
+    the best validation loss (early stopping's measure) restored at the end. With checkpointing off
+    the best and the latest epoch's weights are all Trainer keeps."""
+    return {
+        "num_train_epochs": ft.epochs,
+        "per_device_train_batch_size": ft.batch_size,
+        "per_device_eval_batch_size": ft.batch_size,
+        "learning_rate": ft.backbone_lr,
+        "weight_decay": ft.weight_decay,
+        "warmup_steps": ft.warmup_ratio,
+        "eval_strategy": "epoch",
+        "load_best_model_at_end": True,
+        "metric_for_best_model": "eval_loss",
+        "greater_is_better": False,
+        "save_strategy": "epoch",
+        "save_total_limit": 2,
+        "save_only_model": True,
+    }
 
 
 def configure_layers(net, ft, runtime, run_log):
@@ -204,25 +249,41 @@ def configure_layers(net, ft, runtime, run_log):
     from transferlab.training.runtime import adamw_options
 
     parts = split(net)
-    frozen = set(freeze(parts, embeddings=ft.freeze.embeddings, layers=ft.freeze.layers,
-                               patterns=list(ft.freeze.patterns), backbone=ft.freeze.backbone))
+    frozen = set(
+        freeze(
+            parts,
+            embeddings=ft.freeze.embeddings,
+            layers=ft.freeze.layers,
+            patterns=list(ft.freeze.patterns),
+            backbone=ft.freeze.backbone,
+        )
+    )
     if frozen:
         log.info("frozen for the whole fine-tune: %d parameter tensors", len(frozen))
     callbacks = []
     if ft.unfreeze.every > 0:
-        callbacks.append(gradual_unfreezing_callback(parts, ft.unfreeze.every, ft.unfreeze.unit,
-                                                            keep_frozen=frozen))
+        callbacks.append(
+            gradual_unfreezing_callback(parts, ft.unfreeze.every, ft.unfreeze.unit, keep_frozen=frozen)
+        )
         frozen_now = {n for n, p in parts.all() if not p.requires_grad}
-        log.info("gradual unfreezing: backbone starts frozen, one more layer every %d %s(s)",
-                 ft.unfreeze.every, ft.unfreeze.unit)
+        log.info(
+            "gradual unfreezing: backbone starts frozen, one more layer every %d %s(s)",
+            ft.unfreeze.every,
+            ft.unfreeze.unit,
+        )
     else:
         frozen_now = frozen
     # Permanently frozen tensors stay out of the optimizer; ones unfrozen later are in it from the
     # start (AdamW skips a parameter while its grad is None).
     frozen_ids = {id(p) for n, p in parts.all() if n in frozen}
-    groups = parameter_groups(parts, backbone_lr=ft.backbone_lr, head_lr=ft.head_lr,
-                                     layer_decay=ft.layer_lr_decay, weight_decay=ft.weight_decay,
-                                     include=lambda p: id(p) not in frozen_ids)
+    groups = parameter_groups(
+        parts,
+        backbone_lr=ft.backbone_lr,
+        head_lr=ft.head_lr,
+        layer_decay=ft.layer_lr_decay,
+        weight_decay=ft.weight_decay,
+        include=lambda p: id(p) not in frozen_ids,
+    )
     optimizer = torch.optim.AdamW(groups, lr=ft.backbone_lr, **adamw_options(runtime))
     total = sum(p.numel() for _, p in parts.all())
     trainable = sum(p.numel() for n, p in parts.all() if n not in frozen_now)

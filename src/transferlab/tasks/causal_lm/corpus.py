@@ -17,8 +17,10 @@ def texts(split: str, domain: str | None = None) -> list[str]:
     if domain is not None:
         labels = prepared.read_labels()
         if domain not in labels:
-            raise UserError(f"lm.domain={domain!r} is not a label of the prepared data; labels: "
-                            f"{', '.join(labels)} (or lm.domain=null for all texts)")
+            raise UserError(
+                f"lm.domain={domain!r} is not a label of the prepared data; labels: "
+                f"{', '.join(labels)} (or lm.domain=null for all texts)"
+            )
         frame = frame[frame["label"] == labels.index(domain)]
     if frame.empty:
         raise UserError(f"the {split} split has no texts{f' for lm.domain={domain!r}' if domain else ''}")
@@ -40,9 +42,11 @@ def pack(texts: list[str], tok, block_size: int, *, limit: int | None = None, se
         stream.append(eos)
     count = len(stream) // block_size
     if count == 0:
-        raise UserError(f"{len(stream)} tokens of text do not fill one block of model.max_length="
-                        f"{block_size}: use more text or shorter blocks")
-    blocks = torch.tensor(stream[:count * block_size], dtype=torch.long).view(count, block_size)
+        raise UserError(
+            f"{len(stream)} tokens of text do not fill one block of model.max_length="
+            f"{block_size}: use more text or shorter blocks"
+        )
+    blocks = torch.tensor(stream[: count * block_size], dtype=torch.long).view(count, block_size)
     if limit is not None and count > limit:
         chosen = torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:limit]
         blocks = blocks[chosen.sort().values]
@@ -60,6 +64,11 @@ def dataset(blocks):
 def split_blocks(split: str, tok, cfg, *, domain: str | None = None, limit: int | None = None):
     """Packed blocks of one split, logged with their size."""
     blocks = pack(texts(split, domain), tok, cfg.model.max_length, limit=limit, seed=cfg.seed)
-    log.info("%s%s: %d blocks of %d tokens", split, f" ({domain})" if domain else "", len(blocks),
-             cfg.model.max_length)
+    log.info(
+        "%s%s: %d blocks of %d tokens",
+        split,
+        f" ({domain})" if domain else "",
+        len(blocks),
+        cfg.model.max_length,
+    )
     return blocks

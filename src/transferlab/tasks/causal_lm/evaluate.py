@@ -27,7 +27,7 @@ def mean_loss(net, blocks, batch_size: int, device: str) -> float:
     total, count = 0.0, 0
     with torch.inference_mode():
         for start in range(0, len(blocks), batch_size):
-            batch = blocks[start:start + batch_size].to(device)
+            batch = blocks[start : start + batch_size].to(device)
             loss = net(input_ids=batch, labels=batch).loss.float().item()
             total += loss * len(batch)
             count += len(batch)
@@ -36,12 +36,19 @@ def mean_loss(net, blocks, batch_size: int, device: str) -> float:
 
 def markdown(cfg, rows: list[dict]) -> str:
     gen = cfg.lm.generate
-    how = (f"sampling: temperature {gen.temperature}, top_k {gen.top_k}, top_p {gen.top_p}"
-           if gen.do_sample else "greedy decoding")
-    lines = [f"# Generations: {cfg.model.name_or_path if cfg.model.init == 'pretrained' else cfg.model.arch}"
-             f" ({cfg.model.init}), fine-tuned on {cfg.lm.domain or 'all'} text", "",
-             f"{how}; max_new_tokens {gen.max_new_tokens}, repetition_penalty {gen.repetition_penalty}, "
-             f"seed {gen.seed}", ""]
+    how = (
+        f"sampling: temperature {gen.temperature}, top_k {gen.top_k}, top_p {gen.top_p}"
+        if gen.do_sample
+        else "greedy decoding"
+    )
+    lines = [
+        f"# Generations: {cfg.model.name_or_path if cfg.model.init == 'pretrained' else cfg.model.arch}"
+        f" ({cfg.model.init}), fine-tuned on {cfg.lm.domain or 'all'} text",
+        "",
+        f"{how}; max_new_tokens {gen.max_new_tokens}, repetition_penalty {gen.repetition_penalty}, "
+        f"seed {gen.seed}",
+        "",
+    ]
     for row in rows:
         lines += [f"## {row['prompt']}", "", f"**{row['prompt']}**{row['generation']}", ""]
     return "\n".join(lines)
@@ -86,8 +93,10 @@ def run(cfg) -> dict:
             metrics |= {f"{prefix}test_loss": round(loss, 6), f"{prefix}test_perplexity": perplexity(loss)}
             if domain_blocks is not None:
                 loss = mean_loss(model, domain_blocks, batch, device)
-                metrics |= {f"{prefix}domain_test_loss": round(loss, 6),
-                            f"{prefix}domain_test_perplexity": perplexity(loss)}
+                metrics |= {
+                    f"{prefix}domain_test_loss": round(loss, 6),
+                    f"{prefix}domain_test_perplexity": perplexity(loss),
+                }
         del before
         if domain_blocks is not None:
             metrics |= {"domain": cfg.lm.domain, "domain_test_blocks": len(domain_blocks)}
@@ -102,7 +111,8 @@ def run(cfg) -> dict:
             reports = outs.path(REPORTS, is_dir=True)
             (reports / "generations.md").write_text(markdown(cfg, rows))
             (reports / "generations.jsonl").write_text(
-                "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+                "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+            )
 
         run_log.log_metrics({k: v for k, v in metrics.items() if k != "domain"})
         for artifact in (METRICS, PLOTS / CURVE_PNG, REPORTS / "generations.md"):
@@ -110,19 +120,45 @@ def run(cfg) -> dict:
         run_log.log_table(pd.DataFrame(rows), "generations.json")
         run_log.set_tags({"test.digest": digest})
         example = pd.DataFrame({"text": ["…"] * min(2, len(prompts))})
-        publish(run_log, cfg, FINETUNED, prompts[:2], metrics["test_perplexity"], digest,
-                python_model=TextGenerator(), output_example=example,
-                model_config=serving_config(cfg.lm.generate), params=serving_config(cfg.lm.generate),
-                metric="test_perplexity", higher_is_better=False, weights_in_dvc=True,
-                description=registry_description(FINETUNED, [
-                    (key.replace("_", " "), metrics[key]) for key in (
-                        "test_perplexity", "pretrained_test_perplexity", "domain_test_perplexity",
-                        "pretrained_domain_test_perplexity", "test_blocks") if key in metrics]))
+        publish(
+            run_log,
+            cfg,
+            FINETUNED,
+            prompts[:2],
+            metrics["test_perplexity"],
+            digest,
+            python_model=TextGenerator(),
+            output_example=example,
+            model_config=serving_config(cfg.lm.generate),
+            params=serving_config(cfg.lm.generate),
+            metric="test_perplexity",
+            higher_is_better=False,
+            weights_in_dvc=True,
+            description=registry_description(
+                FINETUNED,
+                [
+                    (key.replace("_", " "), metrics[key])
+                    for key in (
+                        "test_perplexity",
+                        "pretrained_test_perplexity",
+                        "domain_test_perplexity",
+                        "pretrained_domain_test_perplexity",
+                        "test_blocks",
+                    )
+                    if key in metrics
+                ],
+            ),
+        )
     for row in rows:  # the stage's answer, on the console
         print(f"\n>>> {row['prompt']}{row['generation']}")
     print()
-    log.info("test perplexity %.2f (before fine-tuning %.2f)%s", metrics["test_perplexity"],
-             metrics["pretrained_test_perplexity"],
-             f"; {cfg.lm.domain} test perplexity {metrics['domain_test_perplexity']:.2f} (before "
-             f"{metrics['pretrained_domain_test_perplexity']:.2f})" if cfg.lm.domain else "")
+    log.info(
+        "test perplexity %.2f (before fine-tuning %.2f)%s",
+        metrics["test_perplexity"],
+        metrics["pretrained_test_perplexity"],
+        f"; {cfg.lm.domain} test perplexity {metrics['domain_test_perplexity']:.2f} (before "
+        f"{metrics['pretrained_domain_test_perplexity']:.2f})"
+        if cfg.lm.domain
+        else "",
+    )
     return metrics

@@ -25,8 +25,11 @@ def wall_time(key: str) -> bool:
     return "runtime" in key or "per_second" in key or key.endswith("_time")
 
 
-def load_decoder(trust_remote_code: bool = False, attention_dropout: float | None = None,
-                 hidden_dropout: float | None = None):
+def load_decoder(
+    trust_remote_code: bool = False,
+    attention_dropout: float | None = None,
+    hidden_dropout: float | None = None,
+):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from transferlab.models.build import dropout_overrides
@@ -50,11 +53,13 @@ def run(cfg) -> dict:
     from transferlab.training.runtime import use_attention
 
     domain = cfg.lm.domain
-    with training_run(cfg, "finetune", inputs=[PRETRAINED],
-                      tags={"task": cfg.task, "lm.domain": domain or "all"}) as (run_log, checkpoints):
+    with training_run(
+        cfg, "finetune", inputs=[PRETRAINED], tags={"task": cfg.task, "lm.domain": domain or "all"}
+    ) as (run_log, checkpoints):
         prepared.log_splits(run_log, {name: prepared.read_split(name) for name in ("train", "validation")})
-        net, tok = load_decoder(cfg.model.trust_remote_code, cfg.finetune.attention_dropout,
-                                cfg.finetune.hidden_dropout)
+        net, tok = load_decoder(
+            cfg.model.trust_remote_code, cfg.finetune.attention_dropout, cfg.finetune.hidden_dropout
+        )
         use_attention(net, cfg)
         train_blocks = corpus.split_blocks("train", tok, cfg, domain=domain, limit=cfg.lm.max_train_blocks)
         eval_blocks = corpus.split_blocks("validation", tok, cfg, domain=domain, limit=cfg.lm.max_eval_blocks)
@@ -63,16 +68,20 @@ def run(cfg) -> dict:
         overfitting = techniques.overfitting_callback(run_log)
         with checkpoints.workdir() as workdir:
             trainer = language_model_trainer(
-                cfg, net, workdir, train_blocks, eval_blocks,
-                [EarlyStoppingCallback(ft.early_stopping_patience), overfitting, *layer_callbacks,
-                 run_log.trainer_callback()],
-                num_train_epochs=ft.epochs, per_device_train_batch_size=ft.batch_size,
-                per_device_eval_batch_size=ft.batch_size, learning_rate=ft.backbone_lr,
-                weight_decay=ft.weight_decay, warmup_steps=ft.warmup_ratio, eval_strategy="epoch",
-                load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
+                cfg,
+                net,
+                workdir,
+                train_blocks,
+                eval_blocks,
+                [
+                    EarlyStoppingCallback(ft.early_stopping_patience),
+                    overfitting,
+                    *layer_callbacks,
+                    run_log.trainer_callback(),
+                ],
                 optimizers=(optimizer, None),  # the scheduler (warmup + linear decay) is Trainer's
-                **checkpoints.trainer_arguments(save_strategy="epoch", save_total_limit=2,
-                                                save_only_model=True))
+                **checkpoints.trainer_arguments(**techniques.epoch_schedule(ft)),
+            )
             before = trainer.evaluate()["eval_loss"]  # the starting model on the same blocks
             log.info("domain validation perplexity before fine-tuning: %.2f", perplexity(before))
             checkpoints.train(trainer, run_log)
@@ -80,16 +89,22 @@ def run(cfg) -> dict:
             history = [{"epoch": 0.0, "step": 0, "eval_loss": before}, *trainer.state.log_history]
             evals = [entry for entry in history if "eval_loss" in entry][1:]
             best = min(evals, key=lambda entry: entry["eval_loss"])
-            metrics = {
-                "domain": domain or "all",
-                "train_blocks": len(train_blocks), "validation_blocks": len(eval_blocks),
-                "block_size": cfg.model.max_length,
-                "epochs_run": round(evals[-1]["epoch"], 3), "best_epoch": round(best["epoch"], 3),
-                "validation_loss_before": round(before, 6),
-                "validation_perplexity_before": perplexity(before),
-                "best_validation_loss": round(best["eval_loss"], 6),
-                "validation_perplexity_after": perplexity(best["eval_loss"]),
-            } | sizes | {"overfitting_signals": techniques.overfitting_signals(trainer.state.log_history)}
+            metrics = (
+                {
+                    "domain": domain or "all",
+                    "train_blocks": len(train_blocks),
+                    "validation_blocks": len(eval_blocks),
+                    "block_size": cfg.model.max_length,
+                    "epochs_run": round(evals[-1]["epoch"], 3),
+                    "best_epoch": round(best["epoch"], 3),
+                    "validation_loss_before": round(before, 6),
+                    "validation_perplexity_before": perplexity(before),
+                    "best_validation_loss": round(best["eval_loss"], 6),
+                    "validation_perplexity_after": perplexity(best["eval_loss"]),
+                }
+                | sizes
+                | {"overfitting_signals": techniques.overfitting_signals(trainer.state.log_history)}
+            )
             with staged_outputs() as outs:
                 folder = outs.path(FINETUNED, is_dir=True)
                 trainer.save_model(str(folder))

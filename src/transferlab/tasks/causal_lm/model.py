@@ -40,8 +40,9 @@ def tokenizer(cfg_model, texts=None):
     if cfg_model.init == "scratch" and cfg_model.tokenizer == "train":
         tok = train_bpe(texts, cfg_model.vocab_size)
     else:
-        tok = _load(AutoTokenizer, cfg_model.name_or_path, "tokenizer",
-                    trust_remote_code=cfg_model.trust_remote_code)
+        tok = _load(
+            AutoTokenizer, cfg_model.name_or_path, "tokenizer", trust_remote_code=cfg_model.trust_remote_code
+        )
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -55,12 +56,14 @@ def train_bpe(texts, vocab_size: int):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[EOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tok.train_from_iterator(texts, trainer)
     log.info("trained a byte-level BPE tokenizer: %d tokens", tok.get_vocab_size())
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOS, eos_token=EOS, unk_token=EOS,
-                                   pad_token=EOS)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=EOS, eos_token=EOS, unk_token=EOS, pad_token=EOS
+    )
 
 
 def register_architectures() -> None:
@@ -72,29 +75,51 @@ def register_architectures() -> None:
 
 def scratch_config(cfg_model, tok):
     """A decoder config sized by the model group; positions cover a block plus generated tokens."""
-    common = {"vocab_size": len(tok), "bos_token_id": tok.bos_token_id or tok.eos_token_id,
-              "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
+    common = {
+        "vocab_size": len(tok),
+        "bos_token_id": tok.bos_token_id or tok.eos_token_id,
+        "eos_token_id": tok.eos_token_id,
+        "pad_token_id": tok.pad_token_id,
+    }
     positions = max(1024, 2 * cfg_model.max_length)
     if cfg_model.arch == "gpt2":
         from transformers import GPT2Config
 
-        return GPT2Config(n_embd=cfg_model.hidden_size, n_layer=cfg_model.num_layers,
-                          n_head=cfg_model.num_heads, n_inner=cfg_model.intermediate_size,
-                          n_positions=positions, resid_pdrop=cfg_model.dropout,
-                          embd_pdrop=cfg_model.dropout, attn_pdrop=cfg_model.dropout, **common)
+        return GPT2Config(
+            n_embd=cfg_model.hidden_size,
+            n_layer=cfg_model.num_layers,
+            n_head=cfg_model.num_heads,
+            n_inner=cfg_model.intermediate_size,
+            n_positions=positions,
+            resid_pdrop=cfg_model.dropout,
+            embd_pdrop=cfg_model.dropout,
+            attn_pdrop=cfg_model.dropout,
+            **common,
+        )
     if cfg_model.arch == "llama":
         from transformers import LlamaConfig
 
-        return LlamaConfig(hidden_size=cfg_model.hidden_size, num_hidden_layers=cfg_model.num_layers,
-                           num_attention_heads=cfg_model.num_heads,
-                           intermediate_size=cfg_model.intermediate_size,
-                           max_position_embeddings=positions, attention_dropout=cfg_model.dropout,
-                           tie_word_embeddings=True, **common)
+        return LlamaConfig(
+            hidden_size=cfg_model.hidden_size,
+            num_hidden_layers=cfg_model.num_layers,
+            num_attention_heads=cfg_model.num_heads,
+            intermediate_size=cfg_model.intermediate_size,
+            max_position_embeddings=positions,
+            attention_dropout=cfg_model.dropout,
+            tie_word_embeddings=True,
+            **common,
+        )
     from transferlab.models.torch_decoder import TorchDecoderConfig
 
-    return TorchDecoderConfig(d_model=cfg_model.hidden_size, nhead=cfg_model.num_heads,
-                              num_layers=cfg_model.num_layers, dim_feedforward=cfg_model.intermediate_size,
-                              dropout=cfg_model.dropout, max_position_embeddings=positions, **common)
+    return TorchDecoderConfig(
+        d_model=cfg_model.hidden_size,
+        nhead=cfg_model.num_heads,
+        num_layers=cfg_model.num_layers,
+        dim_feedforward=cfg_model.intermediate_size,
+        dropout=cfg_model.dropout,
+        max_position_embeddings=positions,
+        **common,
+    )
 
 
 def decoder(cfg_model, tok):
@@ -108,8 +133,9 @@ def decoder(cfg_model, tok):
     path = resolve(cfg_model.name_or_path)
     if path.endswith(".gguf"):
         return from_gguf(cfg_model.name_or_path)
-    return _load(AutoModelForCausalLM, cfg_model.name_or_path, "model",
-                 trust_remote_code=cfg_model.trust_remote_code)
+    return _load(
+        AutoModelForCausalLM, cfg_model.name_or_path, "model", trust_remote_code=cfg_model.trust_remote_code
+    )
 
 
 def from_gguf(name_or_path: str):
@@ -128,9 +154,15 @@ def from_gguf(name_or_path: str):
     missing, unexpected = net.load_state_dict(loaded.state_dict(), strict=False)
     tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
     if set(missing) - tied or unexpected:
-        raise UserError(f"{name_or_path}: GGUF weights do not fit the {model_type} config "
-                        f"(missing {sorted(set(missing) - tied)[:3]}, unexpected {unexpected[:3]})")
+        raise UserError(
+            f"{name_or_path}: GGUF weights do not fit the {model_type} config "
+            f"(missing {sorted(set(missing) - tied)[:3]}, unexpected {unexpected[:3]})"
+        )
     net.tie_weights()
-    log.info("converted GGUF %s: %s, %d parameters", Path(resolve(name_or_path)).name, model_type,
-             net.num_parameters())
+    log.info(
+        "converted GGUF %s: %s, %d parameters",
+        Path(resolve(name_or_path)).name,
+        model_type,
+        net.num_parameters(),
+    )
     return net

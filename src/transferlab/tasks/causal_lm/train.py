@@ -22,8 +22,9 @@ def perplexity(loss: float) -> float:
     return round(math.exp(min(loss, 50)), 4)
 
 
-def language_model_trainer(cfg, net, workdir: str, train_blocks, eval_blocks, callbacks, *,
-                           optimizers=(None, None), **overrides):
+def language_model_trainer(
+    cfg, net, workdir: str, train_blocks, eval_blocks, callbacks, *, optimizers=(None, None), **overrides
+):
     """A Trainer on packed blocks: the labels are the inputs, shifted inside the model."""
     from transformers import Trainer, default_data_collator
 
@@ -31,10 +32,16 @@ def language_model_trainer(cfg, net, workdir: str, train_blocks, eval_blocks, ca
 
     args = training_arguments(cfg, workdir, **overrides)
     own_optimizer = None if optimizers[0] else adamw(cfg.runtime, args.learning_rate)
-    return Trainer(model=net, args=args, data_collator=default_data_collator,
-                   train_dataset=None if train_blocks is None else corpus.dataset(train_blocks),
-                   eval_dataset=corpus.dataset(eval_blocks), callbacks=callbacks, optimizers=optimizers,
-                   optimizer_cls_and_kwargs=own_optimizer)
+    return Trainer(
+        model=net,
+        args=args,
+        data_collator=default_data_collator,
+        train_dataset=None if train_blocks is None else corpus.dataset(train_blocks),
+        eval_dataset=corpus.dataset(eval_blocks),
+        callbacks=callbacks,
+        optimizers=optimizers,
+        optimizer_cls_and_kwargs=own_optimizer,
+    )
 
 
 def run(cfg) -> dict:
@@ -54,12 +61,22 @@ def run(cfg) -> dict:
         with checkpoints.workdir() as workdir:
             train_blocks = corpus.split_blocks("train", tok, cfg) if steps > 0 else None
             trainer = language_model_trainer(
-                cfg, net, workdir, train_blocks, eval_blocks, [run_log.trainer_callback()],
-                max_steps=max(steps, 1), per_device_train_batch_size=cfg.train.batch_size,
-                per_device_eval_batch_size=cfg.train.batch_size, learning_rate=cfg.train.lr,
-                weight_decay=cfg.train.weight_decay, warmup_steps=cfg.train.warmup_ratio,
-                eval_strategy="steps" if steps > 0 else "no", eval_steps=max(1, steps // 5),
-                **checkpoints.trainer_arguments())
+                cfg,
+                net,
+                workdir,
+                train_blocks,
+                eval_blocks,
+                [run_log.trainer_callback()],
+                max_steps=max(steps, 1),
+                per_device_train_batch_size=cfg.train.batch_size,
+                per_device_eval_batch_size=cfg.train.batch_size,
+                learning_rate=cfg.train.lr,
+                weight_decay=cfg.train.weight_decay,
+                warmup_steps=cfg.train.warmup_ratio,
+                eval_strategy="steps" if steps > 0 else "no",
+                eval_steps=max(1, steps // 5),
+                **checkpoints.trainer_arguments(),
+            )
             metrics = {"steps": steps}
             if steps > 0:
                 result = checkpoints.train(trainer, run_log)
@@ -68,10 +85,13 @@ def run(cfg) -> dict:
             else:
                 log.info("train.steps=0: passing the starting weights through unchanged")
             evaluation = trainer.evaluate()
-            metrics |= {"validation_loss": round(evaluation["eval_loss"], 6),
-                        "validation_perplexity": perplexity(evaluation["eval_loss"]),
-                        "validation_blocks": len(eval_blocks), "block_size": cfg.model.max_length,
-                        "parameters": net.num_parameters()}
+            metrics |= {
+                "validation_loss": round(evaluation["eval_loss"], 6),
+                "validation_perplexity": perplexity(evaluation["eval_loss"]),
+                "validation_blocks": len(eval_blocks),
+                "block_size": cfg.model.max_length,
+                "parameters": net.num_parameters(),
+            }
             run_log.log_metrics(metrics)
             with staged_outputs() as outs:  # inside: the checkpoints go only once these are written
                 folder = outs.path(PRETRAINED, is_dir=True)

@@ -18,8 +18,12 @@ from transferlab.training import techniques
 log = logging.getLogger(__name__)
 
 
-def load_classifier(labels: list[str], trust_remote_code: bool = False,
-                    attention_dropout: float | None = None, hidden_dropout: float | None = None):
+def load_classifier(
+    labels: list[str],
+    trust_remote_code: bool = False,
+    attention_dropout: float | None = None,
+    hidden_dropout: float | None = None,
+):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from transferlab.models.build import dropout_overrides, register_architectures
@@ -71,17 +75,23 @@ def run(cfg) -> dict:
 
         labels = prepared.read_labels()
         if len(labels) < 2:
-            raise UserError(f"task=classification needs at least 2 labels; the prepared data has "
-                            f"{len(labels)} ({', '.join(labels)}): set data.label_column, or use "
-                            "task=causal_lm for unlabelled text")
+            raise UserError(
+                f"task=classification needs at least 2 labels; the prepared data has "
+                f"{len(labels)} ({', '.join(labels)}): set data.label_column, or use "
+                "task=causal_lm for unlabelled text"
+            )
         frames = {name: prepared.read_split(name) for name in ("train", "validation")}
         prepared.log_splits(run_log, frames)
-        net, tok = load_classifier(labels, cfg.model.trust_remote_code, cfg.finetune.attention_dropout,
-                                   cfg.finetune.hidden_dropout)
+        net, tok = load_classifier(
+            labels, cfg.model.trust_remote_code, cfg.finetune.attention_dropout, cfg.finetune.hidden_dropout
+        )
         runtime.use_attention(net, cfg)
         max_length = cfg.model.max_length
-        cut = {"truncation": cfg.model.truncation, "stride": cfg.model.window_stride,
-               "max_windows": cfg.model.max_windows}
+        cut = {
+            "truncation": cfg.model.truncation,
+            "stride": cfg.model.window_stride,
+            "max_windows": cfg.model.max_windows,
+        }
         train_set = prepared.tokenized(frames["train"], tok, max_length, **cut)
         eval_set = prepared.tokenized(frames["validation"], tok, max_length, **cut)
         ft = cfg.finetune
@@ -89,33 +99,37 @@ def run(cfg) -> dict:
         overfitting = techniques.overfitting_callback(run_log)
         throughput = epoch_throughput(  # MLflow only: wall time must stay out of the outputs
             sum(map(len, train_set["input_ids"])),
-            lambda epoch, rate: run_log.log_metrics({"train_tokens_per_second": rate}, step=epoch))
+            lambda epoch, rate: run_log.log_metrics({"train_tokens_per_second": rate}, step=epoch),
+        )
         with checkpoints.workdir() as workdir:
             args = runtime.training_arguments(
-                cfg, workdir, lengths=list(map(len, train_set["input_ids"])),
-                num_train_epochs=ft.epochs,
-                per_device_train_batch_size=ft.batch_size,
-                per_device_eval_batch_size=ft.batch_size,
-                learning_rate=ft.backbone_lr,
-                weight_decay=ft.weight_decay,
-                warmup_steps=ft.warmup_ratio,
-                eval_strategy="epoch",
-                load_best_model_at_end=True,
-                metric_for_best_model="eval_loss",
-                greater_is_better=False,
-                # checkpointing off: the best and the latest epoch's weights, for the best model
-                **checkpoints.trainer_arguments(save_strategy="epoch", save_total_limit=2,
-                                                save_only_model=True),
+                cfg,
+                workdir,
+                lengths=list(map(len, train_set["input_ids"])),
+                **checkpoints.trainer_arguments(**techniques.epoch_schedule(ft)),
             )
-            run_log.set_tags({"train_sampling": args.train_sampling_strategy,
-                              "attention": runtime.attention_kernel(cfg.runtime, args.device.type)})
+            run_log.set_tags(
+                {
+                    "train_sampling": args.train_sampling_strategy,
+                    "attention": runtime.attention_kernel(cfg.runtime, args.device.type),
+                }
+            )
             trainer = Trainer(
-                model=net, args=args, train_dataset=train_set, eval_dataset=eval_set,
-                data_collator=DataCollatorWithPadding(tok), processing_class=tok,
+                model=net,
+                args=args,
+                train_dataset=train_set,
+                eval_dataset=eval_set,
+                data_collator=DataCollatorWithPadding(tok),
+                processing_class=tok,
                 compute_metrics=accuracy,
                 optimizers=(optimizer, None),  # the scheduler (warmup + linear decay) is Trainer's
-                callbacks=[EarlyStoppingCallback(ft.early_stopping_patience),
-                           overfitting, *layer_callbacks, throughput, run_log.trainer_callback()],
+                callbacks=[
+                    EarlyStoppingCallback(ft.early_stopping_patience),
+                    overfitting,
+                    *layer_callbacks,
+                    throughput,
+                    run_log.trainer_callback(),
+                ],
             )
             checkpoints.train(trainer, run_log)
             history = trainer.state.log_history
@@ -126,8 +140,10 @@ def run(cfg) -> dict:
                 trainer.save_model(str(folder))
                 save_tokenizer(tok, folder)
                 # Wall times stay out of the model folder, so its DVC hash is the same on a rerun.
-                steady = [{k: v for k, v in entry.items() if "runtime" not in k and "per_second" not in k}
-                          for entry in history]
+                steady = [
+                    {k: v for k, v in entry.items() if "runtime" not in k and "per_second" not in k}
+                    for entry in history
+                ]
                 # Sorted keys: a resumed run reads the entries before its checkpoint back sorted.
                 (folder / TRAINING_LOG).write_text(json.dumps(steady, indent=1, sort_keys=True) + "\n")
                 # The precision `auto` resolved to on this machine: `dvc metrics diff` / `dvc exp show`
@@ -135,8 +151,9 @@ def run(cfg) -> dict:
                 resolved = {"precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"}
                 outs.path(METRICS).write_text(json.dumps(metrics | resolved, indent=2) + "\n")
                 # The Hugging Face model card: config, data, validation results (test: evaluate's).
-                (folder / CARD).write_text(classifier_card(cfg, labels, frames, metrics, type(net).__name__,
-                                                           resolved["precision"]))
+                (folder / CARD).write_text(
+                    classifier_card(cfg, labels, frames, metrics, type(net).__name__, resolved["precision"])
+                )
         run_log.log_metrics(metrics)
         # Wall time goes to MLflow only: the metrics file must be identical on a rerun.
         seconds = next(entry["train_runtime"] for entry in history if "train_runtime" in entry)

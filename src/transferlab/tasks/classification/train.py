@@ -38,9 +38,10 @@ def masking_collator(tok, probability: float, seed: int):
                 tokens = row[:length]
                 key = hashlib.sha256(f"{seed}/{self.epoch}/{tokens.tolist()}".encode()).digest()
                 self.generator = torch.Generator().manual_seed(int.from_bytes(key[:8], "little"))
-                special = None if special_tokens_mask is None else special_tokens_mask[i:i + 1, :length]
-                inputs[i:i + 1, :length], labels[i:i + 1, :length] = super().torch_mask_tokens(
-                    tokens[None].clone(), special)
+                special = None if special_tokens_mask is None else special_tokens_mask[i : i + 1, :length]
+                inputs[i : i + 1, :length], labels[i : i + 1, :length] = super().torch_mask_tokens(
+                    tokens[None].clone(), special
+                )
             return inputs, labels
 
     class EpochToCollator(TrainerCallback):
@@ -60,7 +61,9 @@ def train_masked_lm(cfg, net, tok, run_log, checkpoints, workdir: str, splits: d
     train_set = prepared.tokenized(splits["train"], tok, max_length, labels=False)
     eval_set = prepared.tokenized(splits["validation"], tok, max_length, labels=False)
     args = training_arguments(
-        cfg, workdir, lengths=list(map(len, train_set["input_ids"])),
+        cfg,
+        workdir,
+        lengths=list(map(len, train_set["input_ids"])),
         max_steps=cfg.train.steps,
         per_device_train_batch_size=cfg.train.batch_size,
         per_device_eval_batch_size=cfg.train.batch_size,
@@ -72,10 +75,15 @@ def train_masked_lm(cfg, net, tok, run_log, checkpoints, workdir: str, splits: d
         **checkpoints.trainer_arguments(),
     )
     collator, epoch_callback = masking_collator(tok, cfg.train.mlm_probability, cfg.seed)
-    trainer = Trainer(model=net, args=args, train_dataset=train_set, eval_dataset=eval_set,
-                      data_collator=collator,
-                      callbacks=[epoch_callback, run_log.trainer_callback()],
-                      optimizer_cls_and_kwargs=adamw(cfg.runtime, cfg.train.lr))
+    trainer = Trainer(
+        model=net,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=collator,
+        callbacks=[epoch_callback, run_log.trainer_callback()],
+        optimizer_cls_and_kwargs=adamw(cfg.runtime, cfg.train.lr),
+    )
     result = checkpoints.train(trainer, run_log)
     evaluation = trainer.evaluate()
     metrics = {

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 
+RESAMPLES = 10_000  # paired bootstrap resamples (generator seed 0: the same report every time)
+
 
 def mean_sd(values) -> tuple[float, float | None]:
     """The mean and the sample standard deviation (n - 1); the sd is None for a single value."""
@@ -52,11 +54,12 @@ def mcnemar_exact(b: int, c: int) -> float:
     if n == 0:
         return 1.0
     tail = sum(math.comb(n, k) for k in range(min(b, c) + 1))
-    return min(1.0, 2 * tail / 2 ** n)
+    return min(1.0, 2 * tail / 2**n)
 
 
-def bootstrap_difference_ci(pairs, resamples: int = 10_000, seed: int = 0,
-                            level: float = 0.95) -> tuple[float, float]:
+def bootstrap_difference_ci(
+    pairs, resamples: int = RESAMPLES, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     """A percentile bootstrap confidence interval of the accuracy difference (a minus b).
 
     `pairs`: one (correct_a, correct_b) pair of boolean arrays per seed, over that seed's test
@@ -76,7 +79,7 @@ def bootstrap_difference_ci(pairs, resamples: int = 10_000, seed: int = 0,
             raise ValueError("no test articles to resample")
         for start in range(0, resamples, 1000):  # 1,000 resamples at a time: bounded memory
             rows = min(1000, resamples - start)
-            total[start:start + rows] += diff[rng.integers(0, diff.size, (rows, diff.size))].mean(1)
+            total[start : start + rows] += diff[rng.integers(0, diff.size, (rows, diff.size))].mean(1)
     means = total / len(pairs)
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])

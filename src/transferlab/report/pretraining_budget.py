@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from transferlab.report.significance import mean_sd, mean_sd_cell
+
 
 def curves(rows: list[dict]) -> list[dict]:
     """One curve per (model, init, technique) with a 0-step row and at least one other budget."""
@@ -27,10 +29,24 @@ def curves(rows: list[dict]) -> list[dict]:
         for steps in sorted(by_steps):
             row = by_steps[steps]
             gains = [r["accuracy"] - floor[r["seed"]] for r in row["per_seed"] if r["seed"] in floor]
-            points.append({"steps": steps, "experiment": row["experiment"], "accuracy": row["accuracy"],
-                           "seeds": row["seeds"], "gains": gains})
-        found.append({"model": model, "init": init, "technique": technique, "points": points,
-                      "helps_from": helps_from(points)})
+            points.append(
+                {
+                    "steps": steps,
+                    "experiment": row["experiment"],
+                    "accuracy": row["accuracy"],
+                    "seeds": row["seeds"],
+                    "gains": gains,
+                }
+            )
+        found.append(
+            {
+                "model": model,
+                "init": init,
+                "technique": technique,
+                "points": points,
+                "helps_from": helps_from(points),
+            }
+        )
     return found
 
 
@@ -46,15 +62,20 @@ def helps_from(points: list[dict]) -> int | None:
 
 
 def markdown(found: list[dict]) -> str:
-    from transferlab.significance import mean_sd, mean_sd_cell
-
-    lines = ["## Pretraining budget: test accuracy against masked-LM steps", "",
-             "Δ is each seed's accuracy minus the same seed's run without pretraining (same split, same "
-             "fine-tuning), mean ± sd over the common seeds.", ""]
+    lines = [
+        "## Pretraining budget: test accuracy against masked-LM steps",
+        "",
+        "Δ is each seed's accuracy minus the same seed's run without pretraining (same split, same "
+        "fine-tuning), mean ± sd over the common seeds.",
+        "",
+    ]
     for curve in found:
-        lines += [f"**{curve['model']} ({curve['init']}, {curve['technique']})**: " + finding(curve), "",
-                  "| pretraining steps | experiment | seeds | test accuracy | Δ vs 0 steps | seeds better |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            f"**{curve['model']} ({curve['init']}, {curve['technique']})**: " + finding(curve),
+            "",
+            "| pretraining steps | experiment | seeds | test accuracy | Δ vs 0 steps | seeds better |",
+            "|---|---|---|---|---|---|",
+        ]
         for point in curve["points"]:
             gains = point["gains"]
             if point["steps"] == 0 or not gains:
@@ -62,8 +83,10 @@ def markdown(found: list[dict]) -> str:
             else:
                 delta = mean_sd_cell(mean_sd(gains), signed=True)
                 better = f"{sum(g > 0 for g in gains)} of {len(gains)}"
-            lines.append(f"| {point['steps']:,} | {point['experiment']} | {len(point['seeds'])} | "
-                         f"{mean_sd_cell(point['accuracy'])} | {delta} | {better} |")
+            lines.append(
+                f"| {point['steps']:,} | {point['experiment']} | {len(point['seeds'])} | "
+                f"{mean_sd_cell(point['accuracy'])} | {delta} | {better} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -74,9 +97,11 @@ def finding(curve: dict) -> str:
         return f"no budget measured (up to {largest:,} steps) helps on every seed."
     helping = [p for p in curve["points"] if p["steps"] >= curve["helps_from"]]
     seeds = min(len(p["gains"]) for p in helping)
-    return (f"pretraining helps from {curve['helps_from']:,} steps on: at every budget from there up to "
-            f"{largest:,}, every seed ({seeds} or more) scored above its run without pretraining"
-            + (" (one seed: no more than a hint)." if seeds == 1 else "."))
+    return (
+        f"pretraining helps from {curve['helps_from']:,} steps on: at every budget from there up to "
+        f"{largest:,}, every seed ({seeds} or more) scored above its run without pretraining"
+        + (" (one seed: no more than a hint)." if seeds == 1 else ".")
+    )
 
 
 def plot(path: Path, found: list[dict]) -> None:
@@ -92,8 +117,13 @@ def plot(path: Path, found: list[dict]) -> None:
         sds = [p["accuracy"][1] or 0.0 for p in curve["points"]]
         ax.errorbar(steps, means, yerr=sds, fmt="o-", capsize=5)
         for x, mean, point in zip(steps, means, curve["points"], strict=True):
-            ax.annotate(f"{mean:.3f} (n={len(point['seeds'])})", (x, mean), xytext=(5, -12),
-                        textcoords="offset points", fontsize=8)
+            ax.annotate(
+                f"{mean:.3f} (n={len(point['seeds'])})",
+                (x, mean),
+                xytext=(5, -12),
+                textcoords="offset points",
+                fontsize=8,
+            )
         ax.set_xscale("symlog", linthresh=max(1, min(s for s in steps if s > 0)))
         ax.set_xlabel("masked-LM pretraining steps")
         ax.set_ylabel("test accuracy, mean ± sd over seeds")
