@@ -54,7 +54,7 @@ SCRATCH = (
     "src/transferlab/__pycache__/cli.cpython-311.pyc",
     "tests/__pycache__/x.pyc",
 )
-RECORDS = ("mlflow.db", "mlruns/1/abc/artifacts/model.safetensors", "optuna.db")
+RECORDS = ("mlflow.db", "mlflow.db-wal", "mlruns/1/abc/artifacts/model.safetensors", "optuna.db")
 KEPT = (
     "data/prepared/train.parquet",
     "models/finetuned/model.safetensors",

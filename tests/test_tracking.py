@@ -65,6 +65,27 @@ def test_a_failing_stage_marks_its_run_failed(workdir):
     assert mlflow.get_run(run_id).info.status == "FAILED"
 
 
+def test_runs_read_a_sqlite_store_while_another_process_writes_to_it(workdir):
+    """In sqlite's default mode a committing writer blocks every reader, and with parallel Slurm
+    jobs a reader gave up after MLflow's 20 s wait ("database is locked"); the store is put in WAL
+    mode, where readers do not wait for writers."""
+    import sqlite3
+
+    import mlflow
+
+    with stage_run("prepare", make_config(f"tracking.uri=sqlite:///{workdir}/store.db")) as run:
+        run_id = run.run_id
+    writer = sqlite3.connect(workdir / "store.db", isolation_level=None)
+    assert writer.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    writer.execute("BEGIN EXCLUSIVE")  # the lock a commit takes, held while the run is read
+    writer.execute("UPDATE runs SET name = name")
+    try:
+        assert mlflow.get_run(run_id).info.status == "FINISHED"
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+
 def test_disabled_tracking_writes_no_store(workdir):
     with stage_run("prepare", make_config("tracking.enabled=false")) as run:
         run.log_metrics({"x": 1.0})

@@ -54,6 +54,7 @@ def open_store(cfg) -> str:
                 # Artifacts next to the store, not under whichever directory the first run started in.
                 location = (project_root() / "mlruns" / name).as_uri()
                 mlflow.create_experiment(name, artifact_location=location)
+            _write_ahead_log(uri)
             return mlflow.set_experiment(name).experiment_id
     except Exception as err:  # a bad store URI or an unreadable store
         raise UserError(f"cannot open MLflow tracking store {masked(uri)}: {err}") from None
@@ -71,6 +72,22 @@ def _store_lock(uri: str):
 
     with FileLock(uri[len(prefix) :] + ".lock", timeout=120):
         yield
+
+
+def _write_ahead_log(uri: str) -> None:
+    """Put a sqlite store in WAL mode (once: the mode is kept in the file). In sqlite's default mode
+    a writer blocks every reader while it commits, and under load (parallel sweep or Slurm jobs on
+    two busy cores) a reader gave up after MLflow's 20 s wait: "database is locked". With the
+    write-ahead log, readers never wait for a writer and writers wait only for each other."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(uri[len(prefix) :], timeout=60)) as db:
+        if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            db.execute("PRAGMA journal_mode=WAL")
 
 
 def retried_on_collision(call, attempts: int = 3):
