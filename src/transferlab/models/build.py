@@ -132,14 +132,7 @@ def scratch_config(cfg_model, tok):
     if m.arch == "torch_transformer":
         from transferlab.models.torch_transformer import TorchTransformerConfig
 
-        return TorchTransformerConfig(
-            d_model=m.hidden_size,
-            nhead=m.num_heads,
-            num_layers=m.num_layers,
-            dim_feedforward=m.intermediate_size,
-            dropout=m.dropout,
-            **shared,
-        )
+        return TorchTransformerConfig.sized_by(m, **shared)
     from transformers import BertConfig
 
     return BertConfig(

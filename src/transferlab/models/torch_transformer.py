@@ -50,6 +50,18 @@ class TorchTransformerConfig(PretrainedConfig):
         self.num_hidden_layers = num_layers
         self.num_attention_heads = nhead
 
+    @classmethod
+    def sized_by(cls, cfg_model, **settings):
+        """This config with the sizes of the `model` config group (hidden_size, num_heads, ...)."""
+        return cls(
+            d_model=cfg_model.hidden_size,
+            nhead=cfg_model.num_heads,
+            num_layers=cfg_model.num_layers,
+            dim_feedforward=cfg_model.intermediate_size,
+            dropout=cfg_model.dropout,
+            **settings,
+        )
+
 
 def init_weights(module) -> None:
     """BERT's initialisation, for the torch.nn stacks: N(0, 0.02) weights, zero biases and padding

@@ -111,15 +111,7 @@ def scratch_config(cfg_model, tok):
         )
     from transferlab.models.torch_decoder import TorchDecoderConfig
 
-    return TorchDecoderConfig(
-        d_model=cfg_model.hidden_size,
-        nhead=cfg_model.num_heads,
-        num_layers=cfg_model.num_layers,
-        dim_feedforward=cfg_model.intermediate_size,
-        dropout=cfg_model.dropout,
-        max_position_embeddings=positions,
-        **common,
-    )
+    return TorchDecoderConfig.sized_by(cfg_model, max_position_embeddings=positions, **common)
 
 
 def decoder(cfg_model, tok):
