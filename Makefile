@@ -159,7 +159,7 @@ lock:
 # `make distclean`: also the experiment records, which only reruns rebuild: the MLflow store (runs,
 # registered models, the champion `make serve` serves) and the Optuna studies.
 SCRATCH := .cache/stages .checkpoints outputs multirun dvc_plots .pytest_cache .ruff_cache .lock-venv
-RECORDS := mlflow.db mlflow.db.lock mlflow.db-wal mlflow.db-shm mlruns mlartifacts optuna.db
+RECORDS := mlflow.db mlflow.db.lock mlflow.db-wal mlflow.db-shm mlruns mlartifacts optuna.db optuna.db-wal optuna.db-shm
 clean:
 	rm -rf $(VENV) $(SCRATCH)
 	find . -path ./.git -prune -o -path ./.dvc -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 
@@ -99,6 +100,8 @@ def test_two_workers_prune_bad_trials_and_a_rerun_tops_the_study_up(tmp_path):
     optuna_search(repo, "tuned", "random", {"finetune.head_lr": "choice(1e-5, 1.0)"}, seed=10)
     result = sh(*TUNE, "sweep.trials=6", cwd=repo)
     assert "database is locked" not in result.stdout + result.stderr
+    for db in ("optuna.db", "mlflow.db"):  # WAL: readers do not wait for a committing writer
+        assert sqlite3.connect(repo / db).execute("PRAGMA journal_mode").fetchone()[0] == "wal", db
 
     trials = study(repo, "tuned").trials
     states = [trial.state for trial in trials]

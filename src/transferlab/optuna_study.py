@@ -66,6 +66,9 @@ def storage(url: str):
     import optuna
 
     if "://" in url:
+        from transferlab.tracking.store import write_ahead_log
+
+        write_ahead_log(url)  # readers (other workers) do not wait for a committing writer
         settings = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
         return optuna.storages.RDBStorage(url, engine_kwargs=settings)
     from optuna.storages.journal import JournalFileBackend

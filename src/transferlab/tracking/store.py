@@ -54,7 +54,7 @@ def open_store(cfg) -> str:
                 # Artifacts next to the store, not under whichever directory the first run started in.
                 location = (project_root() / "mlruns" / name).as_uri()
                 mlflow.create_experiment(name, artifact_location=location)
-            _write_ahead_log(uri)
+            write_ahead_log(uri)
             return mlflow.set_experiment(name).experiment_id
     except Exception as err:  # a bad store URI or an unreadable store
         raise UserError(f"cannot open MLflow tracking store {masked(uri)}: {err}") from None
@@ -74,11 +74,12 @@ def _store_lock(uri: str):
         yield
 
 
-def _write_ahead_log(uri: str) -> None:
-    """Put a sqlite store in WAL mode (once: the mode is kept in the file). In sqlite's default mode
-    a writer blocks every reader while it commits, and under load (parallel sweep or Slurm jobs on
-    two busy cores) a reader gave up after MLflow's 20 s wait: "database is locked". With the
-    write-ahead log, readers never wait for a writer and writers wait only for each other."""
+def write_ahead_log(uri: str) -> None:
+    """Put a sqlite database (MLflow's store, Optuna's study) in WAL mode; once: the mode is kept in
+    the file. In sqlite's default mode a writer blocks every reader while it commits, and under load
+    (parallel sweep or Slurm jobs on two busy cores) a reader gave up after MLflow's 20 s wait:
+    "database is locked". With the write-ahead log, readers never wait for a writer and writers
+    wait only for each other."""
     prefix = "sqlite:///"
     if not uri.startswith(prefix):
         return
