@@ -10,15 +10,20 @@ from transferlab.pipeline import project_root
 from transferlab.tracking.identity import masked
 
 DEFAULT_URI = "sqlite:///mlflow.db"
+SQLITE = "sqlite:///"
+
+
+def sqlite_path(uri: str) -> str | None:
+    """The file of a sqlite URI (relative or absolute), None for any other store."""
+    return uri[len(SQLITE) :] if uri.startswith(SQLITE) else None
 
 
 def tracking_uri(cfg) -> str:
     uri = cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
     # A relative sqlite path names the project's store wherever a stage runs: in a sweep's stage
     # cache or in a `dvc exp run --queue` workspace that DVC deletes afterwards.
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        uri = prefix + str(project_root() / uri[len(prefix) :])
+    if (path := sqlite_path(uri)) and not path.startswith("/"):
+        uri = SQLITE + str(project_root() / path)
     return uri
 
 
@@ -64,13 +69,12 @@ def open_store(cfg) -> str:
 def _store_lock(uri: str):
     """Processes that open one sqlite store at the same time (parallel sweep jobs, DVC queue
     workers) take turns: a new store's schema is created by whoever comes first, once."""
-    prefix = "sqlite:///"
-    if not uri.startswith(prefix):
+    if (path := sqlite_path(uri)) is None:
         yield
         return
     from filelock import FileLock
 
-    with FileLock(uri[len(prefix) :] + ".lock", timeout=120):
+    with FileLock(path + ".lock", timeout=120):
         yield
 
 
@@ -80,13 +84,12 @@ def write_ahead_log(uri: str) -> None:
     (parallel sweep or Slurm jobs on two busy cores) a reader gave up after MLflow's 20 s wait:
     "database is locked". With the write-ahead log, readers never wait for a writer and writers
     wait only for each other."""
-    prefix = "sqlite:///"
-    if not uri.startswith(prefix):
+    if (path := sqlite_path(uri)) is None:
         return
     import sqlite3
     from contextlib import closing
 
-    with closing(sqlite3.connect(uri[len(prefix) :], timeout=60)) as db:
+    with closing(sqlite3.connect(path, timeout=60)) as db:
         if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             db.execute("PRAGMA journal_mode=WAL")
 
