@@ -37,6 +37,16 @@ def test_the_search_space_is_the_hydra_optuna_sweepers(monkeypatch):
     assert not trial.distributions["finetune.layer_lr_decay"].log
 
 
+def test_a_storage_that_cannot_be_opened_ends_in_one_line(tmp_path):
+    missing = f"sqlite:///{tmp_path}/no/such/folder/optuna.db"
+    result = sh(
+        "transferlab", "tune", "experiment=tiny", f"hydra.sweeper.storage={missing}", cwd=REPO, check=False
+    )
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    assert f"cannot open Optuna storage {missing}: unable to open database file" in result.stderr
+    assert not (tmp_path / "no").exists()
+
+
 def test_an_epoch_reports_the_objective_of_the_best_epoch_so_far():
     from transferlab.training.callbacks import objective_so_far
 

@@ -66,11 +66,15 @@ def storage(url: str):
     import optuna
 
     if "://" in url:
+        from transferlab.tracking.identity import masked
         from transferlab.tracking.store import write_ahead_log
 
-        write_ahead_log(url)  # readers (other workers) do not wait for a committing writer
         settings = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-        return optuna.storages.RDBStorage(url, engine_kwargs=settings)
+        try:
+            write_ahead_log(url)  # readers (other workers) do not wait for a committing writer
+            return optuna.storages.RDBStorage(url, engine_kwargs=settings)
+        except Exception as err:  # a missing folder, a bad URL, a database server that refuses
+            raise UserError(f"cannot open Optuna storage {masked(url)}: {str(err).splitlines()[0]}") from None
     from optuna.storages.journal import JournalFileBackend
 
     return optuna.storages.JournalStorage(JournalFileBackend(url))
