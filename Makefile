@@ -50,13 +50,10 @@ install: $(STAMP)
 $(STAMP): requirements.lock requirements-$(TORCH).lock pyproject.toml
 	test ! -e $(VENV)/.installed-$(filter-out $(TORCH),cpu cuda) || rm -rf $(VENV)  # the other variant
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	# Every package byte-compiled ahead: with PYTHONDONTWRITEBYTECODE set (as on these machines)
-	# nothing compiled later is cached, and every process compiled torch from source (the slow tests
-	# took 1.6 to 2 times as long). compileall on all cores, not pip's one file at a time (2 cores:
-	# 49 s + 29 s against 92 s); it exits 1 over the few files written for a newer Python (torch.testing)
-	$(VENV)/bin/python -m pip install --quiet --no-deps --no-compile -r requirements-$(TORCH).lock \
-	  $(if $(filter cpu,$(TORCH)),$(torch_index))
-	$(VENV)/bin/python -m compileall -q -j 0 $(VENV)/lib >/dev/null || true
+	# uv with pip's index settings (pip where uv fails), every package byte-compiled ahead: with
+	# PYTHONDONTWRITEBYTECODE set (as on these machines) nothing compiled later is cached, and every
+	# process compiled torch from source (the slow tests took 1.6 to 2 times as long)
+	$(PYTHON) tools/install_lock.py $(VENV) requirements-$(TORCH).lock $(if $(filter cpu,$(TORCH)),$(torch_index))
 	$(VENV)/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
