@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -85,6 +86,26 @@ def test_objective_and_direction_must_agree():
         make_config("sweep.objective=best_validation_loss")
     with pytest.raises(UserError, match="sweep.objective='test_accuracy' is not one of"):
         make_config("sweep.objective=test_accuracy", "sweep.direction=maximize")
+
+
+def test_a_sweep_whose_record_cannot_be_written_is_still_closed(workdir, caplog):
+    """A sweep parent left RUNNING looks alive for ever: the record of the best job fails here for
+    real (a file stands where the run's artifact folder must be), and the run is closed FAILED."""
+    import mlflow
+
+    from transferlab import sweep
+    from transferlab.tracking import open_run
+
+    cfg = make_config(f"tracking.uri=sqlite:///{workdir}/mlflow.db", "tracking.experiment=sweeps")
+    run = open_run(cfg, "sweep")
+    client = mlflow.MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    artifacts = Path(client.get_run(run.run_id).info.artifact_uri.removeprefix("file://"))
+    shutil.rmtree(artifacts)
+    artifacts.write_text("in the way")
+    sweep._open_sweep.update(run=run, cfg=cfg, sweep_dir=workdir, hydra_yaml="x: 1\n")
+    sweep.finish_sweep(failed=False)
+    assert client.get_run(run.run_id).info.status == "FAILED"
+    assert f"could not record the best job on MLflow run {run.run_id}" in caplog.text
 
 
 def test_a_resumed_study_runs_only_the_missing_trials(tmp_path):
@@ -279,14 +300,11 @@ def test_an_interrupted_optuna_study_resumes_to_its_target(repo: Path):
         "sweep.trials=5",
         "hydra.sweeper.study_name=resume",
     ]
-    sweep = subprocess.Popen(
-        command,
-        cwd=repo,
-        env=tool_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    log = repo / "interrupted-sweep.log"  # shown when an assertion about the interrupt fails
+    with log.open("w") as output:
+        sweep = subprocess.Popen(
+            command, cwd=repo, env=tool_env(), stdout=output, stderr=output, start_new_session=True
+        )
     deadline = time.monotonic() + 600
     while completed(repo, "resume") < 3 and sweep.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -301,7 +319,8 @@ def test_an_interrupted_optuna_study_resumes_to_its_target(repo: Path):
     assert len([t for t in trials if t.state == TrialState.COMPLETE]) == 5
     assert not [t for t in trials if t.state == TrialState.RUNNING], "the interrupted trial stayed RUNNING"
     interrupted, resumed = sweeps(repo, "hydra.sweeper.study_name=resume")
-    assert interrupted.info.status == "FAILED" and resumed.info.status == "FINISHED"
+    assert interrupted.info.status == "FAILED", log.read_text()[-3000:]
+    assert resumed.info.status == "FINISHED"
     assert len(children(repo, resumed)) == 5 - done_before
     client, _ = store(repo)
     assert "optimization_results.yaml" in {a.path for a in client.list_artifacts(resumed.info.run_id)}

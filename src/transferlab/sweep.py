@@ -180,14 +180,28 @@ def _to_yaml(config) -> str:
 
 
 def finish_sweep(*, failed: bool) -> None:
-    """Record the best job (by sweep.objective) and the sweep's files on the parent run; close it."""
+    """Record the best job and the sweep's files on the parent run, then close it (FAILED if the sweep
+    failed or no job scored), even when the record fails: a sweep left RUNNING looks alive for ever."""
     if not _open_sweep:
         return
-    from transferlab.tracking import child_runs, close_run
+    from transferlab.tracking import close_run
 
     run, cfg, sweep_dir, hydra_yaml = (_open_sweep[k] for k in ("run", "cfg", "sweep_dir", "hydra_yaml"))
     _open_sweep.clear()
     os.environ.pop(SWEEP_ENV, None)
+    scored = False
+    try:
+        scored = record_sweep(run, cfg, sweep_dir, hydra_yaml)
+    except Exception as error:  # closed all the same, the reason logged
+        log.warning("sweep: could not record the best job on MLflow run %s: %s", run.run_id, error)
+    finally:
+        close_run(run, failed=failed or not scored)
+
+
+def record_sweep(run, cfg, sweep_dir: Path, hydra_yaml: str) -> bool:
+    """The best job (by sweep.objective), job counts and sweep files on the parent run; any scored?"""
+    from transferlab.tracking import child_runs
+
     objective = cfg.sweep.objective
     # Ties go to the lowest job number, as Optuna's best trial does.
     jobs = sorted(child_runs(run), key=lambda job: int(job.data.tags.get("hydra.job.num", 0)))
@@ -218,7 +232,7 @@ def finish_sweep(*, failed: bool) -> None:
     else:
         run.log_text(hydra_yaml, "multirun.yaml")
     run.log_artifact(sweep_dir / "optimization_results.yaml")  # Optuna's best params and value
-    close_run(run, failed=failed or not scored)
+    return bool(scored)
 
 
 def trials_to_run(target: int, *, _root_) -> int:
