@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 
+from transferlab import interrupts
 from transferlab.errors import UserError
 from transferlab.stages import STAGES
 
@@ -139,6 +140,7 @@ def run_stage(stage: str, params: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    interrupts.install()  # a Ctrl-C waits for the MLflow write it lands in
     try:
         if args.command == "compose":
             compose_command(args)

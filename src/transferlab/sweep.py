@@ -19,12 +19,12 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 
 from transferlab.errors import UserError
+from transferlab.interrupts import interrupts
 from transferlab.pipeline import WORKSPACE_ENV
 
 log = logging.getLogger(__name__)
 SWEEP_ENV = "TRANSFERLAB_SWEEP_RUN_ID"  # the sweep's parent run, for jobs in worker processes
 _open_sweep: dict = {}  # the running sweep's parent run, closed as FAILED if the sweep dies
-interrupts: list[int] = []  # Ctrl-C seen by this process (see on_interrupt)
 
 
 def job_config(raw):
@@ -118,15 +118,6 @@ def run_stages(cfg, run, output_dir: Path | None = None) -> tuple[dict, dict[str
     run.log_metrics(metrics)
     run.set_tags({"stages.ran": ",".join(sorted(ran)) or "none (all reused)"})
     return metrics, {stage: entry for stage, entry in entries.items() if stage not in ran}
-
-
-def on_interrupt(signum, frame) -> None:
-    """SIGINT handler: raise KeyboardInterrupt as Python's does, and remember it. A
-    KeyboardInterrupt raised inside a finalizer (`__del__`, a weakref callback) is printed and
-    dropped by Python, so a Ctrl-C during training could let the sweep finish with exit code 0;
-    remembered, it stops the next job and makes the exit code 130 whatever happened to it."""
-    interrupts.append(signum)
-    raise KeyboardInterrupt
 
 
 def own_process() -> None:
@@ -271,7 +262,6 @@ def fail_unfinished(study, abandoned=lambda trial: True) -> None:
 
 
 def main() -> None:
-    import signal
     import sys
     import warnings
 
@@ -279,6 +269,7 @@ def main() -> None:
     from omegaconf import OmegaConf
 
     from transferlab.config.schema import register
+    from transferlab.interrupts import install as install_interrupt_handler
 
     if not (Path.cwd() / "conf" / "config.yaml").is_file():
         sys.exit("python -m transferlab: error: conf/config.yaml not found: run it from the project root")
@@ -289,7 +280,7 @@ def main() -> None:
     # Stages read dvc.yaml and the code from here, whatever directory they run in.
     os.environ.setdefault(WORKSPACE_ENV, str(Path.cwd()))
     app = hydra.main(config_path=str(Path.cwd() / "conf"), config_name="config", version_base="1.3")(job)
-    signal.signal(signal.SIGINT, on_interrupt)
+    install_interrupt_handler()
     try:
         app()
     finally:

@@ -110,19 +110,19 @@ def stop(processes) -> None:
 
 def work(overrides: list[str], sweep_run_id: str | None, seed_offset: int) -> None:
     """One worker process: `study.optimize` until the study has sweep.trials finished trials."""
-    import signal
     import sys
     import warnings
     from functools import partial
 
     from optuna.exceptions import ExperimentalWarning
 
-    from transferlab.sweep import interrupts, job_config, on_interrupt, own_process
+    from transferlab import interrupts as ctrl_c
+    from transferlab.sweep import job_config, own_process
 
     line = f"%(asctime)s {optuna_study.worker_id()} %(name)s: %(message)s"
     logging.basicConfig(level=logging.INFO, datefmt="%H:%M:%S", format=line)
     own_process()
-    signal.signal(signal.SIGINT, on_interrupt)  # a Ctrl-C that training swallows still stops the worker
+    ctrl_c.install()  # a Ctrl-C that training swallows still stops the worker
     # hydra-optuna-sweeper 1.3 builds distributions and TPE options that optuna 5 calls deprecated,
     # and Optuna calls constant_liar experimental: nothing to act on.
     warnings.filterwarnings("ignore", r".*(Distribution|`\w+`) has been deprecated", FutureWarning)
@@ -138,7 +138,7 @@ def work(overrides: list[str], sweep_run_id: str | None, seed_offset: int) -> No
             run_trial, slots=slots, overrides=[*overrides, *fixed], space=space, sweep_run_id=sweep_run_id
         )
         study.optimize(objective, callbacks=[slots.after], catch=(Exception,))
-    if interrupts:
+    if ctrl_c.interrupts:
         sys.exit(130)
 
 
@@ -253,10 +253,10 @@ class Slots:
         """Optuna callback after each trial: stop when the study is full, or this worker keeps failing."""
         from optuna.trial import TrialState
 
-        from transferlab.sweep import interrupts
+        from transferlab.interrupts import interrupts
 
         self.failed_in_a_row = self.failed_in_a_row + 1 if trial.state == TrialState.FAIL else 0
-        if interrupts:  # Ctrl-C, which the trial may have swallowed (see sweep.on_interrupt)
+        if interrupts:  # Ctrl-C, which the trial may have swallowed (see interrupts.on_interrupt)
             study.stop()
         elif self.failed_in_a_row >= FAILED_IN_A_ROW:
             log.error("%d trials in a row failed: this worker stops", self.failed_in_a_row)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 
 from transferlab.pipeline import stage_names
@@ -239,8 +239,12 @@ def close_run(run: StageRun, *, failed: bool = False) -> None:
         import mlflow
 
         status = "FAILED" if failed else "FINISHED"
-        with suppress(mlflow.exceptions.MlflowException):  # the store went away: nothing to close
+        try:
             mlflow.MlflowClient().set_terminated(run.run_id, status)
+        except mlflow.exceptions.MlflowException as error:  # the store went away: say what stays open
+            log.warning(
+                "MLflow run %s could not be marked %s; it shows RUNNING: %s", run.run_id, status, error
+            )
 
 
 def child_runs(run: StageRun) -> list:

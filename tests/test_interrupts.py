@@ -1,0 +1,109 @@
+"""Ctrl-C and the tracking store: a KeyboardInterrupt must not cut a database transaction, or the
+runs closed on the way out wait for a lock that nothing releases and stay RUNNING."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+# Real MLflow on sqlite: open a run, log in bursts (a training loop's logging), send SIGINT at a
+# random moment, then close the run as FAILED as the stages do while the KeyboardInterrupt unwinds.
+# With Python's own handler a Ctrl-C that lands in a write left the store locked in about one
+# round of ten: the close waited sqlite's 20 s busy timeout, failed, and the run stayed RUNNING.
+MLFLOW_ROUNDS = """
+import json, os, random, signal, sys, threading, time
+import mlflow
+from transferlab import interrupts
+
+interrupts.install()
+mlflow.set_tracking_uri("sqlite:///mlflow.db")
+client = mlflow.MlflowClient()
+experiment = mlflow.set_experiment("ctrl-c").experiment_id
+random.seed(0)
+report = {"delays": [], "closes": [], "statuses": []}
+for round_ in range(int(sys.argv[1])):
+    interrupts.interrupts.clear()
+    run_id = client.create_run(experiment).info.run_id
+    sent = []
+    def ctrl_c():
+        sent.append(time.monotonic())
+        os.kill(os.getpid(), signal.SIGINT)
+    threading.Timer(random.uniform(0.0005, 0.05), ctrl_c).start()
+    try:
+        for step in range(100_000):
+            client.log_metric(run_id, "loss", 1 / (step + 1), step=step)
+            client.set_tag(run_id, "step", str(step))
+            if step % 5 == 4:
+                time.sleep(0.01)  # the training step between two logging calls
+    except KeyboardInterrupt:
+        started = time.monotonic()
+        report["delays"].append(started - sent[0])
+        try:
+            client.set_terminated(run_id, "FAILED")
+        finally:
+            report["closes"].append(time.monotonic() - started)
+    report["statuses"].append(client.get_run(run_id).info.status)
+print(json.dumps(report))
+"""
+
+
+def test_a_ctrl_c_during_mlflow_logging_leaves_no_run_open(tmp_path: Path):
+    rounds = 60
+    result = subprocess.run(
+        [sys.executable, "-c", MLFLOW_ROUNDS, str(rounds)], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["statuses"] == ["FAILED"] * rounds
+    assert max(report["closes"]) < 5, "a close waited for a lock the interrupted write kept"
+    assert max(report["delays"]) < 2, "the Ctrl-C waited too long for the write to end"
+
+
+# A statement SQLAlchemy runs for 1.5 s (a listener inside its execute spins, holding the GIL as
+# a slow driver call would not even let go of it), with Ctrl-C pressed at 0.2 s and maybe at 0.6 s.
+SLOW_STATEMENT = """
+import os, signal, sys, threading, time
+import sqlalchemy
+from transferlab import interrupts
+
+interrupts.install()
+engine = sqlalchemy.create_engine("sqlite://")
+
+@sqlalchemy.event.listens_for(engine, "before_cursor_execute")
+def slow(*args):
+    end = time.monotonic() + 1.5
+    while time.monotonic() < end:
+        pass
+
+for at in map(float, sys.argv[1:]):
+    threading.Timer(at, os.kill, (os.getpid(), signal.SIGINT)).start()
+start = time.monotonic()
+try:
+    with engine.connect() as connection:
+        connection.execute(sqlalchemy.text("select 1"))
+        print("statement done", round(time.monotonic() - start, 2), flush=True)
+        time.sleep(5)
+except KeyboardInterrupt:
+    print("interrupted", round(time.monotonic() - start, 2), flush=True)
+"""
+
+
+def run_slow_statement(tmp_path: Path, *ctrl_c_at: float) -> list[str]:
+    args = [sys.executable, "-c", SLOW_STATEMENT, *map(str, ctrl_c_at)]
+    result = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.split()
+
+
+def test_a_ctrl_c_inside_a_database_call_waits_for_it_to_return(tmp_path: Path):
+    lines = run_slow_statement(tmp_path, 0.2)
+    assert lines[:2] == ["statement", "done"], lines
+    assert lines[3] == "interrupted", lines
+    assert float(lines[2]) >= 1.5 and float(lines[4]) - float(lines[2]) < 1.0, lines
+
+
+def test_a_second_ctrl_c_is_not_deferred(tmp_path: Path):
+    lines = run_slow_statement(tmp_path, 0.2, 0.6)
+    assert lines[0] == "interrupted" and float(lines[1]) < 1.4, lines
