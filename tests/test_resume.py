@@ -9,12 +9,14 @@ import json
 import os
 import pickle
 import shutil
+import signal
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import copy_project, kill_when, sh
+from conftest import copy_project, kill_when, sh, tool_env, wait_for_checkpoint
 
 pytestmark = pytest.mark.slow
 # Long enough to kill in the middle: 12 MLM steps, 3 epochs of 7 fine-tuning steps, and a
@@ -84,6 +86,33 @@ def test_killed_twice_then_rerun_gives_the_uninterrupted_results(uninterrupted: 
         ("train", "FINISHED"),
     ]
     assert not (repo / ".checkpoints").exists(), "checkpoints are removed once the stage succeeded"
+
+
+def test_ctrl_c_stops_transferlab_run_cleanly_and_a_rerun_ends_as_an_uninterrupted_run(
+    uninterrupted: Path, tmp_path: Path
+):
+    repo = long_repo(tmp_path / "project")
+    log = tmp_path / "interrupted.log"
+    with log.open("w") as output:
+        command = ["transferlab", "run"]
+        pipeline = subprocess.Popen(
+            command, cwd=repo, env=tool_env(), stdout=output, stderr=output, start_new_session=True
+        )
+    try:
+        wait_for_checkpoint(repo, ".checkpoints/finetune/checkpoint-*/transferlab.json", 4, pipeline)
+    finally:
+        os.killpg(pipeline.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group
+    assert pipeline.wait(timeout=300) == 130, log.read_text()[-3000:]
+    with pytest.raises(ProcessLookupError):  # DVC and the stage ended before `transferlab run` did
+        os.killpg(pipeline.pid, 0)
+    status = sh("dvc", "status", cwd=repo)
+    assert "had been killed" not in status.stdout + status.stderr, "DVC was killed holding its locks"
+    db = sqlite3.connect(repo / "mlflow.db")
+    statuses = dict(db.execute("select substr(name, 1, instr(name, ' ') - 1), status from runs").fetchall())
+    assert statuses["pipeline"] == "FAILED" and statuses["finetune"] == "FAILED", statuses
+    sh("transferlab", "run", cwd=repo)
+    for out in OUTPUTS:
+        assert (repo / out).read_bytes() == (uninterrupted / out).read_bytes(), out
 
 
 @pytest.fixture

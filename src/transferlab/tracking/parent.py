@@ -10,12 +10,14 @@ from pathlib import Path
 from transferlab.tracking.identity import run_name
 from transferlab.tracking.runs import StageRun, child_runs, close_run, nested_under, open_run
 
+STOP_GRACE_SECONDS = 60  # for DVC and its stage to stop after Ctrl-C
+
 
 def pipeline_run(cfg, command: list[str]) -> int:
     """Run `command` (dvc repro ...) under a parent MLflow run: stages that run become its children;
     stages DVC skipped are linked by their producing run's id. Returns the command's exit code."""
     if not cfg.tracking.enabled:
-        return subprocess.call(command)
+        return run_to_its_end(command)
     os.environ.pop("MLFLOW_RUN_ID", None)
     parent = open_run(
         cfg, "pipeline", tags={"transferlab.command": " ".join(command)}, title=run_name("pipeline", cfg)
@@ -23,7 +25,7 @@ def pipeline_run(cfg, command: list[str]) -> int:
     code = 1
     try:
         with nested_under(parent):
-            code = subprocess.call(command)
+            code = run_to_its_end(command)
         children = {run.data.tags.get("transferlab.stage"): run.info.run_id for run in child_runs(parent)}
         parent.link_skipped(children)
         if code == 0:
@@ -31,6 +33,28 @@ def pipeline_run(cfg, command: list[str]) -> int:
     finally:
         close_run(parent, failed=code != 0)
     return code
+
+
+def run_to_its_end(command: list[str], grace_seconds: float = STOP_GRACE_SECONDS) -> int:
+    """`command`'s exit code. On Ctrl-C, which the terminal sends to DVC and its stage as well, wait
+    for them to stop on their own (the stage puts its last good outputs back, DVC releases its
+    locks): `subprocess.call` would SIGKILL DVC a quarter of a second later. A command still running
+    after `grace_seconds` gets the SIGINT from here (it was not in the terminal's process group),
+    and is killed after as long again."""
+    import signal
+
+    process = subprocess.Popen(command)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        for last_resort in (lambda: process.send_signal(signal.SIGINT), process.kill):
+            try:
+                process.wait(timeout=grace_seconds)
+                break
+            except subprocess.TimeoutExpired:
+                last_resort()
+        process.wait()
+        raise
 
 
 def tag_lock_hashes(parent: StageRun, children: dict[str, str], lock: str = "dvc.lock") -> None:
