@@ -30,8 +30,8 @@ for round_ in range(int(sys.argv[1])):
     def ctrl_c():
         sent.append(time.monotonic())
         os.kill(os.getpid(), signal.SIGINT)
-    threading.Timer(random.uniform(0.0005, 0.05), ctrl_c).start()
-    try:
+    try:  # the timer too: on a busy machine it may fire before start() returns
+        threading.Timer(random.uniform(0.0005, 0.05), ctrl_c).start()
         for step in range(100_000):
             client.log_metric(run_id, "loss", 1 / (step + 1), step=step)
             client.set_tag(run_id, "step", str(step))
@@ -77,10 +77,10 @@ def slow(*args):
     while time.monotonic() < end:
         pass
 
-for at in map(float, sys.argv[1:]):
-    threading.Timer(at, os.kill, (os.getpid(), signal.SIGINT)).start()
 start = time.monotonic()
 try:
+    for at in map(float, sys.argv[1:]):
+        threading.Timer(at, os.kill, (os.getpid(), signal.SIGINT)).start()
     with engine.connect() as connection:
         connection.execute(sqlalchemy.text("select 1"))
         print("statement done", round(time.monotonic() - start, 2), flush=True)
