@@ -19,6 +19,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 
 from transferlab.errors import UserError
+from transferlab.interrupts import install as install_interrupt_handler
 from transferlab.interrupts import interrupts
 from transferlab.pipeline import WORKSPACE_ENV
 
@@ -269,7 +270,6 @@ def main() -> None:
     from omegaconf import OmegaConf
 
     from transferlab.config.schema import register
-    from transferlab.interrupts import install as install_interrupt_handler
 
     if not (Path.cwd() / "conf" / "config.yaml").is_file():
         sys.exit("python -m transferlab: error: conf/config.yaml not found: run it from the project root")

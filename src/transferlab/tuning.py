@@ -20,6 +20,8 @@ from pathlib import Path
 
 from transferlab import optuna_study
 from transferlab.errors import UserError
+from transferlab.interrupts import install as install_interrupt_handler
+from transferlab.interrupts import interrupts
 
 log = logging.getLogger(__name__)
 SEARCH = "hparams_search=finetune_optuna"  # the search space unless the overrides pick one
@@ -116,13 +118,12 @@ def work(overrides: list[str], sweep_run_id: str | None, seed_offset: int) -> No
 
     from optuna.exceptions import ExperimentalWarning
 
-    from transferlab import interrupts as ctrl_c
     from transferlab.sweep import job_config, own_process
 
     line = f"%(asctime)s {optuna_study.worker_id()} %(name)s: %(message)s"
     logging.basicConfig(level=logging.INFO, datefmt="%H:%M:%S", format=line)
     own_process()
-    ctrl_c.install()  # a Ctrl-C that training swallows still stops the worker
+    install_interrupt_handler()  # a Ctrl-C that training swallows still stops the worker
     # hydra-optuna-sweeper 1.3 builds distributions and TPE options that optuna 5 calls deprecated,
     # and Optuna calls constant_liar experimental: nothing to act on.
     warnings.filterwarnings("ignore", r".*(Distribution|`\w+`) has been deprecated", FutureWarning)
@@ -138,7 +139,7 @@ def work(overrides: list[str], sweep_run_id: str | None, seed_offset: int) -> No
             run_trial, slots=slots, overrides=[*overrides, *fixed], space=space, sweep_run_id=sweep_run_id
         )
         study.optimize(objective, callbacks=[slots.after], catch=(Exception,))
-    if ctrl_c.interrupts:
+    if interrupts:
         sys.exit(130)
 
 
@@ -252,8 +253,6 @@ class Slots:
     def after(self, study, trial) -> None:
         """Optuna callback after each trial: stop when the study is full, or this worker keeps failing."""
         from optuna.trial import TrialState
-
-        from transferlab.interrupts import interrupts
 
         self.failed_in_a_row = self.failed_in_a_row + 1 if trial.state == TrialState.FAIL else 0
         if interrupts:  # Ctrl-C, which the trial may have swallowed (see interrupts.on_interrupt)
