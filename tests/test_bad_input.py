@@ -273,9 +273,26 @@ def test_a_stage_that_fails_under_dvc_keeps_the_last_good_outputs(tiny_copy: Pat
     stage = expected.split(":")[0]  # `transferlab STAGE`: the stage says what is wrong on one line
     stage_errors = [line for line in output.splitlines() if f"{stage}: error:" in line]
     assert len(stage_errors) == 1 and expected in stage_errors[0], output
-    assert f"{stage}: put back the last good outputs from DVC's cache: " in output, output
+    assert f"{stage}: put back the last good outputs: " in output, output
     assert "Traceback" not in output, output
     assert not leftovers(tiny_copy)
     assert snapshot(tiny_copy, with_params=False) == before, "DVC or the stage touched the last good outputs"
     status = sh("dvc", "status", cwd=tiny_copy).stdout
     assert "changed" in status, "dvc status must still show the failed stage as out of date"
+
+
+def test_a_failed_stage_in_a_fresh_clone_keeps_the_committed_metrics(tiny_copy: Path, tmp_path: Path):
+    """A fresh clone has the committed metrics files (`cache: false`, so git's) and an empty DVC
+    cache; DVC deletes them before the failing stage starts, and the stage puts them back from the
+    last commit (before, `git status` then showed them deleted)."""
+    sh("git", "add", "-A", cwd=tiny_copy)
+    sh("git", "commit", "-q", "-m", "the tiny run's outputs", cwd=tiny_copy)
+    clone = tmp_path / "clone"
+    sh("git", "clone", "-q", str(tiny_copy), str(clone), cwd=tmp_path)
+    result = sh(*DVC_EXP, "finetune.batch_size=0", cwd=clone, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "transferlab prepare: error: invalid config: finetune.batch_size=0 must be > 0" in output, output
+    assert "transferlab prepare: put back the last good outputs: metrics/data.json" in output, output
+    changed = sh("git", "status", "--porcelain", "--", "metrics", cwd=clone).stdout
+    assert not changed, f"the committed metrics changed:\n{changed}"

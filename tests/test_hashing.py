@@ -58,3 +58,30 @@ def test_the_persisted_digests_keep_their_values(workdir, monkeypatch):
     assert (key(cfg, "prepare"), key(cfg, "train")) == ("29c98cd6b30391e789dd", "afed5984f3e668f39f0e")
     (workdir / "code/pkg/d.py").write_text("D = 4\n")  # a new module in the folder is
     assert key(cfg, "prepare") != "29c98cd6b30391e789dd"
+
+
+def test_the_stage_cache_key_follows_the_data_file_and_a_relative_path_is_read_from_the_workspace(
+    workdir, monkeypatch
+):
+    """A sweep's stages run in their cache entries, not the workspace: a relative data.path is read
+    from the workspace, and an edit to the file changes every stage's key (before, an edited table
+    reused the old split and models)."""
+    from conftest import REPO, make_config
+    from transferlab.data.sources import source_path
+    from transferlab.pipeline import WORKSPACE_ENV
+    from transferlab.stage_cache import key
+
+    (workdir / "dvc.yaml").write_bytes((REPO / "dvc.yaml").read_bytes())
+    table = workdir / "tables/table.csv"  # outside data/raw: hashed for its own sake
+    table.parent.mkdir(parents=True)
+    table.write_text("text,label\n" + "".join(f"t{i},{'ab'[i % 2]}\n" for i in range(12)))
+    monkeypatch.setenv(WORKSPACE_ENV, str(workdir))
+    cfg = make_config("experiment=tiny", "data=files", "data.path=tables/table.csv")
+    elsewhere = workdir / "entry"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert source_path(cfg.data.path) == table
+    before = {stage: key(cfg, stage) for stage in ("prepare", "train", "finetune", "evaluate")}
+    table.write_text(table.read_text().replace("t1,b", "t1,a"))
+    after = {stage: key(cfg, stage) for stage in before}
+    assert all(after[stage] != before[stage] for stage in before), (before, after)

@@ -163,3 +163,16 @@ def test_large_fractions_still_leave_every_label_an_example_to_train_on(workdir)
     for name in prepared.SPLITS:
         assert set(stats[name]["per_label"]) == set(LABELS), name
     assert stats["train"]["per_label"] == dict.fromkeys(LABELS, 1)
+
+
+def test_a_data_file_outside_data_raw_is_read_with_a_warning_that_dvc_cannot_see_it(workdir, caplog):
+    """prepare's dvc.yaml dependency is data/raw/: a file there is watched, one elsewhere is not."""
+    outside, inside = workdir / "input.csv", workdir / "data/raw/input.csv"
+    inside.parent.mkdir(parents=True)
+    table().to_csv(outside, index=False)
+    table().to_csv(inside, index=False)
+    prepare.run(files_config(outside))
+    assert "is outside data/raw/, which is what dvc.yaml watches" in caplog.text
+    caplog.clear()
+    prepare.run(files_config("data/raw/input.csv"))
+    assert "outside data/raw" not in caplog.text

@@ -111,6 +111,35 @@ def test_forced_repro_gives_identical_metrics_and_weights(tiny_copy: Path):
     assert registry(tiny_copy) == ([1, 2], 1)
 
 
+def test_an_edit_to_a_data_file_in_data_raw_makes_prepare_run_again(tiny_copy: Path):
+    """data/raw/ is a dependency of prepare: DVC sees an edit to the user's table (before, data.path
+    was only a param, so `dvc repro` kept the old split of an edited file)."""
+    table = tiny_copy / "data/raw/topics.csv"
+    rows = [f"{label} text number {i},{label}" for label in ("alpha", "beta", "gamma") for i in range(8)]
+    table.write_text("text,label\n" + "\n".join(rows) + "\n")
+    compose = ("transferlab", "compose", "experiment=tiny", "data=files", "data.path=data/raw/topics.csv")
+    sh(*compose, cwd=tiny_copy)
+    sh("dvc", "repro", "prepare", cwd=tiny_copy)
+    assert json.loads(sh("dvc", "status", "--json", "prepare", cwd=tiny_copy).stdout) == {}
+    table.write_text(table.read_text().replace("alpha text number 0,alpha", "alpha text number 0,beta"))
+    status = json.loads(sh("dvc", "status", "--json", "prepare", cwd=tiny_copy).stdout)
+    assert status["prepare"] == [{"changed deps": {"data/raw": "modified"}}], status
+
+
+def test_a_model_scored_on_other_test_data_does_not_take_the_champion_alias(tiny_copy: Path):
+    """Scores on other test data do not compare (a smoke test on a few rows, another data set):
+    the new version is registered, the alias stays, and the log says why."""
+    import pandas as pd
+
+    test_split = tiny_copy / "data/prepared/test.parquet"
+    rows = pd.read_parquet(test_split)
+    rows.iloc[: len(rows) // 2].to_parquet(test_split)
+    assert registry(tiny_copy) == ([1], 1)
+    result = sh("transferlab", "evaluate", cwd=tiny_copy)
+    assert registry(tiny_copy) == ([1, 2], 1)
+    assert "@champion stays on version 1, scored on other test data" in result.stdout + result.stderr
+
+
 def test_exp_run_composes_params_through_hydra_and_an_earlier_config_comes_back_from_the_run_cache(
     tiny_copy: Path,
 ):

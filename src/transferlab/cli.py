@@ -102,10 +102,24 @@ def compose_command(args) -> None:
     if args.output == "-":
         sys.stdout.write(text)
         return
-    tmp = Path(args.output).with_name(Path(args.output).name + ".tmp-compose")
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(args.output)
+    output = Path(args.output)
+    if output.is_dir():
+        raise UserError(
+            f"-o {args.output} is a folder: name the file to write, e.g. -o {output / 'params.yaml'}"
+        )
+    if blocking := next((p for p in output.parents if p.exists() and not p.is_dir()), None):
+        raise UserError(f"-o {args.output}: {blocking} is a file, not a folder")
+    tmp = output.with_name(output.name + ".tmp-compose")
+    try:
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(output)
+    except BaseException as err:
+        if tmp.is_file():
+            tmp.unlink()
+        if isinstance(err, OSError):
+            raise UserError(f"cannot write -o {args.output}: {err.strerror or err}") from None
+        raise
 
 
 def run_stage(stage: str, params: str) -> None:
@@ -130,8 +144,7 @@ def run_stage(stage: str, params: str) -> None:
             )
         if restored:
             print(
-                f"transferlab {stage}: put back the last good outputs from DVC's cache: "
-                f"{', '.join(restored)}",
+                f"transferlab {stage}: put back the last good outputs: {', '.join(restored)}",
                 file=sys.stderr,
             )
         raise

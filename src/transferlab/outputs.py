@@ -106,9 +106,8 @@ def restore_last_good() -> list[str]:
     and only outputs that are missing and whose every file is in the cache. Returns their paths.
     No DVC API does this inside a running stage (`dvc checkout` would wait for the lock `dvc repro`
     holds), so the cache is read directly: its layout (files/md5/xx/rest, `.dir` listings) is
-    DVC 3's on-disk format."""
-    import json
-
+    DVC 3's on-disk format. `cache: false` outputs (the metrics files) are in git, not in the
+    cache: they come back from the last commit when its copy is the one dvc.lock records."""
     import yaml
 
     stage, root = os.environ.get("DVC_STAGE"), os.environ.get("DVC_ROOT")
@@ -119,28 +118,50 @@ def restore_last_good() -> list[str]:
     from dvc.repo import Repo
 
     with Repo(root) as repo:
-        cache = repo.cache.local
         restored = []
         for out in entry.get("outs", []):
             final, oid = Path(root) / out["path"], out.get("md5")
             if final.exists() or not oid:
                 continue
-            if oid.endswith(".dir"):
-                listing_path = Path(cache.oid_to_path(oid))
-                if not listing_path.is_file():
-                    continue
-                files = [(item["relpath"], item["md5"]) for item in json.loads(listing_path.read_text())]
-            else:
-                files = [("", oid)]
-            sources = [(rel, Path(cache.oid_to_path(md5))) for rel, md5 in files]
-            if not all(source.is_file() for _, source in sources):
+            contents = _last_good_files(repo, out["path"], oid)
+            if contents is None:
                 continue
             outs = StagedOutputs()
             tmp = outs.path(final, is_dir=oid.endswith(".dir"))
-            for rel, source in sources:
+            for rel, write in contents:
                 target = tmp / rel if rel else tmp
                 target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, target)
+                write(target)
             outs.commit()
             restored.append(out["path"])
     return restored
+
+
+def _last_good_files(repo, path: str, oid: str):
+    """[(relative path, writer)] for every file of the output dvc.lock records as `oid`, from
+    DVC's cache or, for a single file, from the last commit; None when a file is in neither."""
+    import hashlib
+    import json
+
+    cache = repo.cache.local
+    if oid.endswith(".dir"):
+        listing_path = Path(cache.oid_to_path(oid))
+        if not listing_path.is_file():
+            return None
+        files = [(item["relpath"], item["md5"]) for item in json.loads(listing_path.read_text())]
+    else:
+        files = [("", oid)]
+    sources = [(rel, Path(cache.oid_to_path(md5))) for rel, md5 in files]
+    if all(source.is_file() for _, source in sources):
+        return [
+            (rel, lambda target, source=source: shutil.copyfile(source, target)) for rel, source in sources
+        ]
+    if oid.endswith(".dir"):
+        return None
+    try:
+        committed = repo.scm.get_fs("HEAD").cat_file(path)
+    except Exception:  # no commit yet, or the file is not in it
+        return None
+    if hashlib.md5(committed).hexdigest() != oid:
+        return None
+    return [("", lambda target: target.write_bytes(committed))]

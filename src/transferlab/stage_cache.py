@@ -20,13 +20,22 @@ log = logging.getLogger(__name__)
 
 
 def key(cfg, stage: str) -> str:
-    """Digest of the config that determines `stage`'s outputs and of the code that computes them."""
+    """Digest of the config that determines `stage`'s outputs, of the code that computes them and
+    of the data file they start from."""
+    from omegaconf import OmegaConf
+
+    from transferlab.data.sources import source_path
     from transferlab.tracking import fingerprint
 
     root = pipeline.workspace()
-    code = [root / dep for dep in pipeline.code_deps(stage)]
+    inputs = [root / dep for dep in pipeline.code_deps(stage)]  # code_deps include data/raw
+    data_path = OmegaConf.select(cfg, "data.path")
+    if data_path:  # the data file, wherever it is: an edit makes every stage run again
+        inputs.append(source_path(data_path))
     return files_digest(
-        code, name=lambda file: str(file.relative_to(root)), seed=fingerprint(cfg, stage).encode()
+        inputs,
+        name=lambda file: str(file.relative_to(root)) if file.is_relative_to(root) else str(file),
+        seed=fingerprint(cfg, stage).encode(),
     )[:20]
 
 

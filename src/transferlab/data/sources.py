@@ -19,17 +19,34 @@ READERS = {
     ".txt": "txt",
 }
 UNLABELLED = "all"
+RAW = "data/raw"  # a dependency of prepare in dvc.yaml: DVC sees an edit to a data file in it
 
 
 def load(cfg_data):
     """The raw labelled texts named by the `data` config group."""
     if cfg_data.source == "bbc_news":
         return bbc_news()
-    if Path(cfg_data.path).is_dir():
+    if source_path(cfg_data.path).is_dir():
         return text_folder(cfg_data.path)
-    if Path(cfg_data.path).suffix.lower() == ".txt":
+    if source_path(cfg_data.path).suffix.lower() == ".txt":
         return text_file(cfg_data.path)
     return table_file(cfg_data.path, cfg_data.text_column, cfg_data.label_column)
+
+
+def source_path(path: str) -> Path:
+    """data.path as a path: `~` expanded, a relative one from the workspace (a sweep's stage runs
+    in its cache entry, not there)."""
+    from transferlab.pipeline import workspace
+
+    file = Path(path).expanduser()
+    return file if file.is_absolute() else workspace() / file
+
+
+def outside_raw(path: str) -> bool:
+    """Whether DVC cannot see edits to data.path: it is not under data/raw/, prepare's dependency."""
+    from transferlab.pipeline import workspace
+
+    return not source_path(path).resolve().is_relative_to((workspace() / RAW).resolve())
 
 
 def decode(raw: bytes) -> str:
@@ -69,7 +86,7 @@ def text_file(path: str):
     """A plain text file: one document per paragraph (blank-line separated), unlabelled."""
     import pandas as pd
 
-    file = Path(path)
+    file = source_path(path)
     if not file.is_file():
         raise UserError(f"data.path {path} does not exist: point data.path at a data file")
     paragraphs = [p.strip() for p in decode(file.read_bytes()).replace("\r\n", "\n").split("\n\n")]
@@ -81,7 +98,7 @@ def text_folder(path: str):
     subfolder's name (a topic, usable as lm.domain), one at the top with `all`."""
     import pandas as pd
 
-    root = Path(path)
+    root = source_path(path)
     files = sorted(root.rglob("*.txt"))
     if not files:
         raise UserError(f"data.path {path} is a folder with no .txt files")
@@ -100,7 +117,7 @@ def table_file(path: str, text_column: str, label_column: str | None):
     `data.label_column: null` for unlabelled text)."""
     import pandas as pd
 
-    file = Path(path)
+    file = source_path(path)
     if not file.is_file():
         raise UserError(f"data.path {path} does not exist: point data.path at a data file")
     kind = READERS.get(file.suffix.lower())

@@ -100,6 +100,14 @@ def run(cfg) -> dict:
 
     where = "data.path " + cfg.data.path if cfg.data.source == "files" else "data=bbc_news"
     with stage_run("prepare", cfg) as run_log:
+        if cfg.data.source == "files" and sources.outside_raw(cfg.data.path):
+            log.warning(
+                "data.path %s is outside %s/, which is what dvc.yaml watches: `dvc status` and "
+                "`dvc repro` will not notice when it changes; keep your data in %s/",
+                cfg.data.path,
+                sources.RAW,
+                sources.RAW,
+            )
         frame = sources.load(cfg.data)
         if frame.empty:
             raise UserError(f"{where}: no rows with both text and label")

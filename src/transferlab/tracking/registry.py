@@ -58,7 +58,9 @@ def publish(
         python_model = TextClassifier()
         output_example = pd.DataFrame({"label": ["x"] * len(sample), "score": [0.5] * len(sample)})
     signature = infer_signature(sample, output_example, params=params)
-    artifacts, requirements = {"model": str(model_dir)}, pip_requirements()
+    # Resolved: a Hydra sweep's models/finetuned is a link into its stage cache, and MLflow refuses
+    # to copy a folder whose real path is outside the one it was given.
+    artifacts, requirements = {"model": str(Path(model_dir).resolve())}, pip_requirements()
     if model_config is None:  # the classifier: serving cuts and pools texts as evaluate did
         from transferlab.data.truncation import window_stride
 
@@ -92,23 +94,23 @@ def publish(
     holder = None
     with suppress(mlflow.exceptions.MlflowException):  # raised when there is no champion yet
         holder = client.get_model_version_by_alias(name, alias)
-    wins = holder is None
+    wins, comparable = holder is None, True
     if holder is not None:
         previous = client.get_run(holder.run_id)
-        if previous.data.tags.get("test.digest") != test_digest:
-            wins = True  # the holder was scored on other test data: not comparable, newest data wins
-        else:
-            held = previous.data.metrics.get(metric)
-            wins = held is None or (score > held if higher_is_better else score < held)
+        # Scores on other test data do not compare: a smoke test on a few rows, or another data
+        # set, never takes the alias by itself (a person moves it, knowing why).
+        comparable = previous.data.tags.get("test.digest") == test_digest
+        held = previous.data.metrics.get(metric)
+        wins = comparable and (held is None or (score > held if higher_is_better else score < held))
     if wins:
         # the first champion of two evaluations at the same moment: both insert the alias row
         retried_on_collision(lambda: client.set_registered_model_alias(name, alias, registered.version))
-    log.info(
-        "registered %s version %s%s",
-        name,
-        registered.version,
-        f" as @{alias}" if wins else f" (@{alias} stays on version {holder.version})",
-    )
+        outcome = f" as @{alias}"
+    elif comparable:
+        outcome = f" (@{alias} stays on version {holder.version})"
+    else:
+        outcome = f" (@{alias} stays on version {holder.version}, scored on other test data: move it by hand)"
+    log.info("registered %s version %s%s", name, registered.version, outcome)
     run_log.set_tags(
         {"registry.model": name, "registry.version": registered.version, "registry.champion": wins}
     )
