@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO, sh
 
 
@@ -60,3 +62,43 @@ def test_compose_writes_params_only_when_valid(tmp_path):
     nested = tmp_path / "configs" / "scratch" / "params.yaml"  # a folder that is not there yet
     sh("transferlab", "compose", "--config-dir", conf, "-o", str(nested), "model=scratch", cwd=tmp_path)
     assert "init: scratch" in nested.read_text()
+
+
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("data.path=/tmp/x.csv", "data.path='/tmp/x.csv' is ignored by data.source=bbc_news"),
+        ("train.mlm_probability=0", "train.mlm_probability=0.0 must be in (0, 1)"),
+        ("seed=4294967296", "seed=4294967296 must be in [0, 2**32 - 1 = 4294967295]"),
+        ("model.max_length=1", "model.max_length=1 must be >= 8"),
+    ],
+)
+def test_compose_refuses_in_one_line_and_writes_nothing(tmp_path, override, expected):
+    out = tmp_path / "params.yaml"
+    args = ("transferlab", "compose", "--config-dir", str(REPO / "conf"), "-o", str(out), "experiment=tiny")
+    result = sh(*args, override, cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"transferlab compose: error: invalid config: {expected}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_compose_to_a_folder_or_below_a_file_says_so_and_leaves_nothing(tmp_path):
+    conf = str(REPO / "conf")
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    result = sh("transferlab", "compose", "--config-dir", conf, "-o", str(folder), cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        f"transferlab compose: error: -o {folder} is a folder: name the file to write, "
+        f"e.g. -o {folder / 'params.yaml'}"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["configs"] and not list(folder.iterdir())
+    (tmp_path / "notes").write_text("")
+    below = tmp_path / "notes" / "params.yaml"
+    result = sh("transferlab", "compose", "--config-dir", conf, "-o", str(below), cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"transferlab compose: error: -o {below}: {tmp_path / 'notes'} is a file, not a folder"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["configs", "notes"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from transferlab.errors import UserError
@@ -9,7 +10,6 @@ from transferlab.errors import UserError
 ENCODERS = ("bert", "torch_transformer")
 DECODERS = ("gpt2", "llama", "torch_decoder")
 POSITIVE = (
-    "model.max_length",
     "model.max_windows",
     "model.hidden_size",
     "model.num_layers",
@@ -30,7 +30,6 @@ POSITIVE = (
     "lm.generate.repetition_penalty",
 )
 NON_NEGATIVE = (
-    "seed",
     "train.steps",
     "train.lr",
     "finetune.weight_decay",
@@ -39,14 +38,13 @@ NON_NEGATIVE = (
     "finetune.unfreeze.every",
     "evaluate.misclassified_samples",
     "lm.generate.top_k",
-    "lm.generate.seed",
     "checkpoint.every_steps",
     "runtime.dataloader_workers",
 )
+SEEDS = ("seed", "lm.generate.seed")  # numpy / torch take seeds in [0, 2**32 - 1]
 FRACTIONS = (
     "data.validation_fraction",
     "data.test_fraction",
-    "train.mlm_probability",
     "train.warmup_ratio",
     "finetune.warmup_ratio",
     "model.dropout",
@@ -82,9 +80,13 @@ def check(cfg) -> None:
     for key in NON_NEGATIVE:
         if _get(cfg, key) < 0:
             problems.append(f"{key}={_get(cfg, key)} must be >= 0")
+    for key in SEEDS:
+        if not 0 <= _get(cfg, key) <= 2**32 - 1:
+            problems.append(f"{key}={_get(cfg, key)} must be in [0, 2**32 - 1 = {2**32 - 1}]")
     for key in FRACTIONS:
         if not 0 <= _get(cfg, key) < 1:
             problems.append(f"{key}={_get(cfg, key)} must be in [0, 1)")
+    problems += _masking_problems(cfg) + _length_problems(cfg.model, cfg.task)
     data = cfg.data
     if data.validation_fraction <= 0 or data.test_fraction <= 0:
         problems.append("data.validation_fraction and data.test_fraction must both be > 0")
@@ -92,8 +94,7 @@ def check(cfg) -> None:
         problems.append("data.validation_fraction + data.test_fraction must leave >= 10% to train")
     if data.max_per_label is not None and data.max_per_label < 3:
         problems.append("data.max_per_label must be >= 3 (one example per split) or null")
-    if data.source == "files" and not data.path:
-        problems.append("data=files needs data.path (a .csv, .jsonl or .parquet file)")
+    problems += _data_source_problems(data)
     # Stricter than the tokenizers' own limit (stride < max_length - special tokens), which panics.
     stride, max_length = cfg.model.window_stride, cfg.model.max_length
     if stride is not None and not 0 <= 2 * stride < max_length:
@@ -167,8 +168,6 @@ def _causal_lm_problems(cfg) -> list[str]:
                 "task=causal_lm needs a decoder language model: MiniLM is an encoder "
                 "(use model=smollm2, model=scratch_gpt or model=torch_decoder)"
             )
-        if model.max_length < 8:
-            problems.append("model.max_length (the block length for task=causal_lm) must be >= 8")
     else:
         if scratch and model.arch in DECODERS:
             problems.append(
@@ -189,3 +188,112 @@ def _causal_lm_problems(cfg) -> list[str]:
     if lm.generate.top_p > 1:
         problems.append(f"lm.generate.top_p={lm.generate.top_p} must be in (0, 1]")
     return problems
+
+
+def _data_source_problems(data) -> list[str]:
+    """Only data.source=files (data=files, data=text) reads data.path and the column names; the
+    built-in corpus ignores them, which hid a forgotten `data=files`."""
+    from transferlab.config.schema import DataConfig
+    from transferlab.data.sources import READERS
+
+    *kinds, last = READERS
+    readable = f"a {', '.join(kinds)} or {last} file, or a folder of .txt files"
+    if data.source == "files":
+        return [] if data.path else [f"data=files needs data.path ({readable})"]
+    ignored = [f"data.path={data.path!r}"] if data.path else []
+    ignored += [
+        f"data.{key}={getattr(data, key)!r}"
+        for key in ("text_column", "label_column")
+        if getattr(data, key) != getattr(DataConfig, key)
+    ]
+    if not ignored:
+        return []
+    return [
+        f"{', '.join(ignored)} {'is' if len(ignored) == 1 else 'are'} ignored by data.source="
+        f"{data.source} (the built-in BBC News corpus): add data=files to read data.path "
+        f"({readable}), or data=text for unlabelled text"
+    ]
+
+
+def _masking_problems(cfg) -> list[str]:
+    """train.mlm_probability: the share of tokens masked-LM training hides and predicts. A batch in
+    which no token is masked has no loss term (0 / 0: a nan loss), so the share must make that
+    unlikely over the run: at most a 1% chance that any of the train.steps batches of full-length
+    texts (max_length - 2 maskable tokens each: [CLS] and [SEP] are never masked) masks none."""
+    p, train, length = cfg.train.mlm_probability, cfg.train, cfg.model.max_length
+    if not 0 < p < 1:
+        return [
+            f"train.mlm_probability={p} must be in (0, 1): the share of tokens masked-LM "
+            "training hides and predicts"
+        ]
+    if cfg.task != "classification" or train.steps < 1 or train.batch_size < 1 or length < MIN_LENGTH:
+        return []  # causal_lm predicts next tokens; 0 steps trains nothing; the rest is refused above
+    tokens = train.batch_size * (length - 2)
+    risk = 1 - (1 - (1 - p) ** tokens) ** train.steps
+    if risk <= 0.01:
+        return []
+    lowest = math.ceil((1 - (1 - 0.99 ** (1 / train.steps)) ** (1 / tokens)) * 1000) / 1000
+    return [
+        f"train.mlm_probability={p} is too low: a batch with no masked token has a nan loss, and "
+        f"{train.steps} steps of train.batch_size={train.batch_size} x model.max_length={length} "
+        f"tokens have a {risk:.0%} chance of one; use >= {lowest:g}"
+    ]
+
+
+# [CLS] and [SEP] (or BOS / EOS) take 2 tokens of every sequence: 2 leaves no text, 1 makes tokenizers
+# skip truncating; model.window_stride (< max_length / 2) must be < max_length - special tokens too.
+MIN_LENGTH = 8
+POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+# Position ids of these start after the padding index: 514 positions read 512 tokens.
+PADDED_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer", "mpnet", "data2vec-text")
+
+
+def _length_problems(model, task) -> list[str]:
+    length = model.max_length
+    if length < MIN_LENGTH:
+        what = "the block length of task=causal_lm" if task == "causal_lm" else "[CLS] and [SEP] included"
+        return [
+            f"model.max_length={length} must be >= {MIN_LENGTH} ({what}): special tokens take 2 "
+            "of every sequence's tokens, and a shorter one holds (almost) no text"
+        ]
+    # init=scratch sizes its positions from max_length (models/build.py, tasks/causal_lm/model.py).
+    found = checkpoint_positions(model.name_or_path) if model.init == "pretrained" else None
+    if found and length > found[0]:
+        return [
+            f"model.max_length={length} is more than {model.name_or_path} reads ({found[1]} in its "
+            f"config.json): use model.max_length <= {found[0]}"
+        ]
+    return []
+
+
+def checkpoint_positions(name_or_path: str) -> tuple[int, str] | None:
+    """The most tokens a pretrained checkpoint reads and the config.json entry saying so, read from
+    a local folder, a package: path or a hub id already in the Hugging Face cache; else None (a GGUF
+    file, a hub id not downloaded yet, relative positions only): the training stages find out."""
+    import json
+    from pathlib import Path
+
+    from transferlab.packages import PREFIX, resolve
+
+    try:
+        if name_or_path.startswith(PREFIX):
+            folder = Path(resolve(name_or_path))
+        elif Path(name_or_path).expanduser().is_dir():
+            folder = Path(name_or_path).expanduser()
+        else:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(name_or_path, "config.json")
+            folder = Path(cached).parent if isinstance(cached, str) else Path(name_or_path)
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except Exception:  # not there, not a folder, not a hub id, not JSON: nothing to check against
+        return None
+    if not isinstance(config, dict) or config.get("position_biased_input") is False:
+        return None  # DeBERTa-v2 and the like: relative positions only, no fixed limit
+    for key in POSITION_KEYS:
+        if isinstance(config.get(key), int):
+            if config.get("model_type") in PADDED_POSITIONS:
+                offset = int(config.get("pad_token_id", 1)) + 1
+                return config[key] - offset, f"{key}: {config[key]}, of which {offset} before the first token"
+            return config[key], f"{key}: {config[key]}"
+    return None
