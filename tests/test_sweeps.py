@@ -113,7 +113,7 @@ def test_a_resumed_study_runs_only_the_missing_trials(tmp_path):
     from omegaconf import OmegaConf
     from optuna.trial import TrialState
 
-    from transferlab.sweep import trials_to_run
+    from transferlab.optuna_study import trials_to_run
 
     storage = f"sqlite:///{tmp_path}/optuna.db"
     root = OmegaConf.create({"hydra": {"sweeper": {"study_name": "s", "storage": storage}}})
@@ -145,6 +145,16 @@ def test_a_bad_value_ends_a_single_run_in_one_line(tmp_path):
     assert result.returncode == 2
     assert "python -m transferlab: error: invalid config" in result.stderr
     assert "finetune.epochs=0 must be > 0" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_bad_value_ends_a_sweep_in_one_line(repo: Path):
+    """A job's user error ends a basic sweep as it ends a single run: one line, exit code 2."""
+    result = app("-m", "experiment=tiny", "finetune.batch_size=-4,-8", cwd=repo)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "python -m transferlab: error: invalid config: finetune.batch_size=-4 must be > 0" in result.stderr
+    assert "Traceback" not in result.stderr
+    [sweep] = sweeps(repo, "finetune.batch_size=-4,-8")
+    assert sweep.info.status == "FAILED"
 
 
 def test_cluster_and_optuna_configs_compose():
@@ -352,3 +362,77 @@ def test_a_diverging_trial_is_recorded_as_failed_and_the_study_goes_on(repo: Pat
     assert sweep.info.status == "FINISHED" and sweep.data.metrics["jobs_failed"] == 1
     assert sorted(job.info.status for job in children(repo, sweep)) == ["FAILED", "FINISHED"]
     assert "finetune.backbone_lr=0.001" in sweep.data.tags["sweep.best_overrides"]
+
+
+OPTUNA = (*APP, "-m", "hparams_search=finetune_optuna", "experiment=tiny")
+TUNE = ("transferlab", "tune", "-j", "1", "experiment=tiny")
+
+
+def distributions(repo: Path, name: str) -> set:
+    """(name, distribution) pairs the study's trials recorded: one per parameter when all agree."""
+    return {(k, repr(v)) for trial in study(repo, name).trials for k, v in trial.distributions.items()}
+
+
+@pytest.mark.slow
+def test_tune_grows_a_hydra_sweeps_study_and_a_resumed_sweep_draws_new_points(repo: Path):
+    """Both tools ask Optuna for the sweeper's distributions, and seed their samplers with the seed +
+    the trials already in the study: a resumed Hydra sweep no longer repeats trial 0's draw."""
+    from optuna.trial import TrialState
+
+    name = "hydra.sweeper.study_name=grown"
+    sh(*OPTUNA, name, "sweep.trials=2", cwd=repo)
+    result = sh(*TUNE, name, "sweep.trials=3", cwd=repo)
+    assert "Cannot set different distribution" not in result.stdout + result.stderr
+    sh(*OPTUNA, name, "sweep.trials=4", cwd=repo)
+    trials = study(repo, "grown").trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert "worker" in trials[2].user_attrs  # tune's
+    assert len(distributions(repo, "grown")) == 4  # one distribution per parameter
+    draws = [tuple(sorted(t.params.items())) for t in trials]
+    assert len(set(draws)) == 4, draws
+
+
+@pytest.mark.slow
+def test_a_hydra_sweep_grows_a_study_tune_began(repo: Path):
+    from optuna.trial import TrialState
+
+    name = "hydra.sweeper.study_name=begun"
+    sh(*TUNE, name, "sweep.trials=1", cwd=repo)
+    sh(*OPTUNA, name, "sweep.trials=2", cwd=repo)
+    trials = study(repo, "begun").trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    assert len(distributions(repo, "begun")) == 4 and trials[0].params != trials[1].params
+
+
+@pytest.mark.slow
+def test_rerunning_a_finished_optuna_sweep_has_nothing_to_do(repo: Path):
+    command = (*OPTUNA, "hydra.sweeper.study_name=done", "sweep.trials=1")
+    sh(*command, cwd=repo)
+    again = app(*command[3:], cwd=repo)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "study done: sweep.trials reached, nothing to run" in again.stdout + again.stderr
+    assert len(study(repo, "done").trials) == 1
+    [sweep] = sweeps(repo, "hydra.sweeper.study_name=done")  # none for the rerun, as tune
+    assert sweep.info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_an_optuna_sweep_whose_every_trial_fails_ends_in_one_line(repo: Path, tmp_path: Path):
+    from optuna.trial import TrialState
+
+    (tmp_path / "empty.csv").write_text("")
+    result = app(
+        *OPTUNA[3:],
+        "hydra.sweeper.study_name=empty",
+        "sweep.trials=2",
+        "data=files",
+        f"data.path={tmp_path}/empty.csv",
+        cwd=repo,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "python -m transferlab: error: study empty: no trial completed" in result.stderr
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "is empty: it needs a header and rows" in result.stdout  # each FAIL trial's, Hydra's log
+    assert [t.state for t in study(repo, "empty").trials] == [TrialState.FAIL] * 2
+    [sweep] = sweeps(repo, "hydra.sweeper.study_name=empty")
+    assert sweep.info.status == "FAILED"

@@ -18,23 +18,54 @@ from conftest import REPO, children, copy_project, optuna_search, sh, stage_of, 
 
 
 def test_the_search_space_is_the_hydra_optuna_sweepers(monkeypatch):
+    """The sweeper's own distribution classes (optuna refuses another class for a name a study has)."""
     import optuna
 
+    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
     from transferlab.optuna_study import compose, search_space, suggest
 
     monkeypatch.chdir(REPO)
-    space, fixed = search_space(compose(["hparams_search=finetune_optuna"]))
+    raw = compose(["hparams_search=finetune_optuna"])
+    space, fixed = search_space(raw)
     assert fixed == [] and sorted(space) == [
         "finetune.backbone_lr",
         "finetune.head_lr",
         "finetune.layer_lr_decay",
         "finetune.warmup_ratio",
     ]
+    sweepers, _ = create_params_from_overrides([f"{k}={v}" for k, v in raw.hydra.sweeper.params.items()])
+    assert {k: (type(v), v) for k, v in space.items()} == {k: (type(v), v) for k, v in sweepers.items()}
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
     values = {name: suggest(trial, name, distribution) for name, distribution in space.items()}
     assert 1e-5 <= values["finetune.backbone_lr"] <= 3e-4 and values["finetune.warmup_ratio"] in (0.0, 0.1)
-    assert trial.distributions["finetune.head_lr"].log
-    assert not trial.distributions["finetune.layer_lr_decay"].log
+    assert trial.distributions == sweepers
+
+
+def test_a_study_searched_over_another_space_ends_in_one_line(tmp_path):
+    """A study `tune` began with optuna 5's own classes (before it used the sweeper's) cannot take
+    the sweeper's: one line, before any trial fails on it."""
+    import optuna
+
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    old = optuna.create_study(study_name="old", storage=storage, direction="maximize")
+    trial = old.ask()
+    trial.suggest_float("finetune.head_lr", 1e-4, 3e-3, log=True)
+    old.tell(trial, 0.5)
+    result = sh(
+        "transferlab",
+        "tune",
+        "experiment=tiny",
+        f"hydra.sweeper.storage={storage}",
+        "hydra.sweeper.study_name=old",
+        cwd=REPO,
+        check=False,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert (
+        "transferlab tune: error: study old searched finetune.head_lr as FloatDistribution" in result.stderr
+    )
+    assert "pick another hydra.sweeper.study_name" in result.stderr
+    assert len(optuna.load_study(study_name="old", storage=storage).trials) == 1
 
 
 def test_a_storage_that_cannot_be_opened_ends_in_one_line(tmp_path):

@@ -1,14 +1,18 @@
-"""The Optuna study `transferlab tune` works on, as conf/ describes it: composed with Hydra's node
-(hydra.sweeper of hparams_search=...: study name, storage, search space, sampler), the pruner of
-sweep.pruner, and which trials count as finished or abandoned."""
+"""The Optuna study of hparams_search=..., shared by the Hydra Optuna sweeper and `transferlab tune`:
+composed with Hydra's node (hydra.sweeper: study name, storage, search space, sampler), the pruner
+of sweep.pruner, which trials count as finished or abandoned, and what a resumed sweep runs and
+seeds its sampler with (the same rules for both tools)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from pathlib import Path
 
 from transferlab.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 def finished(study) -> int:
@@ -80,38 +84,107 @@ def storage(url: str):
     return optuna.storages.JournalStorage(JournalFileBackend(url))
 
 
-def search_space(raw) -> tuple[dict, list[str]]:
-    """hydra.sweeper.params as Optuna distributions, in the Hydra Optuna sweeper's grammar (Hydra's
-    public override parser): choice(...) and range(...) are categorical, interval(...) a float (or
-    int) range, log-scaled when tagged `log`; plain values are overrides every trial gets."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+def search_space(raw, arguments=()) -> tuple[dict, list[str]]:
+    """hydra.sweeper.params (and sweep `arguments` of the command line, as the sweeper takes them)
+    as the distributions the Hydra Optuna sweeper builds from them, with its own function: both
+    tools must ask Optuna for the same distribution classes, or a study one made refuses the
+    other's trials. Plain values are overrides every trial gets."""
+    import warnings
 
-    space, fixed = {}, []
-    given = [f"{key}={value}" for key, value in raw.hydra.sweeper.params.items()]
-    for override in OverridesParser.create().parse_overrides(given):
-        name, value = override.get_key_element(), override.value()
-        if isinstance(value, ChoiceSweep):
-            space[name] = CategoricalDistribution(list(value.list))
-        elif isinstance(value, RangeSweep):
-            space[name] = CategoricalDistribution(list(override.sweep_iterator()))
-        elif isinstance(value, IntervalSweep):
-            whole = all(isinstance(end, int) for end in (value.start, value.end))
-            kind = IntDistribution if whole and "log" not in value.tags else FloatDistribution
-            space[name] = kind(value.start, value.end, log="log" in value.tags)
-        else:
-            fixed.append(f"{name}={override.get_value_element_as_str()}")
-    return space, fixed
+    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+
+    given = [f"{key}={value}" for key, value in (raw.hydra.sweeper.params or {}).items()] + list(arguments)
+    with warnings.catch_warnings():  # optuna 5 calls the sweeper's distribution classes deprecated
+        warnings.simplefilter("ignore", FutureWarning)
+        space, fixed = create_params_from_overrides(given)
+    return {k: v for k, v in space.items() if k not in fixed}, [f"{k}={v}" for k, v in fixed.items()]
 
 
 def suggest(trial, name: str, distribution):
-    from optuna.distributions import CategoricalDistribution, IntDistribution
+    """The sweeper's call (Trial.suggest_* would record optuna 5's own distribution classes)."""
+    return trial._suggest(name, distribution)
 
-    if isinstance(distribution, CategoricalDistribution):
-        return trial.suggest_categorical(name, distribution.choices)
-    method = trial.suggest_int if isinstance(distribution, IntDistribution) else trial.suggest_float
-    return method(name, distribution.low, distribution.high, step=distribution.step, log=distribution.log)
+
+def check_space(study, space: dict) -> None:
+    """A study searched over other distributions for the same names (another search space, or a
+    study `transferlab tune` began before it used the sweeper's classes) would fail every trial."""
+    from optuna.distributions import check_distribution_compatibility
+
+    for trial in study.get_trials(deepcopy=False):
+        for name, recorded in trial.distributions.items():
+            try:
+                if name in space:
+                    check_distribution_compatibility(recorded, space[name])
+            except ValueError as err:
+                raise UserError(
+                    f"study {study.study_name} searched {name} as {recorded}, not as {space[name]} "
+                    f"({err.args[0].rstrip('.')}): pick another hydra.sweeper.study_name"
+                ) from None
+
+
+def seed_offset(study) -> int:
+    """How far a new command moves the sampler's seed (+ its worker index for `transferlab tune`):
+    the trials already in the study, so a resumed or grown study draws new points."""
+    return len(study.get_trials(deepcopy=False)) if study is not None else 0
+
+
+def trials_to_run(target: int, *, _root_) -> int:
+    """Resolver `sweep_trials` for the Hydra sweeper's `n_trials`: the trials the study still lacks
+    to have `target` finished (COMPLETE or PRUNED) ones, so re-running an interrupted sweep resumes
+    it. Trials the interrupted sweep left RUNNING are marked FAIL first."""
+    import optuna
+
+    sweeper = _root_.hydra.sweeper
+    try:
+        study = optuna.load_study(study_name=sweeper.study_name, storage=sweeper.storage)
+    except KeyError:  # a new study
+        return int(target)
+    fail_unfinished(study)
+    done = finished(study)
+    left = max(0, int(target) - done)
+    log.info("study %s: %d of %d trials finished, %d to run", study.study_name, done, target, left)
+    return left
+
+
+def fail_unfinished(study, abandoned=lambda trial: True) -> None:
+    """Mark FAIL the study's RUNNING trials that `abandoned` says no process runs any more (all of
+    them for the Hydra sweeper, which runs alone): an interrupted sweep or a killed worker left them."""
+    from optuna.trial import TrialState
+
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if abandoned(trial):
+            study.tell(trial.number, state=TrialState.FAIL)
+            log.warning(
+                "study %s: trial %d was left unfinished by an interrupted sweep or a killed "
+                "worker: marked FAIL",
+                study.study_name,
+                trial.number,
+            )
+
+
+def prepare_sweep(config) -> bool:
+    """Before the Hydra Optuna sweeper is made from `config` (Hydra's, in on_multirun_start): its
+    n_trials resolved (what the study lacks), its sampler's seed moved by seed_offset as `transferlab
+    tune` moves it, the study's search space checked. False when nothing is left to run (its sweep
+    folder is made for the sweeper's optimization_results.yaml)."""
+    import optuna
+    from omegaconf import read_write
+
+    sweeper = config.hydra.sweeper
+    left = int(sweeper.n_trials)  # resolves sweep_trials
+    try:
+        study = optuna.load_study(study_name=sweeper.study_name, storage=sweeper.storage)
+        check_space(study, search_space(config, config.hydra.overrides.task)[0])
+    except KeyError:  # a new study
+        study = None
+    with read_write(sweeper):
+        sweeper.n_trials = left
+        if sweeper.sampler.get("seed") is not None:
+            sweeper.sampler.seed = (int(sweeper.sampler.seed) + seed_offset(study)) % 2**32  # numpy: < 2**32
+    if left == 0:
+        log.info("study %s: sweep.trials reached, nothing to run", sweeper.study_name)
+        Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
+    return left > 0
 
 
 def sampler(raw, offset: int):
@@ -120,7 +193,7 @@ def sampler(raw, offset: int):
     from hydra.utils import instantiate
 
     node = raw.hydra.sweeper.sampler
-    settings = {} if node.get("seed") is None else {"seed": node.seed + offset}
+    settings = {} if node.get("seed") is None else {"seed": (node.seed + offset) % 2**32}
     if node._target_.endswith("TPESampler"):
         settings["constant_liar"] = True
     return instantiate(node, **settings)
@@ -137,6 +210,26 @@ def pruner(settings):
     except ValueError as err:
         raise UserError(f"sweep.pruner: {err}") from None
     return optuna.pruners.NopPruner()
+
+
+def none_completed(name: str, storage: str) -> bool:
+    """Whether the study has no COMPLETE trial (the Hydra sweeper then fails on its best trial)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    study = optuna.load_study(study_name=name, storage=storage)
+    return not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def quiet_deprecations() -> None:
+    """hydra-optuna-sweeper 1.3's distributions (a study's too) and TPE options are deprecated in
+    optuna 5, and Optuna calls constant_liar experimental: nothing to act on."""
+    import warnings
+
+    from optuna.exceptions import ExperimentalWarning
+
+    warnings.filterwarnings("ignore", r".*(Distribution|`\w+`) has been deprecated", FutureWarning)
+    warnings.filterwarnings("ignore", r".*constant_liar", ExperimentalWarning)
 
 
 def worker_id() -> str:

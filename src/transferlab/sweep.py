@@ -14,10 +14,12 @@ import json
 import logging
 import math
 import os
+import sys
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
+from transferlab import optuna_study
 from transferlab.errors import UserError
 from transferlab.interrupts import install as install_interrupt_handler
 from transferlab.interrupts import interrupts
@@ -26,6 +28,7 @@ from transferlab.pipeline import WORKSPACE_ENV
 log = logging.getLogger(__name__)
 SWEEP_ENV = "TRANSFERLAB_SWEEP_RUN_ID"  # the sweep's parent run, for jobs in worker processes
 _open_sweep: dict = {}  # the running sweep's parent run, closed as FAILED if the sweep dies
+_study: dict = {}  # the Optuna sweep's study (name, storage), to explain a sweep no trial completed
 
 
 def job_config(raw):
@@ -42,8 +45,6 @@ def job_config(raw):
 def job(raw) -> float:
     """The Hydra task: a user error ends a single run with one line and exit code 2; in a sweep it
     fails the job (Optuna records a FAIL trial) with only the message as its traceback."""
-    import sys
-
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -52,8 +53,7 @@ def job(raw) -> float:
     except UserError as err:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise UserError(str(err)) from None
-        print(f"python -m transferlab: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        fail(str(err))
 
 
 def run_job(raw) -> float:
@@ -138,6 +138,14 @@ class SweepRunCallback(Callback):
         from transferlab.tracking import open_run
 
         cfg = job_config(config)
+        _study.clear()
+        if config.hydra.sweeper.get("storage") and "params" in config.hydra.sweeper:  # an Optuna study
+            _study.update(name=config.hydra.sweeper.study_name, storage=config.hydra.sweeper.storage)
+            try:
+                if not optuna_study.prepare_sweep(config):
+                    return  # as `transferlab tune`: no sweep run when nothing runs
+            except UserError as err:  # raised, it would be a warning (Hydra's callbacks)
+                fail(str(err))
         arguments = [
             *(o for o in config.hydra.overrides.hydra if not o.startswith("hydra.mode=")),
             *config.hydra.overrides.task,
@@ -223,48 +231,14 @@ def record_sweep(run, cfg, sweep_dir: Path, hydra_yaml: str) -> bool:
         run.log_artifact(sweep_dir / "multirun.yaml")
     else:
         run.log_text(hydra_yaml, "multirun.yaml")
-    run.log_artifact(sweep_dir / "optimization_results.yaml")  # Optuna's best params and value
+    if (sweep_dir / "optimization_results.yaml").is_file():  # Optuna's best params and value
+        run.log_artifact(sweep_dir / "optimization_results.yaml")
     return bool(scored)
 
 
-def trials_to_run(target: int, *, _root_) -> int:
-    """Resolver for `hydra.sweeper.n_trials`: the trials the Optuna study still lacks to have
-    `target` completed ones, so re-running an interrupted sweep resumes it. Trials the interrupted
-    sweep left RUNNING are marked FAIL first."""
-    import optuna
-    from optuna.trial import TrialState
-
-    sweeper = _root_.hydra.sweeper
-    try:
-        study = optuna.load_study(study_name=sweeper.study_name, storage=sweeper.storage)
-    except KeyError:  # a new study
-        return int(target)
-    fail_unfinished(study)
-    complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    left = max(0, int(target) - complete)
-    log.info("study %s: %d of %d trials complete, %d to run", study.study_name, complete, target, left)
-    return left
-
-
-def fail_unfinished(study, abandoned=lambda trial: True) -> None:
-    """Mark FAIL the study's RUNNING trials that `abandoned` says no process runs any more (all of
-    them for the Hydra sweeper, which runs alone): an interrupted sweep or a killed worker left them."""
-    from optuna.trial import TrialState
-
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if abandoned(trial):
-            study.tell(trial.number, state=TrialState.FAIL)
-            log.warning(
-                "study %s: trial %d was left unfinished by an interrupted sweep or a killed "
-                "worker: marked FAIL",
-                study.study_name,
-                trial.number,
-            )
-
-
 def main() -> None:
-    import sys
     import warnings
+    from functools import partial
 
     import hydra
     from omegaconf import OmegaConf
@@ -276,15 +250,50 @@ def main() -> None:
     register()
     # hydra-optuna-sweeper 1.3 builds distributions that optuna 5 calls deprecated; nothing to act on.
     warnings.filterwarnings("ignore", r".*Distribution has been deprecated", FutureWarning)
-    OmegaConf.register_new_resolver("sweep_trials", trials_to_run, replace=True)
+    OmegaConf.register_new_resolver("sweep_trials", optuna_study.trials_to_run, replace=True)
     # Stages read dvc.yaml and the code from here, whatever directory they run in.
     os.environ.setdefault(WORKSPACE_ENV, str(Path.cwd()))
     app = hydra.main(config_path=str(Path.cwd() / "conf"), config_name="config", version_base="1.3")(job)
     install_interrupt_handler()
+    tracebacks = os.environ.get("HYDRA_FULL_ERROR") == "1"  # the user asked for Hydra's full ones
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises a failed sweep's error here, not prints it
     try:
         app()
+    except Exception as err:
+        if (message := error_line(err)) is None and tracebacks:
+            raise
+        if message is None:  # as Hydra reports it (a config error in one line), exit code 1
+            from hydra._internal.utils import run_and_report
+
+            del os.environ["HYDRA_FULL_ERROR"]
+            run_and_report(partial(raise_from_job, err))
+        finish_sweep(failed=True)  # its record logged before the error line, which ends the output
+        fail(message)
     finally:
         finish_sweep(failed=True)  # only when the sweep ended without on_multirun_end
     if interrupts:
         print("python -m transferlab: interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def fail(message: str):
+    print(f"python -m transferlab: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def error_line(err: Exception) -> str | None:
+    """The one line a sweep ends with: a job's user error (the basic sweeper stops at it; Optuna's
+    records a FAIL trial) or a study no trial of which completed (the sweeper fails on its best)."""
+    if isinstance(err, UserError):
+        return str(err)
+    if isinstance(err, ValueError) and _study and optuna_study.none_completed(**_study):
+        return f"study {_study['name']}: no trial completed (their errors are above)"
+    return None
+
+
+def raise_from_job(err: Exception):
+    """Raise `err` with its traceback from the job on: Hydra's report shows the task's frames only."""
+    tb = err.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_name != "run_job":
+        tb = tb.tb_next
+    raise err.with_traceback(tb or err.__traceback__)

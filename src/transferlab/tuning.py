@@ -35,7 +35,7 @@ def tune(overrides: list[str], workers: int = 1) -> int:
     import multiprocessing
 
     from transferlab.pipeline import WORKSPACE_ENV
-    from transferlab.sweep import fail_unfinished, job_config
+    from transferlab.sweep import job_config
     from transferlab.tracking import close_run, masked, open_run
 
     if workers < 1:
@@ -45,11 +45,13 @@ def tune(overrides: list[str], workers: int = 1) -> int:
     os.environ.setdefault(WORKSPACE_ENV, str(Path.cwd()))  # stages read dvc.yaml from here
     if not any(o.startswith(("hparams_search=", "+hparams_search=")) for o in overrides):
         overrides = [SEARCH, *overrides]
+    optuna_study.quiet_deprecations()
     raw = optuna_study.compose(overrides)
     cfg = job_config(raw)
     optuna_study.pruner(cfg.sweep.pruner)  # its settings fail here, not in every worker
     study = optuna_study.open_study(raw, cfg)
-    fail_unfinished(study, abandoned=optuna_study.worker_gone)
+    optuna_study.check_space(study, optuna_study.search_space(raw)[0])  # before any trial fails on it
+    optuna_study.fail_unfinished(study, abandoned=optuna_study.worker_gone)
     target, done = cfg.sweep.trials, optuna_study.finished(study)
     log.info("study %s: %d of %d trials finished, %d workers", study.study_name, done, target, workers)
     if done >= target:
@@ -70,7 +72,7 @@ def tune(overrides: list[str], workers: int = 1) -> int:
         },
     )
     # Each worker seeds its sampler apart, and a rerun apart from the runs before it.
-    first_seed = len(study.get_trials(deepcopy=False))
+    first_seed = optuna_study.seed_offset(study)
     # The cores shared out (torch takes them all in each process), unless runtime.threads says.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
     spawn = multiprocessing.get_context("spawn")
@@ -113,10 +115,7 @@ def stop(processes) -> None:
 def work(overrides: list[str], sweep_run_id: str | None, seed_offset: int) -> None:
     """One worker process: `study.optimize` until the study has sweep.trials finished trials."""
     import sys
-    import warnings
     from functools import partial
-
-    from optuna.exceptions import ExperimentalWarning
 
     from transferlab.sweep import job_config, own_process
 
@@ -124,10 +123,7 @@ def work(overrides: list[str], sweep_run_id: str | None, seed_offset: int) -> No
     logging.basicConfig(level=logging.INFO, datefmt="%H:%M:%S", format=line)
     own_process()
     install_interrupt_handler()  # a Ctrl-C that training swallows still stops the worker
-    # hydra-optuna-sweeper 1.3 builds distributions and TPE options that optuna 5 calls deprecated,
-    # and Optuna calls constant_liar experimental: nothing to act on.
-    warnings.filterwarnings("ignore", r".*(Distribution|`\w+`) has been deprecated", FutureWarning)
-    warnings.filterwarnings("ignore", r".*constant_liar", ExperimentalWarning)
+    optuna_study.quiet_deprecations()
     raw = optuna_study.compose(overrides)
     cfg = job_config(raw)
     space, fixed = optuna_study.search_space(raw)
