@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -152,3 +153,58 @@ def test_the_ui_shows_the_experiment_runs(logged_over_http, tmp_path):
     keep = os.environ.get("TRANSFERLAB_UI_SCREENSHOT")
     if keep:
         Path(keep).write_bytes(shot.read_bytes())
+
+
+# A stage that logs to a server which dies under it: one UserError line soon after, not MLflow's
+# 7 retries per request over about 4 minutes (before, a stage hung for a quarter of an hour).
+SERVER_DIES = """
+import os, signal, sys, time
+sys.path.insert(0, sys.argv[3])
+from conftest import make_config
+from transferlab.errors import UserError
+from transferlab.tracking import stage_run
+
+cfg = make_config("experiment=tiny", "tracking.uri=" + sys.argv[1])
+started = None
+try:
+    with stage_run("prepare", cfg) as run_log:
+        os.killpg(int(sys.argv[2]), signal.SIGKILL)  # the server and its workers
+        time.sleep(1)
+        started = time.monotonic()
+        run_log.log_metrics({"examples": 1.0})
+except UserError as err:
+    print(f"{time.monotonic() - started:.1f} s: {err}")
+"""
+
+
+def test_a_server_that_dies_during_a_stage_ends_it_in_one_line_within_a_minute(tmp_path: Path):
+    port = free_port()
+    server = subprocess.Popen(
+        ["mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'store.db'}"]
+        + ["--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1"]
+        + ["--port", str(port), "--workers", "1"],
+        cwd=tmp_path,
+        env=tool_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its workers go with it
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(f"{url}/health", server)
+        result = subprocess.run(
+            [sys.executable, "-c", SERVER_DIES, url, str(server.pid), str(REPO / "tests")],
+            cwd=tmp_path,
+            env=tool_env(),
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+    finally:
+        os.killpg(server.pid, 9) if server.poll() is None else None
+        server.wait(timeout=30)
+    lines = result.stdout.strip().splitlines()
+    assert (
+        lines and f"MLflow tracking server {url} stopped answering during the prepare stage" in lines[-1]
+    ), result.stdout + result.stderr[-3000:]
+    assert float(lines[-1].split(" s:")[0]) < 60

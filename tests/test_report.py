@@ -224,3 +224,28 @@ def test_report_finds_from_which_pretraining_budget_every_seed_gains(workdir, mo
     alone = workdir / "alone"
     assert "Pretraining budget" not in report(["compare_scratch/mlm_pretraining"], alone, [1, 2])
     assert not (alone / "pretraining_budget.png").exists()
+
+
+@pytest.mark.parametrize("store", ["a closed port", "a corrupt sqlite file"])
+def test_report_on_a_store_it_cannot_read_ends_in_one_line(workdir, store):
+    """Through `open_store`'s check, not MLflow's 7 retries over 4 minutes and a traceback."""
+    import subprocess
+
+    from conftest import free_port, tool_env
+
+    if store == "a closed port":
+        uri = f"http://127.0.0.1:{free_port()}"
+    else:
+        (workdir / "bad.db").write_bytes(bytes(range(256)) * 20)
+        uri = f"sqlite:///{workdir}/bad.db"
+    result = subprocess.run(
+        ["transferlab", "report", "tiny"],
+        cwd=REPO,
+        env=tool_env(MLFLOW_TRACKING_URI=uri),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr[-2000:]
+    assert result.stderr.startswith("transferlab report: error: ") and uri in result.stderr

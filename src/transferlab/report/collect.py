@@ -124,6 +124,8 @@ def collect(experiments, config_dir, seeds=None) -> tuple[list[dict], dict]:
 
     from transferlab.config.compose import compose
     from transferlab.tracking import fingerprint, latest_stage_run, tracking_uri
+    from transferlab.tracking.identity import masked
+    from transferlab.tracking.store import check_reachable
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per predictions.csv
     rows, baselines = [], {}
@@ -131,11 +133,18 @@ def collect(experiments, config_dir, seeds=None) -> tuple[list[dict], dict]:
         found, missing = [], []
         for seed in dict.fromkeys(seeds) if seeds else [None]:  # each seed once, in order
             cfg = compose([f"experiment={name}", *([f"seed={seed}"] if seed is not None else [])], config_dir)
-            mlflow.set_tracking_uri(tracking_uri(cfg))
-            experiment = mlflow.get_experiment_by_name(cfg.tracking.experiment)
+            uri = tracking_uri(cfg)
+            check_reachable(uri)
+            mlflow.set_tracking_uri(uri)
+            try:
+                experiment = mlflow.get_experiment_by_name(cfg.tracking.experiment)
+            except Exception as err:  # a corrupt or foreign file, a server that errs: one line
+                raise UserError(
+                    f"cannot read MLflow tracking store {masked(uri)}: {str(err).splitlines()[0]}"
+                ) from None
             if experiment is None:
                 raise UserError(
-                    f"no MLflow experiment {cfg.tracking.experiment!r} in {tracking_uri(cfg)}: "
+                    f"no MLflow experiment {cfg.tracking.experiment!r} in {masked(uri)}: "
                     "run the comparison first (make compare)"
                 )
             runs = {

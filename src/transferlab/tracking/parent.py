@@ -9,6 +9,7 @@ from pathlib import Path
 
 from transferlab.tracking.identity import run_name
 from transferlab.tracking.runs import StageRun, child_runs, close_run, nested_under, open_run
+from transferlab.tracking.store import answering, tracking_uri
 
 STOP_GRACE_SECONDS = 60  # for DVC and its stage to stop after Ctrl-C
 
@@ -26,10 +27,11 @@ def pipeline_run(cfg, command: list[str]) -> int:
     try:
         with nested_under(parent):
             code = run_to_its_end(command)
-        children = {run.data.tags.get("transferlab.stage"): run.info.run_id for run in child_runs(parent)}
-        parent.link_skipped(children)
-        if code == 0:
-            tag_lock_hashes(parent, children)
+        with answering(tracking_uri(cfg), "the pipeline"):
+            children = {run.data.tags.get("transferlab.stage"): run.info.run_id for run in child_runs(parent)}
+            parent.link_skipped(children)
+            if code == 0:
+                tag_lock_hashes(parent, children)
     finally:
         close_run(parent, failed=code != 0)
     return code

@@ -12,7 +12,7 @@ from pathlib import Path
 from transferlab.pipeline import stage_names
 from transferlab.tracking.identity import flatten, masked, run_identity, run_name
 from transferlab.tracking.lineage import fingerprint, latest_stage_run
-from transferlab.tracking.store import open_store, retried_on_collision, tracking_uri
+from transferlab.tracking.store import answering, open_store, retried_on_collision, server_gone, tracking_uri
 
 log = logging.getLogger(__name__)
 PARENT_ENV = "TRANSFERLAB_PARENT_RUN_ID"  # set by `transferlab run` for the stages `dvc repro` starts
@@ -152,7 +152,9 @@ def stage_run(stage: str, cfg, *, tags: dict | None = None, resume_run_id: str |
     os.environ.pop("MLFLOW_RUN_ID", None)
     parent = os.environ.get(PARENT_ENV) or None
     resumed = _resumable(resume_run_id, experiment_id)
+    uri = tracking_uri(cfg)
     with (
+        answering(uri, f"the {stage} stage"),
         mlflow.start_run(
             run_id=resumed,
             run_name=None if resumed else run_name(stage, cfg),
@@ -179,12 +181,17 @@ def stage_run(stage: str, cfg, *, tags: dict | None = None, resume_run_id: str |
             active.info.run_id,
             stage,
             ", resumed" if resumed else "",
-            masked(tracking_uri(cfg)),
+            masked(uri),
         )
+        failure = None
         try:
             yield StageRun(cfg, experiment_id, active.info.run_id)
+        except BaseException as err:
+            failure = err
+            raise
         finally:
-            mlflow.log_artifact(str(stage_log), "logs")
+            if not server_gone(failure, uri):  # else one more request would wait out the retries
+                mlflow.log_artifact(str(stage_log), "logs")
 
 
 def open_run(
