@@ -268,6 +268,26 @@ def test_submitit_local_launcher_runs_the_jobs_as_processes(repo: Path):
 
 
 @pytest.mark.slow
+def test_a_sweep_job_reads_a_relative_data_path_and_registers_its_model(repo: Path):
+    """Its stages run in their cache entries: data.path is read from the workspace (before: "does
+    not exist"), and sweep.evaluate registers the model the entry links (before: MLflow refused the
+    link, "resolved path is outside the artifact directory")."""
+    table = repo / "data/raw/sweep_topics.csv"
+    table.parent.mkdir(parents=True, exist_ok=True)
+    rows = [f"{label} text number {i},{label}" for label in ("alpha", "beta", "gamma") for i in range(8)]
+    table.write_text("text,label\n" + "\n".join(rows) + "\n")
+    data = ("data=files", "data.path=data/raw/sweep_topics.csv")
+    sh(*APP, "-m", "experiment=tiny", *data, "sweep.evaluate=true", "finetune.head_lr=1.3e-3", cwd=repo)
+    [sweep] = sweeps(repo, "data.path=data/raw/sweep_topics.csv")
+    [job] = children(repo, sweep)
+    evaluate = [run for run in children(repo, job) if stage_of(run) == "evaluate"]
+    assert sweep.info.status == "FINISHED" and len(evaluate) == 1
+    client, _ = store(repo)
+    [version] = client.search_model_versions(f"run_id = '{evaluate[0].info.run_id}'")
+    assert version.name == "transferlab-classifier"
+
+
+@pytest.mark.slow
 def test_a_causal_lm_sweep_selects_on_validation_loss(repo: Path):
     values = "finetune.backbone_lr=1e-3,3e-3"
     sh(*APP, "-m", "experiment=lm_tiny", values, cwd=repo)
