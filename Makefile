@@ -109,15 +109,21 @@ lm: $(STAMP)
 	cat reports/evaluate/generations.md
 
 # The registered champion as a REST API: POST {"inputs": ["some text", ...]} to /invocations.
+# Without a champion in the store (a fresh clone): one line and a failure, before the server starts.
 MODEL ?= transferlab-classifier
 SERVE_PORT ?= 5001
 serve: $(STAMP)
+	@python -m transferlab.tasks.classification.serving "$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" "$(MODEL)"
 	@echo "Serving models:/$(MODEL)@champion at http://127.0.0.1:$(SERVE_PORT)/invocations"
 	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} mlflow models serve \
 	  -m "models:/$(MODEL)@champion" --env-manager local --host 127.0.0.1 --port $(SERVE_PORT)
 
+# A tracking server (http:// or https://) has its own UI: one line naming it, and a failure.
 UI_PORT ?= 5000
 ui: $(STAMP)
+	@case "$${MLFLOW_TRACKING_URI:-}" in http://*|https://*) u=$$MLFLOW_TRACKING_URI; \
+	  echo "MLFLOW_TRACKING_URI=$$u is a tracking server, which already has a UI: open $$u in the browser" \
+	  | sed -E 's#//([^:/@]*):[^@/]*@#//\1:<redacted>@#g' >&2; exit 1;; esac
 	@echo "MLflow UI: http://127.0.0.1:$(UI_PORT)  (Ctrl-C stops it)"
 	mlflow ui --host 127.0.0.1 --port $(UI_PORT) --workers 1 --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}
 

@@ -70,6 +70,7 @@ def publish(
             "truncation": str(model.truncation),
             "window_stride": window_stride(model.max_length, model.window_stride),
             "max_windows": model.max_windows,
+            "batch_size": cfg.evaluate.batch_size,  # texts per forward pass when serving
         }
     if weights_in_dvc:
         from transferlab.tracking.weights import reference

@@ -23,9 +23,11 @@ class TextGenerator(mlflow.pyfunc.PythonModel):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from transferlab.models.torch_decoder import register
+        from transferlab.tasks.classification.serving import check_requests_in_the_scoring_server
         from transferlab.tracking.weights import materialized
 
         register()  # the torch.nn decoder is not a built-in transformers architecture
+        check_requests_in_the_scoring_server()  # a prompt that is not a string: 400, as for the classifier
         self.settings = dict(context.model_config or {})
         weights = self.settings.get("weights")
         with materialized(weights) if weights else nullcontext(context.artifacts["model"]) as folder:
