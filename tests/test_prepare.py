@@ -176,3 +176,31 @@ def test_a_data_file_outside_data_raw_is_read_with_a_warning_that_dvc_cannot_see
     caplog.clear()
     prepare.run(files_config("data/raw/input.csv"))
     assert "outside data/raw" not in caplog.text
+
+
+def test_labels_are_the_cells_text_whole_numbers_stay_whole_and_spaces_around_them_go(workdir):
+    """A numeric label column with a blank cell reads as floats (before: labels "1.0", "2.0"), and
+    " sport" / "sport " were two labels."""
+    path = workdir / "input.csv"
+    rows = [f"text {i},{1 + i % 2}" for i in range(12)] + ["text without label,", "text 12, 1", "text 13,2 "]
+    path.write_text("body,topic\n" + "\n".join(rows) + "\n")
+    prepare.run(files_config(path))
+    assert json.loads(prepared.labels_path().read_text()) == ["1", "2"]
+
+
+def test_a_real_label_named_all_gets_no_unlabelled_hint(workdir):
+    path = workdir / "input.csv"
+    pd.DataFrame({"body": [f"text {i}" for i in range(6)], "topic": ["all"] * 6}).to_csv(path, index=False)
+    with pytest.raises(UserError, match="needs at least 2 labels") as refusal:
+        prepare.run(files_config(path))
+    assert "label_column is null" not in str(refusal.value)
+
+
+def test_the_text_column_taken_for_the_labels_ends_in_a_short_line(workdir):
+    """Every text is then a label of its own: ten are named, the rest counted (before: one line of
+    every text, 5.5 KB for 60 rows)."""
+    path = workdir / "input.csv"
+    table().to_csv(path, index=False)
+    with pytest.raises(UserError, match=r"and 20 more\. Every label needs") as refusal:
+        prepare.run(files_config(path, "data.label_column=body"))
+    assert len(str(refusal.value)) < 1000

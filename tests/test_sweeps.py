@@ -63,7 +63,8 @@ def test_code_deps_are_the_code_of_the_stage_and_its_upstream(monkeypatch):
     assert "src/transferlab/tasks/classification/finetune.py" in deps
     assert "src/transferlab/stages/prepare.py" in deps
     assert "src/transferlab/tasks/classification/evaluate.py" not in deps
-    assert not [d for d in deps if d.startswith(("data/", "models/"))], "produced files are not code"
+    assert not [d for d in deps if d.startswith(("data/prepared", "models/"))], "produced files are not code"
+    assert "data/raw" in deps, "the user's data folder is an input of every stage: prepare reads it"
 
 
 def test_a_dvc_queue_workspace_logs_to_the_repository_store(monkeypatch):

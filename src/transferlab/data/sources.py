@@ -154,4 +154,8 @@ def table_file(path: str, text_column: str, label_column: str | None):
     if blank.any():
         log.warning("dropping %d rows of %s with no text or no label", int(blank.sum()), path)
     frame = frame[~blank]
-    return frame.assign(text=frame["text"].astype(str).str.strip(), label=frame["label"].astype(str))
+    labels = frame["label"]
+    if pd.api.types.is_float_dtype(labels) and (labels % 1 == 0).all():
+        labels = labels.astype("Int64")  # whole numbers read as floats beside a blank cell: 1, not 1.0
+    # " sport" and "sport" are one label: spaces around a cell are the file's, not the label's.
+    return frame.assign(text=frame["text"].astype(str).str.strip(), label=labels.astype(str).str.strip())

@@ -28,7 +28,7 @@ def cap_per_label(frame, cap: int | None, seed: int):
     return shuffled.groupby("label", sort=False).head(cap).reset_index(drop=True)
 
 
-def check_usable(frame, task: str, where: str) -> None:
+def check_usable(frame, task: str, where: str, unlabelled: bool = False) -> None:
     """Refuse, in one line and before any output is touched, data the task cannot use: no text, one
     label for a classifier, a label (or, unlabelled, a corpus) too small to give each split one
     example. Whether the text fills a block of model.max_length tokens is the LM train stage's check:
@@ -38,7 +38,11 @@ def check_usable(frame, task: str, where: str) -> None:
     counts = frame["label"].value_counts()
     if task == "classification" and len(counts) < 2:
         ((label, n),) = counts.items()
-        hint = " (data.label_column is null: the texts are unlabelled)" if label == sources.UNLABELLED else ""
+        hint = (
+            " (data.label_column is null: the texts are unlabelled)"
+            if unlabelled and label == sources.UNLABELLED
+            else ""
+        )
         raise UserError(
             f"{where}: task=classification needs at least 2 labels; the data has one, {label!r} "
             f"({n} examples){hint}: add examples of other labels, or use task=causal_lm"
@@ -46,14 +50,16 @@ def check_usable(frame, task: str, where: str) -> None:
     too_small = counts[counts < len(prepared.SPLITS)]
     if too_small.empty:
         return
-    if task == "causal_lm" and list(counts.index) == [sources.UNLABELLED]:
+    if task == "causal_lm" and unlabelled and list(counts.index) == [sources.UNLABELLED]:
         raise UserError(
             f"{where}: task=causal_lm needs at least 3 texts, one each for train, validation "
             f"and test; the data has {len(frame)}: add text"
         )
-    listing = ", ".join(f"{label!r} ({n})" for label, n in too_small.items())
+    shown = 10  # a text column taken for the labels makes every row a label: name a few
+    listing = ", ".join(f"{str(label)[:40]!r} ({n})" for label, n in too_small.head(shown).items())
+    more = f" and {len(too_small) - shown} more" if len(too_small) > shown else ""
     raise UserError(
-        f"{where}: labels with fewer than 3 examples: {listing}. Every label needs one example "
+        f"{where}: labels with fewer than 3 examples: {listing}{more}. Every label needs one example "
         "each for train, validation and test: add examples or remove the label"
     )
 
@@ -112,8 +118,11 @@ def run(cfg) -> dict:
         if frame.empty:
             raise UserError(f"{where}: no rows with both text and label")
         frame, duplicates = clean(frame)
+        # Before any output is staged (a refusal replaces nothing), and on the data's own counts:
+        # max_per_label (>= 3) cannot make a usable label unusable.
+        unlabelled = cfg.data.source == "files" and cfg.data.label_column is None
+        check_usable(frame, cfg.task, where, unlabelled)
         frame = cap_per_label(frame, cfg.data.max_per_label, cfg.seed)
-        check_usable(frame, cfg.task, where)  # before any output is staged: a refusal replaces nothing
         splits = split(frame, cfg.data.validation_fraction, cfg.data.test_fraction, cfg.seed)
         labels = sorted(frame["label"].unique())
         stats = statistics(splits, duplicates)
