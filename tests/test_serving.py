@@ -158,7 +158,8 @@ def test_make_serve_without_a_champion_says_so_in_one_line(tmp_path: Path):
     import mlflow
 
     registered_only = f"sqlite:///{tmp_path / 'registered.db'}"
-    mlflow.MlflowClient(registered_only).create_registered_model("transferlab-classifier")  # no alias
+    client = mlflow.MlflowClient(registered_only, registry_uri=registered_only)  # whatever is set globally
+    client.create_registered_model("transferlab-classifier")  # no alias
     for uri in (f"sqlite:///{tmp_path / 'fresh.db'}", registered_only):
         result = make("serve", REPO, MLFLOW_TRACKING_URI=uri)
         assert result.returncode != 0

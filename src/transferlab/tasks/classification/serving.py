@@ -222,17 +222,20 @@ def check_records(records: list[dict], key: str) -> None:
 def champion_problem(uri: str, name: str, alias: str = "champion") -> str | None:
     """Why models:/name@alias cannot be served from the tracking store `uri`, in one line; None
     when it can. A sqlite file that does not exist is not created."""
-    import os
     from pathlib import Path
 
+    from transferlab.errors import UserError
     from transferlab.tracking.identity import masked
+    from transferlab.tracking.store import check_reachable, sqlite_path
 
     shown, make = masked(uri), "make lm" if name == "transferlab-lm" else "make run"
     missing = f"no @{alias} of {name} in {shown}: run `{make}` first"
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+    if (path := sqlite_path(uri)) is not None and not Path(path).is_file():
         return missing
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # an unreachable server: seconds
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    try:
+        check_reachable(uri)  # a server or database that does not answer: seconds, not MLflow's retries
+    except UserError as error:
+        return str(error)
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
