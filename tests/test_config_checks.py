@@ -158,3 +158,25 @@ def test_checking_a_config_loads_no_heavy_library():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        # before: "LexerNoViableAltException: data.path=~/x.csv", no word on quoting
+        ("data.path=~/x.csv", "cannot parse the override 'data.path=~/x.csv': it must read key=value; quote"),
+        # before: "no viable alternative at input '[a'", without the override it came from
+        ("finetune.freeze.patterns=[a", "cannot parse the override 'finetune.freeze.patterns=[a'"),
+        ("seed", "cannot parse the override 'seed'"),
+        # before: a ValueError traceback from deep in Hydra
+        ("=3", "cannot parse the override '=3'"),
+        # before: params.yaml written without the key, for a stage to fail on later
+        ("~seed", "the override '~seed' deletes seed, but every key is read by some stage"),
+    ],
+)
+def test_an_override_that_does_not_parse_is_named_in_one_line(tmp_path, override, expected):
+    output = tmp_path / "params.yaml"
+    result = sh("transferlab", "compose", "data=files", override, "-o", str(output), cwd=REPO, check=False)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr
+    assert not output.exists()

@@ -148,6 +148,16 @@ def test_a_bad_value_ends_a_single_run_in_one_line(tmp_path):
     assert "finetune.epochs=0 must be > 0" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("override", ["data.path=~/x.csv", "~seed"])
+def test_an_override_that_does_not_parse_ends_the_app_in_one_line(tmp_path, override):
+    """Before: Hydra's lexer message over four lines without a word on quoting; `~seed` ran."""
+    result = app("-m", "experiment=tiny", override, f"hydra.sweep.dir={tmp_path}/sweep")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.startswith("python -m transferlab: error: ") and result.stderr.count("\n") == 1
+    assert repr(override) in result.stderr
+    assert not (tmp_path / "sweep").exists()
+
+
 def test_a_bad_value_ends_a_sweep_in_one_line(repo: Path):
     """A job's user error ends a basic sweep as it ends a single run: one line, exit code 2."""
     result = app("-m", "experiment=tiny", "finetune.batch_size=-4,-8", cwd=repo)

@@ -29,9 +29,10 @@ def compose(overrides: list[str]):
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from transferlab.config.compose import one_line
+    from transferlab.config.compose import check_syntax, one_line
     from transferlab.config.schema import register
 
+    check_syntax(overrides)
     register()
     try:
         with initialize_config_dir(config_dir=str(Path("conf").resolve()), version_base="1.3"):

@@ -1,11 +1,10 @@
 """`python -m transferlab [-m] [overrides]`: the Hydra app over the same `conf/` as the pipeline.
 
-Each job runs the DVC stages' own `run(cfg)` functions (prepare -> train -> finetune, and
-evaluate when `sweep.evaluate=true`) and returns `sweep.objective`, a validation metric, to the
-sweeper (basic, Optuna). Stage outputs come from `stage_cache` by content hash, so a sweep over
-fine-tuning values prepares the data once and trains the language model once per train config.
-Each job's output folder (Hydra's) links the outputs it used. In MLflow a sweep is one parent run,
-each job a child run, and the stages a job ran are children of the job's run.
+Each job runs the DVC stages' own `run(cfg)` functions (prepare -> train -> finetune, and evaluate
+when `sweep.evaluate=true`) and returns `sweep.objective`, a validation metric, to the sweeper.
+Stage outputs come from `stage_cache` by content hash (data prepared once, the language model
+trained once per train config); each job's Hydra folder links the outputs it used. In MLflow a
+sweep is a parent run, each job a child, and the stages a job ran are children of the job's run.
 """
 
 from __future__ import annotations
@@ -110,8 +109,7 @@ def run_stages(cfg, run, output_dir: Path | None = None) -> tuple[dict, dict[str
     with nested_under(run):
         for stage in stages:
             entries[stage], fresh = stage_cache.run(stage, cfg, dict(entries))
-            if fresh:
-                ran.add(stage)
+            ran.update([stage] if fresh else [])
             if output_dir is not None:
                 stage_cache.link_outputs(output_dir, entries[stage], outputs(stage))
     run.link_skipped(ran, stages)
@@ -122,10 +120,9 @@ def run_stages(cfg, run, output_dir: Path | None = None) -> tuple[dict, dict[str
 
 
 def own_process() -> None:
-    """A job in a parallel launcher's worker process (joblib/loky; a `transferlab tune` worker)
-    trains like a main process. transformers' seeded data collators take any process not named
-    MainProcess for a DataLoader worker and refuse to seed ("Worker process information is not
-    available ..."), which failed every joblib job that had to train the language model."""
+    """A job in a parallel launcher's worker (joblib/loky, `transferlab tune`) trains like a main
+    process: transformers' seeded collators take any process not named MainProcess for a DataLoader
+    worker and refuse to seed, which failed every joblib job that had to train the language model."""
     import multiprocessing
 
     multiprocessing.current_process().name = "MainProcess"
@@ -241,13 +238,17 @@ def main() -> None:
     from functools import partial
 
     import hydra
+    from hydra._internal.utils import get_args_parser
     from omegaconf import OmegaConf
 
+    from transferlab.config.compose import syntax_problem
     from transferlab.config.schema import register
 
     if not (Path.cwd() / "conf" / "config.yaml").is_file():
         sys.exit("python -m transferlab: error: conf/config.yaml not found: run it from the project root")
     register()
+    if problem := syntax_problem(get_args_parser().parse_known_args()[0].overrides):
+        fail(problem)
     # hydra-optuna-sweeper 1.3 builds distributions that optuna 5 calls deprecated; nothing to act on.
     warnings.filterwarnings("ignore", r".*Distribution has been deprecated", FutureWarning)
     OmegaConf.register_new_resolver("sweep_trials", optuna_study.trials_to_run, replace=True)

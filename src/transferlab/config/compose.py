@@ -20,6 +20,7 @@ def compose(overrides: list[str] = (), config_dir: str | Path = "conf", config_n
     config_dir = Path(config_dir).resolve()
     if not config_dir.is_dir():
         raise UserError(f"config directory {config_dir} not found")
+    check_syntax(overrides)
     register()
     try:
         with initialize_config_dir(config_dir=str(config_dir), version_base=None):
@@ -29,6 +30,40 @@ def compose(overrides: list[str] = (), config_dir: str | Path = "conf", config_n
         return cfg
     except (HydraException, OmegaConfBaseException) as err:
         raise UserError(f"cannot compose config: {one_line(err)}") from None
+
+
+OVERRIDE_GRAMMAR = "https://hydra.cc/docs/advanced/override_grammar/basic/"
+
+
+def check_syntax(overrides) -> None:
+    if problem := syntax_problem(overrides):
+        raise UserError(problem)
+
+
+def syntax_problem(overrides) -> str | None:
+    """Parse each override alone, so a syntax error names the override and how to quote it
+    (Hydra's own message may name neither, and an empty key is a crash deep in Hydra)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    for override in overrides:
+        try:
+            (parsed,) = parser.parse_overrides([override])
+        except HydraException:
+            parsed = None
+        if parsed is None or not parsed.key_or_group:
+            return (
+                f"cannot parse the override {override!r}: it must read key=value; quote a value "
+                f"that holds a space or one of ~ ( ) [ ] {{ }} : = , as key='value' (in the shell: "
+                f"\"key='value'\"; {OVERRIDE_GRAMMAR})"
+            )
+        if parsed.is_delete():
+            return (
+                f"the override {override!r} deletes {parsed.key_or_group}, but every key is read "
+                f"by some stage: give it a value instead ({parsed.key_or_group}=...)"
+            )
+    return None
 
 
 def one_line(err: Exception) -> str:
