@@ -82,6 +82,10 @@ def test_make_serve_answers_400_naming_the_first_item_that_is_not_a_string(tiny_
                 "dataframe_split": {"columns": ["text"], "data": [["a"], [3]]}
             },
             "row 1 of column 'text' is null": {"dataframe_records": [{"text": "a"}, {"text": None}]},
+            # before: MLflow's "Failed to enforce schema" about its signature
+            "inputs is an empty list: send texts": {"inputs": []},
+            "instances is an empty list": {"instances": []},
+            "there is no text in the request": {"dataframe_split": {"columns": ["text"], "data": []}},
         }
         for message, payload in refused.items():
             status, answer = post(port, payload)

@@ -135,6 +135,8 @@ def to_texts(model_input) -> list[str]:
         raise refusal(f"inputs is {described(model_input)}, not a list of strings: {EXAMPLE}")
     # records under `inputs` arrive as one-element numpy arrays: their element
     items = [item.item() if getattr(item, "ndim", None) == 0 else item for item in items]
+    if not items:
+        raise refusal(f"there is no text in the request: {EXAMPLE}")
     check_strings(items, where)
     return [str(text) for text in items]  # numpy's str_ as str
 
@@ -197,7 +199,9 @@ def check_requests_in_the_scoring_server() -> None:
             if not isinstance(data, dict) or key not in data:
                 continue
             value = data[key]
-            if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+            if isinstance(value, list) and not value:  # MLflow's answer would be about its signature
+                raise refusal(f"{key} is an empty list: {EXAMPLE}")
+            if isinstance(value, list) and all(isinstance(item, dict) for item in value):
                 check_records(value, key)
             elif isinstance(value, list):
                 check_strings(value, lambda position, key=key: f"{key}[{position}]")
