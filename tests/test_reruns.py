@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import STAGE, sh
+from conftest import STAGE, sh, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -183,3 +184,33 @@ def test_exp_run_composes_params_through_hydra_and_an_earlier_config_comes_back_
     assert finetune_runs() == runs + 1, "returning to an earlier config trained again"
     assert outputs() == first
     assert json.loads(sh("dvc", "status", "--json", cwd=tiny_copy).stdout) == {}
+
+
+def test_params_yaml_changed_while_a_stage_ran_keeps_none_of_its_outputs(tiny_copy: Path):
+    """Before: a second `dvc exp run -S` rewrote params.yaml while the first one's finetune trained,
+    and DVC recorded the new head_lr with the model of the old one, in dvc.lock and its run cache
+    (a later run of the new value was "cached - skipping run" with the wrong model)."""
+    params = tiny_copy / "params.yaml"
+    params.write_text(params.read_text().replace("head_lr: 0.001", "head_lr: 0.003"))
+    lock = (tiny_copy / "dvc.lock").read_bytes()
+    repro = subprocess.Popen(
+        ["dvc", "repro"],
+        cwd=tiny_copy,
+        env=tool_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output = ""
+    for line in repro.stdout:  # the stage has read params.yaml once its MLflow run is open
+        output += line
+        if "(finetune) in " in line:
+            break
+    params.write_text(params.read_text().replace("head_lr: 0.003", "head_lr: 0.005"))
+    output += repro.stdout.read()
+    assert repro.wait() != 0, output
+    assert "transferlab finetune: error: params.yaml changed while this stage ran" in output, output
+    assert "transferlab finetune: put back the last good outputs" in output, output
+    assert (tiny_copy / "dvc.lock").read_bytes() == lock
+    log = sh("dvc", "repro", cwd=tiny_copy).stdout  # nothing cached for 0.005: it trains for real
+    assert "Running stage 'finetune'" in log and "skipping run" not in log, log

@@ -127,7 +127,9 @@ def run_stage(stage: str, params: str) -> None:
     good ones come back from DVC's cache (one line says so) before the failure is reported."""
     from transferlab import stages
     from transferlab.config.load import load_params
+    from transferlab.outputs import keep_only_if_unchanged
 
+    keep_only_if_unchanged(params)
     try:
         stages.run(stage, load_params(params))
     except BaseException:

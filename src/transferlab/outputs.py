@@ -11,6 +11,23 @@ from pathlib import Path
 
 from transferlab.errors import UserError
 
+# Files DVC records with a stage's outputs when it ends (params.yaml), as the stage read them.
+_read_at_start: dict[Path, bytes | None] = {}
+
+
+def keep_only_if_unchanged(path: str | Path) -> None:
+    """Outputs are committed only while `path` still holds what the stage read at its start: DVC
+    records the file's values with the outputs, so a second `dvc exp run -S` rewriting params.yaml
+    during a stage would pair the new values with a model made with the old ones."""
+    _read_at_start[Path(path)] = _content(Path(path))
+
+
+def _content(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
 
 class StagedOutputs:
     """Hands out temporary paths next to each final output; `commit` moves them into place."""
@@ -41,6 +58,13 @@ class StagedOutputs:
         for final, tmp in self._staged.items():
             if not tmp.exists():
                 raise RuntimeError(f"stage did not write its output {final}")
+        for path, content in _read_at_start.items():
+            if _content(path) != content:
+                raise UserError(
+                    f"{path} changed while this stage ran (another `dvc exp run` or `transferlab "
+                    "compose`?): its outputs were made with the old values and are not kept; run "
+                    "again once the other command is done"
+                )
         for final, tmp in self._staged.items():
             _remove(final)
             os.replace(tmp, final)
@@ -94,7 +118,11 @@ def staged_outputs():
     except BaseException:
         outs.discard()
         raise
-    outs.commit()
+    try:
+        outs.commit()
+    except BaseException:
+        outs.discard()
+        raise
 
 
 def restore_last_good() -> list[str]:
@@ -110,6 +138,7 @@ def restore_last_good() -> list[str]:
     cache: they come back from the last commit when its copy is the one dvc.lock records."""
     import yaml
 
+    _read_at_start.clear()  # the last good outputs go back whatever params.yaml holds now
     stage, root = os.environ.get("DVC_STAGE"), os.environ.get("DVC_ROOT")
     lock = Path(root or ".") / "dvc.lock"
     if not stage or not root or not lock.is_file():
