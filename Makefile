@@ -77,9 +77,9 @@ CORES := $(shell env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/null ||
 COMPARE_JOBS ?= $(if $(filter 1,$(CORES)),1,2)
 compare: $(STAMP)
 	@test "$(COMPARE_JOBS)" -ge 1 2>/dev/null || { echo "COMPARE_JOBS=$(COMPARE_JOBS): use a whole number, 1 or more" >&2; exit 2; }
-	# Every experiment composes and passes the stages' checks before anything is queued: one line
-	# per mistake (queued with --quiet, DVC would print no reason at all).
-	set -e; for experiment in $(COMPARE); do transferlab compose --output - experiment=$$experiment >/dev/null; done
+	# Every experiment composes with every seed, passes the stages' checks and is a classifier before
+	# anything is queued: one line per mistake (queued with --quiet, DVC would print no reason at all).
+	transferlab report --check $(COMPARE) --seeds $(SEEDS)
 	set -e; for experiment in $(COMPARE); do for seed in $(SEEDS); do \
 	  name=$$(echo $$experiment | tr / -)-s$$seed; \
 	  dvc exp remove --quiet $$name 2>/dev/null || true; \
@@ -180,4 +180,6 @@ push: $(STAMP)
 	dvc push --run-cache $(if $(REMOTE),--remote $(REMOTE))
 
 pull: $(STAMP)
-	dvc pull --run-cache $(if $(REMOTE),--remote $(REMOTE))
+	@dvc pull --run-cache $(if $(REMOTE),--remote $(REMOTE)) || { echo "make pull: the remote lacks \
+	outputs dvc.lock names (listed above): \`make push\` them from the clone that built them, or \
+	\`make run\` builds what is missing here" >&2; exit 1; }

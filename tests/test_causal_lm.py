@@ -351,7 +351,7 @@ def test_the_lm_runs_are_tracked_with_generations_as_text_and_table(lm_repo: Pat
     logged = json.loads(table.read_text())
     assert logged["columns"] == ["prompt", "generation"] and logged["data"][0][0] == "Once upon a time"
     assert next(artifacts.glob(f"**/{runs['evaluate']}/artifacts/generations.md")).stat().st_size > 0
-    version = db.execute("select version from model_versions where name = 'transferlab-lm'").fetchone()
+    version = db.execute("select version from model_versions where name = 'transferlab-lm-tiny'").fetchone()
     assert version is not None, "the language model was not registered"
 
 
@@ -372,7 +372,7 @@ def test_the_language_model_has_a_card_that_its_registered_version_carries(lm_re
     assert "`GPT2LMHeadModel` decoder" in body and "on tech text" in body and "## Limitations" in body
     evaluate = json.loads((lm_repo / "metrics/evaluate.json").read_text())
     [(description,)] = sqlite3.connect(lm_repo / "mlflow.db").execute(
-        "select description from model_versions where name = 'transferlab-lm'"
+        "select description from model_versions where name = 'transferlab-lm-tiny'"
     )
     assert description.startswith(card)
     assert f"| test perplexity | {evaluate['test_perplexity']} |" in description[len(card) :]
@@ -388,7 +388,7 @@ def test_the_registered_language_model_serves_text_over_rest(lm_repo: Path):
     prompts = [rows[0]["prompt"], rows[1]["prompt"]]
     same, greedy_short = serve_and_post(
         lm_repo,
-        "models:/transferlab-lm@champion",
+        "models:/transferlab-lm-tiny@champion",
         {"inputs": prompts},
         {"inputs": prompts, "params": {"do_sample": False, "max_new_tokens": 2}},
     )
@@ -404,14 +404,14 @@ def test_the_registered_language_model_serves_text_over_rest(lm_repo: Path):
 
 
 def logged_model(repo: Path):
-    """The champion transferlab-lm version's logged model: (its MLmodel, its artifact folder, the
+    """The champion transferlab-lm-tiny version's logged model: (its MLmodel, its artifact folder, the
     evaluate run's artifact folder)."""
     from urllib.parse import urlparse
 
     import mlflow
 
     client = mlflow.MlflowClient(f"sqlite:///{repo}/mlflow.db")
-    version = client.get_model_version_by_alias("transferlab-lm", "champion")
+    version = client.get_model_version_by_alias("transferlab-lm-tiny", "champion")
     model = client.get_logged_model(version.source.removeprefix("models:/"))
     folder = Path(urlparse(model.artifact_location).path)
     run = Path(urlparse(client.get_run(version.run_id).info.artifact_uri).path)
@@ -459,7 +459,7 @@ def test_the_language_model_fetches_its_weights_from_the_dvc_remote_and_refuses_
     sh("dvc", "remote", "add", "--local", "-d", "empty", str(tmp_path / "empty"), cwd=clone)
     weights = logged_model(lm_repo)[0]["flavors"]["python_function"]["config"]["weights"]
     here = {"weights": {**weights, "root": str(clone)}}  # as if logged in the clone
-    uri, previous = "models:/transferlab-lm@champion", mlflow.get_tracking_uri()
+    uri, previous = "models:/transferlab-lm-tiny@champion", mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{lm_repo}/mlflow.db")
     try:
         with pytest.raises(UserError, match="weights are unavailable") as refused:

@@ -120,6 +120,19 @@ def test_fresh_clone_pulls_the_pipeline_and_reruns_nothing(tiny_copy: Path, tmp_
     )
 
 
+@pytest.mark.slow
+def test_a_pull_from_a_remote_that_lacks_outputs_says_what_to_do(tiny_copy: Path, tmp_path: Path):
+    """Before: DVC's "Checkout failed ... Is your cache up to date?" and nothing on what to do (a
+    fresh machine's default remote holds none of the committed dvc.lock's outputs)."""
+    committed_tiny_pipeline(tiny_copy)
+    clone = tmp_path / "clone"
+    sh("git", "clone", "-q", str(tiny_copy), str(clone), cwd=tmp_path)
+    result = sh("make", "pull", "STAMP=", "TORCH=cpu", cwd=clone, HOME=str(tmp_path / "home"), check=False)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-2:]  # make's own "Error 1" line comes last
+    assert last[0].startswith("make pull: the remote lacks outputs dvc.lock names (listed above)"), last
+
+
 @pytest.fixture
 def sshd(tmp_path: Path):
     """A real OpenSSH server on 127.0.0.1 and a free port (Debian's openssh-server, installed with

@@ -75,6 +75,15 @@ def test_tiny_experiment_is_tiny():
     assert cfg.data.max_per_label * 5 <= 60
 
 
+def test_smoke_runs_register_their_models_apart_from_the_real_ones():
+    """Before: on a team server, a first `experiment=tiny` run took transferlab-classifier@champion
+    (test accuracy 0.2 on 5 rows), and the real model, scored on other test data, never could."""
+    assert make_config().tracking.registered_model == "transferlab-classifier"
+    assert make_config("experiment=tiny").tracking.registered_model == "transferlab-classifier-tiny"
+    assert make_config("task=causal_lm").tracking.registered_model == "transferlab-lm"
+    assert make_config("experiment=lm_tiny").tracking.registered_model == "transferlab-lm-tiny"
+
+
 @pytest.mark.parametrize(
     "override,expected",
     [

@@ -180,3 +180,15 @@ def test_an_override_that_does_not_parse_is_named_in_one_line(tmp_path, override
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr
     assert not output.exists()
+
+
+def test_compose_says_that_dvc_exp_run_starts_again_from_conf(tmp_path):
+    """Before: a params.yaml composed with experiment=tiny was silently replaced by the defaults
+    plus -S at the next `dvc exp run -S finetune.epochs=2` (the full pipeline ran, 6 min 37 s)."""
+    output = tmp_path / "params.yaml"
+    result = sh("transferlab", "compose", "experiment=tiny", "-o", str(output), cwd=REPO)
+    assert (
+        "`dvc exp run` composes conf/ again with only its own -S values: give it these too " in result.stderr
+    )
+    assert "(-S experiment=tiny)" in result.stderr and output.is_file()
+    assert sh("transferlab", "compose", "-o", str(output), cwd=REPO).stderr == "", "no overrides, no note"

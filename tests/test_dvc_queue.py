@@ -82,18 +82,30 @@ def test_make_compare_runs_named_queued_experiments_and_a_rerun_restores_them(ti
     assert names == ["tiny-s3", "tiny-s4"]
 
 
-def test_make_compare_refuses_an_unknown_experiment_before_queueing_any(tiny_copy: Path):
+@pytest.mark.parametrize(
+    "compare,seeds,expected",
+    [
+        ("tiny compare_nope", "3", "Could not find 'experiment/compare_nope'"),
+        # before: the causal LM trained, then the report ended in a TypeError traceback
+        ("tiny lm_tiny", "3", "experiment=lm_tiny is task=causal_lm: the comparison scores classifiers"),
+        # before: DVC's "Having any troubles?" and no reason
+        ("tiny", "3 abc", "argument --seeds: invalid int value: 'abc'"),
+        # before: queued, failed in prepare, and the report said to run `make compare` first
+        ("tiny", "3 -5", "seed=-5 must be in [0, 2**32 - 1 = 4294967295]"),
+    ],
+)
+def test_make_compare_refuses_a_mistake_before_queueing_anything(tiny_copy: Path, compare, seeds, expected):
     project = tiny_copy
     result = sh(
         "make",
         "compare",
         "STAMP=",
         "TORCH=cpu",
-        "COMPARE=tiny compare_nope",
-        "SEEDS=3",
+        f"COMPARE={compare}",
+        f"SEEDS={seeds}",
         cwd=project,
         check=False,
     )
     assert result.returncode != 0
-    assert "Could not find 'experiment/compare_nope'" in result.stderr and "Traceback" not in result.stderr
+    assert expected in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert "tiny-s3" not in sh("dvc", "queue", "status", cwd=project).stdout, "nothing queued, not even tiny"

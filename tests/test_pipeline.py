@@ -198,7 +198,7 @@ def test_the_registered_version_is_described_by_the_card_and_test_results(tiny_r
     evaluate = json.loads((tiny_repo / "metrics/evaluate.json").read_text())
     db = sqlite3.connect(tiny_repo / "mlflow.db")
     [(description,)] = db.execute(
-        "select description from model_versions where name = 'transferlab-classifier' and version = 1"
+        "select description from model_versions where name = 'transferlab-classifier-tiny' and version = 1"
     )
     assert description.startswith(card), "the registered version does not carry the model card"
     test_section = description[len(card) :]
@@ -261,7 +261,9 @@ def test_the_champion_serves_predictions_over_rest(tiny_repo: Path):
     from conftest import serve_and_post
 
     texts = ["Shares rose after strong quarterly profits.", "The striker scored twice in the cup final."]
-    [predictions] = serve_and_post(tiny_repo, "models:/transferlab-classifier@champion", {"inputs": texts})
+    [predictions] = serve_and_post(
+        tiny_repo, "models:/transferlab-classifier-tiny@champion", {"inputs": texts}
+    )
     labels = {"business", "entertainment", "politics", "sports", "tech"}
     assert len(predictions) == 2
     for row in predictions:

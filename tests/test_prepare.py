@@ -204,3 +204,27 @@ def test_the_text_column_taken_for_the_labels_ends_in_a_short_line(workdir):
     with pytest.raises(UserError, match=r"and 20 more\. Every label needs") as refusal:
         prepare.run(files_config(path, "data.label_column=body"))
     assert len(str(refusal.value)) < 1000
+
+
+@pytest.mark.parametrize(
+    "label_column,expected",
+    [
+        (
+            "topic",
+            "lm.domain='tech' is not a label of this data; labels: alpha, beta, gamma (or lm.domain=null)",
+        ),
+        ("null", "lm.domain='tech' picks texts by label, but these are unlabelled: use lm.domain=null"),
+    ],
+)
+def test_a_causal_lm_domain_the_data_has_not_got_is_refused_before_anything_is_written(
+    workdir, label_column, expected
+):
+    """Before: prepare and train replaced their outputs, and finetune refused the domain."""
+    path = workdir / "input.csv"
+    table().to_csv(path, index=False)
+    cfg = files_config(path, "task=causal_lm", "lm.domain=tech", f"data.label_column={label_column}")
+    with pytest.raises(UserError) as refusal:
+        prepare.run(cfg)
+    assert expected in str(refusal.value)
+    assert not Path("data/prepared").exists()
+    prepare.run(files_config(path, "task=causal_lm", "lm.domain=beta"))

@@ -18,6 +18,15 @@ from conftest import STAGE, sh, tool_env
 pytestmark = pytest.mark.slow
 
 
+def test_a_truncation_change_never_reruns_train(tiny_copy: Path):
+    """Before: dvc.yaml gave train all of model.*, so this reran train (400 steps of pretraining
+    for torch_transformer) although only finetune and evaluate read it."""
+    params = tiny_copy / "params.yaml"
+    params.write_text(params.read_text().replace("truncation: head\n", "truncation: head_tail\n"))
+    status = json.loads(sh("dvc", "status", "--json", cwd=tiny_copy).stdout)
+    assert sorted(status) == ["evaluate", "finetune"]
+
+
 def test_finetune_change_reruns_only_finetune_and_evaluate(tiny_copy: Path):
     params = tiny_copy / "params.yaml"
     params.write_text(params.read_text().replace("head_lr: 0.001", "head_lr: 0.003"))
@@ -65,12 +74,12 @@ def registry(repo: Path) -> tuple[list[int], int | None]:
     versions = [
         v
         for (v,) in db.execute(
-            "select version from model_versions where name = 'transferlab-classifier' order by version"
+            "select version from model_versions where name = 'transferlab-classifier-tiny' order by version"
         )
     ]
     alias = db.execute(
         "select version from registered_model_aliases where name = "
-        "'transferlab-classifier' and alias = 'champion'"
+        "'transferlab-classifier-tiny' and alias = 'champion'"
     ).fetchone()
     return versions, alias and alias[0]
 

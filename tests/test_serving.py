@@ -60,7 +60,16 @@ def make(target: str, repo: Path, **env: str) -> subprocess.CompletedProcess:
 def test_make_serve_answers_400_naming_the_first_item_that_is_not_a_string(tiny_repo: Path):
     port = free_port()
     server = subprocess.Popen(
-        ["make", "-C", str(tiny_repo), "serve", "STAMP=", "TORCH=cpu", f"SERVE_PORT={port}"],
+        [
+            "make",
+            "-C",
+            str(tiny_repo),
+            "serve",
+            "STAMP=",
+            "TORCH=cpu",
+            f"SERVE_PORT={port}",
+            "MODEL=transferlab-classifier-tiny",
+        ],
         env=tool_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -125,7 +134,7 @@ def test_a_large_request_runs_in_batches_with_the_same_predictions(tiny_repo: Pa
     mlflow.set_tracking_uri(store_uri)
     mlflow.set_registry_uri(store_uri)
     try:
-        served = mlflow.pyfunc.load_model("models:/transferlab-classifier@champion")
+        served = mlflow.pyfunc.load_model("models:/transferlab-classifier-tiny@champion")
     finally:
         mlflow.set_tracking_uri(previous[0])
         mlflow.set_registry_uri(previous[1])

@@ -133,3 +133,18 @@ def test_each_stage_lists_the_code_it_imports_as_dvc_deps():
             if not any(rel == dep or rel.startswith(dep.rstrip("/") + "/") for dep in deps):
                 missing.setdefault(stage, []).append(rel)
     assert missing == {}
+
+
+def test_train_depends_on_every_model_key_but_how_long_texts_are_read():
+    """dvc.yaml lists train's model.* keys one by one (a model.truncation change reran train, which
+    never reads it): a key added to the schema later must not be forgotten there."""
+    from dataclasses import fields
+
+    import yaml
+
+    from transferlab.config.schema import ModelConfig
+
+    train = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]["params"]
+    listed = {key.removeprefix("model.") for key in train if key.startswith("model.")}
+    reading = {"truncation", "window_stride", "max_windows"}  # finetune and evaluate only
+    assert listed == {field.name for field in fields(ModelConfig)} - reading

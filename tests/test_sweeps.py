@@ -295,7 +295,7 @@ def test_a_sweep_job_reads_a_relative_data_path_and_registers_its_model(repo: Pa
     assert sweep.info.status == "FINISHED" and len(evaluate) == 1
     client, _ = store(repo)
     [version] = client.search_model_versions(f"run_id = '{evaluate[0].info.run_id}'")
-    assert version.name == "transferlab-classifier"
+    assert version.name == "transferlab-classifier-tiny"
 
 
 @pytest.mark.slow

@@ -198,7 +198,7 @@ def test_two_clones_log_concurrently_to_one_postgres_backed_server(
         for run_id in named:  # the stage's log went through the server to its artifacts destination
             assert [a.path for a in client.list_artifacts(run_id, "logs")] == ["logs/stage.log"]
     assert len(parents) == 2 and {by_id[p].data.tags["transferlab.stage"] for p in parents} == {"pipeline"}
-    versions = client.search_model_versions("name = 'transferlab-classifier'")
+    versions = client.search_model_versions("name = 'transferlab-classifier-tiny'")
     assert sorted(int(v.version) for v in versions) == [1, 2]
     assert {v.run_id for v in versions} == {
         r.info.run_id for r in found if r.data.tags["transferlab.stage"] == "evaluate"

@@ -70,6 +70,12 @@ def parser() -> argparse.ArgumentParser:
         help="print the default comparison set (what `make compare` runs) and exit",
     )
     report.add_argument(
+        "--check",
+        action="store_true",
+        help="only compose every experiment with every seed and run the stages' checks (what "
+        "`make compare` does before it queues anything); no MLflow",
+    )
+    report.add_argument(
         "--seeds",
         nargs="+",
         type=int,
@@ -85,6 +91,9 @@ def report_command(args) -> None:
 
     if args.list:
         print(*report.DEFAULT_EXPERIMENTS)
+        return
+    if args.check:
+        report.check(args.experiments or report.DEFAULT_EXPERIMENTS, args.config_dir, args.seeds)
         return
     report.run(args.experiments or report.DEFAULT_EXPERIMENTS, args.config_dir, args.output, args.seeds)
 
@@ -120,6 +129,15 @@ def compose_command(args) -> None:
         if isinstance(err, OSError):
             raise UserError(f"cannot write -o {args.output}: {err.strerror or err}") from None
         raise
+    if args.overrides:  # DVC's Hydra integration starts again from conf/: say so before it surprises
+        given = " ".join(
+            f"-S {override!r}" if " " in override else f"-S {override}" for override in args.overrides
+        )
+        print(
+            f"transferlab compose: wrote {args.output}; `dvc exp run` composes conf/ again with only "
+            f"its own -S values: give it these too ({given}), or make them a conf/experiment/ file",
+            file=sys.stderr,
+        )
 
 
 def run_stage(stage: str, params: str) -> None:

@@ -34,6 +34,15 @@ DEFAULT_EXPERIMENTS = (
 )
 
 
+def check(experiments, config_dir="conf", seeds=None) -> None:
+    """Every experiment composes with every seed, passes the stages' checks and is a classifier."""
+    from transferlab.report.collect import compared_config
+
+    for name in experiments:
+        for seed in dict.fromkeys(seeds) if seeds else [None]:
+            compared_config(name, seed, config_dir)
+
+
 def run(experiments=DEFAULT_EXPERIMENTS, config_dir="conf", output=REPORTS, seeds=None) -> list[dict]:
     from transferlab.outputs import staged_outputs
     from transferlab.report import pretraining_budget
@@ -43,7 +52,10 @@ def run(experiments=DEFAULT_EXPERIMENTS, config_dir="conf", output=REPORTS, seed
 
     rows, baselines = collect(experiments, config_dir, seeds)
     if not rows:
-        raise UserError("no finished comparison runs in MLflow yet: run `make compare` first")
+        raise UserError(
+            "no finished comparison runs in MLflow yet: run `make compare` first (after it, "
+            "`dvc queue status` and `dvc queue logs NAME` show the experiments that failed)"
+        )
     curves = pretraining_budget.curves(rows)
     with staged_outputs() as outs:
         outs.path(Path(output) / "comparison.md").write_text(

@@ -114,6 +114,21 @@ def summary(name: str, cfg, found: list[dict], missing: list) -> dict:
     }
 
 
+def compared_config(name: str, seed, config_dir):
+    """The checked config of one comparison run; the comparison scores classifiers only."""
+    from transferlab.config.compose import compose
+    from transferlab.config.load import validated
+
+    overrides = [f"experiment={name}", *([f"seed={seed}"] if seed is not None else [])]
+    cfg = validated(compose(overrides, config_dir), " ".join(overrides))
+    if cfg.task != "classification":
+        raise UserError(
+            f"experiment={name} is task={cfg.task}: the comparison scores classifiers against the "
+            "TF-IDF baseline (a causal LM's perplexity and generations: docs/causal-lm.md)"
+        )
+    return cfg
+
+
 def collect(experiments, config_dir, seeds=None) -> tuple[list[dict], dict]:
     """One summary row per experiment with finished runs, and the baseline's scores per seed (from
     the first experiment that has that seed)."""
@@ -122,7 +137,6 @@ def collect(experiments, config_dir, seeds=None) -> tuple[list[dict], dict]:
     import mlflow
     from tqdm.auto import tqdm
 
-    from transferlab.config.compose import compose
     from transferlab.tracking import fingerprint, latest_stage_run, tracking_uri
     from transferlab.tracking.identity import masked
     from transferlab.tracking.store import check_reachable
@@ -132,7 +146,7 @@ def collect(experiments, config_dir, seeds=None) -> tuple[list[dict], dict]:
     for name in tqdm(experiments, desc="collecting runs", unit="experiment", disable=None):
         found, missing = [], []
         for seed in dict.fromkeys(seeds) if seeds else [None]:  # each seed once, in order
-            cfg = compose([f"experiment={name}", *([f"seed={seed}"] if seed is not None else [])], config_dir)
+            cfg = compared_config(name, seed, config_dir)
             uri = tracking_uri(cfg)
             check_reachable(uri)
             mlflow.set_tracking_uri(uri)

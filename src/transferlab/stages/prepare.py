@@ -100,6 +100,22 @@ def statistics(splits: dict, duplicates: int) -> dict:
     return stats
 
 
+def check_domain(frame, domain: str | None, where: str) -> None:
+    """task=causal_lm trains on the texts of one label (lm.domain): a label the data has not got is
+    refused here, before anything is replaced, not two stages later."""
+    labels = sorted(map(str, frame["label"].unique()))
+    if domain is None or domain in labels:
+        return
+    if labels == [sources.UNLABELLED]:
+        raise UserError(
+            f"{where}: lm.domain={domain!r} picks texts by label, but these are unlabelled: use lm.domain=null"
+        )
+    shown = ", ".join(labels[:10]) + (f" and {len(labels) - 10} more" if len(labels) > 10 else "")
+    raise UserError(
+        f"{where}: lm.domain={domain!r} is not a label of this data; labels: {shown} (or lm.domain=null)"
+    )
+
+
 def run(cfg) -> dict:
     from transferlab.outputs import staged_outputs
     from transferlab.tracking import stage_run
@@ -122,6 +138,8 @@ def run(cfg) -> dict:
         # max_per_label (>= 3) cannot make a usable label unusable.
         unlabelled = cfg.data.source == "files" and cfg.data.label_column is None
         check_usable(frame, cfg.task, where, unlabelled)
+        if cfg.task == "causal_lm":
+            check_domain(frame, cfg.lm.domain, where)
         frame = cap_per_label(frame, cfg.data.max_per_label, cfg.seed)
         splits = split(frame, cfg.data.validation_fraction, cfg.data.test_fraction, cfg.seed)
         labels = sorted(frame["label"].unique())
