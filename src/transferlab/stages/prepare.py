@@ -108,7 +108,8 @@ def check_domain(frame, domain: str | None, where: str) -> None:
         return
     if labels == [sources.UNLABELLED]:
         raise UserError(
-            f"{where}: lm.domain={domain!r} picks texts by label, but these are unlabelled: use lm.domain=null"
+            f"{where}: lm.domain={domain!r} picks texts by label, but these are unlabelled: "
+            "use lm.domain=null"
         )
     shown = ", ".join(labels[:10]) + (f" and {len(labels) - 10} more" if len(labels) > 10 else "")
     raise UserError(
