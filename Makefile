@@ -114,6 +114,7 @@ MODEL ?= transferlab-classifier
 SERVE_PORT ?= 5001
 serve: $(STAMP)
 	@python -m transferlab.tasks.classification.serving "$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" "$(MODEL)"
+	@$(call port_free,127.0.0.1,$(SERVE_PORT),SERVE_PORT)
 	@echo "Serving models:/$(MODEL)@champion at http://127.0.0.1:$(SERVE_PORT)/invocations"
 	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} mlflow models serve \
 	  -m "models:/$(MODEL)@champion" --env-manager local --host 127.0.0.1 --port $(SERVE_PORT)
@@ -140,7 +141,11 @@ SERVER_PORT ?= 5000
 SERVER_WORKERS ?= 4
 SERVER_ARGS ?=
 .PHONY: server
+# A port something already listens on: one line and a failure (the server logged it and exited 0).
+port_free = python -c 'import socket; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); \
+  s.bind(("$(1)", $(2)))' 2>/dev/null || { echo "port $(2) on $(1) is in use: stop what listens there, or set $(3)=..." >&2; exit 2; }
 server: $(STAMP)
+	@$(call port_free,$(SERVER_HOST),$(SERVER_PORT),SERVER_PORT)
 	@echo "MLflow tracking server: http://$(SERVER_HOST):$(SERVER_PORT)  (Ctrl-C stops it)"
 	mlflow server --backend-store-uri "$(SERVER_STORE)" --artifacts-destination "$(SERVER_ARTIFACTS)" \
 	  --host $(SERVER_HOST) --port $(SERVER_PORT) --workers $(SERVER_WORKERS) $(SERVER_ARGS)

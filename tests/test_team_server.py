@@ -156,6 +156,22 @@ def test_make_server_listens_on_loopback_unless_told_otherwise():
     assert "--host 127.0.0.1 " in command and '--backend-store-uri "postgresql:///mlflow"' in command, command
 
 
+def test_make_server_on_a_port_in_use_fails_in_one_line():
+    """Before: `make server` logged uvicorn's "address already in use" and exited 0."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = sh("make", "server", "STAMP=", "TORCH=cpu", f"SERVER_PORT={port}", cwd=REPO, check=False)
+    assert result.returncode != 0
+    assert (
+        f"port {port} on 127.0.0.1 is in use: stop what listens there, or set SERVER_PORT=..."
+        in result.stderr
+    )
+
+
 @pytest.mark.slow
 def test_two_clones_log_concurrently_to_one_postgres_backed_server(
     team_server, postgres, tiny_repo, tmp_path

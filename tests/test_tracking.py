@@ -33,6 +33,17 @@ def test_credentials_in_a_server_uri_do_not_hide_why_it_is_unreachable(workdir, 
     assert "secret" not in str(failure.value)
 
 
+def test_a_server_address_without_a_scheme_says_to_add_http(workdir, monkeypatch):
+    """Before: MLflow took 127.0.0.1:5077 for a folder and answered that its filesystem store is
+    in maintenance mode."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "127.0.0.1:5077")
+    with (
+        pytest.raises(UserError, match="has no scheme: write http://127.0.0.1:5077"),
+        stage_run("prepare", make_config()),
+    ):
+        pytest.fail("the stage body must not run")
+
+
 def test_a_stage_run_records_config_tags_and_metrics(workdir):
     import mlflow
 

@@ -41,7 +41,10 @@ def files_digest(paths) -> str:
     files = sorted(Path(p) for p in paths)
     for path in files:
         if not path.is_file():
-            raise UserError(f"{path} not found: run the stage that writes it first (`dvc repro`)")
+            raise UserError(
+                f"{path} not found: run the stage that writes it first (`dvc repro`), or `make pull` "
+                "it when a DVC remote has it"
+            )
     return hashing.files_digest(files, name=lambda file: file.name)[:16]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from contextlib import contextmanager
 
 from transferlab.errors import UserError
@@ -42,6 +43,8 @@ def check_reachable(uri: str) -> None:
     from urllib.parse import urlsplit
 
     parts, scheme = urlsplit(uri), uri.split(":", 1)[0].split("+")[0]
+    if re.fullmatch(r"[\w.-]+:\d+/?", uri):  # MLflow would take it for a folder of files
+        raise UserError(f"MLflow tracking URI {uri!r} has no scheme: write http://{uri} for a server")
     try:
         if scheme in ("http", "https"):
             for name, value in HTTP_RETRIES.items():
