@@ -67,6 +67,12 @@ def refusal(*overrides: str) -> str:
         (["experiment=tiny", "model.max_length=2", "model.truncation=head_tail"], "model.max_length=2 must"),
         (["model.max_length=0"], "model.max_length=0 must be >= 8"),
         (["experiment=lm_tiny", "model.max_length=4"], "model.max_length=4 must be >= 8 (the block length"),
+        # The value, not the enum's repr (<Arch.gpt2: 'gpt2'>).
+        (
+            ["experiment=tiny", "model.arch=gpt2"],
+            "invalid config: model.arch=gpt2 is a decoder language model",
+        ),
+        (["experiment=lm_tiny", "model.arch=bert"], "needs a decoder: model.arch=bert is an encoder"),
     ],
 )
 def test_a_bad_value_is_refused_in_one_line(overrides, expected):

@@ -159,7 +159,7 @@ def _causal_lm_problems(cfg) -> list[str]:
     if cfg.task == "causal_lm":
         if scratch and model.arch not in DECODERS:
             problems.append(
-                f"task=causal_lm needs a decoder: model.arch={model.arch!r} is an encoder "
+                f"task=causal_lm needs a decoder: model.arch={model.arch} is an encoder "
                 "(use model=scratch_gpt or model=torch_decoder, or model.arch="
                 f"{'|'.join(DECODERS)})"
             )
@@ -171,7 +171,7 @@ def _causal_lm_problems(cfg) -> list[str]:
     else:
         if scratch and model.arch in DECODERS:
             problems.append(
-                f"model.arch={model.arch!r} is a decoder language model: use task=causal_lm, "
+                f"model.arch={model.arch} is a decoder language model: use task=causal_lm, "
                 "or an encoder (bert, torch_transformer) for task=classification"
             )
         if not scratch and model.name_or_path.endswith(".gguf"):
