@@ -176,14 +176,14 @@ def test_greedy_generation_is_the_argmax_path_and_is_deterministic(arch):
     ],
 )
 def test_the_fine_tuning_options_see_a_decoders_embeddings_and_layers(arch, embeddings):
-    from transferlab.training import techniques
+    from transferlab.training import freezing
 
     net, _, cfg = tiny_decoder(arch)
-    parts = techniques.split(net)
+    parts = freezing.split(net)
     assert {name for name, _ in parts.embeddings} == embeddings
     assert len(parts.layers) == cfg.model.num_layers and all(parts.layers)
     assert parts.head == []  # the LM head is the (tied) input embedding matrix
-    frozen = techniques.freeze(parts, embeddings=True, layers=1, patterns=[], backbone=False)
+    frozen = freezing.freeze(parts, embeddings=True, layers=1, patterns=[], backbone=False)
     assert set(frozen) == embeddings | {name for name, _ in parts.layers[0]}
     assert all(p.requires_grad for name, p in parts.all() if name not in frozen)
 

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from conftest import make_config
 from transferlab.stages import prepare
 from transferlab.tasks.classification import evaluate, finetune, train
-from transferlab.training import techniques
+from transferlab.training import freezing, techniques
 
 TINY = ("experiment=tiny", "tracking.enabled=false", "data.max_per_label=6")
 
@@ -32,7 +32,7 @@ def tiny_classifier():
 
 
 def test_split_finds_embeddings_layers_and_head():
-    parts = techniques.split(tiny_classifier())
+    parts = freezing.split(tiny_classifier())
     assert len(parts.layers) == 3
     assert all(n.startswith("bert.embeddings.") for n, _ in parts.embeddings)
     assert all(".layer.2." in n for n, _ in parts.layers[2])
@@ -41,7 +41,7 @@ def test_split_finds_embeddings_layers_and_head():
 
 
 def test_parameter_groups_carry_the_configured_learning_rates():
-    parts = techniques.split(tiny_classifier())
+    parts = freezing.split(tiny_classifier())
     groups = techniques.parameter_groups(
         parts, backbone_lr=1e-3, head_lr=1e-2, layer_decay=0.5, weight_decay=0.1, include=lambda p: True
     )
@@ -61,8 +61,8 @@ def test_gradual_unfreezing_opens_one_layer_at_a_time_top_down():
     from transformers import TrainerState
 
     model = tiny_classifier()
-    parts = techniques.split(model)
-    callback = techniques.gradual_unfreezing_callback(parts, every=2, unit="step", keep_frozen=set())
+    parts = freezing.split(model)
+    callback = freezing.gradual_unfreezing_callback(parts, every=2, unit="step", keep_frozen=set())
 
     def trainable_units():
         units = [all(p.requires_grad for _, p in layer) for layer in parts.layers]
