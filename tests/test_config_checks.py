@@ -67,6 +67,27 @@ def refusal(*overrides: str) -> str:
         (["experiment=tiny", "model.max_length=2", "model.truncation=head_tail"], "model.max_length=2 must"),
         (["model.max_length=0"], "model.max_length=0 must be >= 8"),
         (["experiment=lm_tiny", "model.max_length=4"], "model.max_length=4 must be >= 8 (the block length"),
+        (
+            ["experiment=tiny", "finetune.freeze.layers=7"],
+            "finetune.freeze.layers=7 is more than the model's model.num_layers=2: use 0..2",
+        ),
+        (
+            [
+                "experiment=tiny",
+                "finetune.epochs=3",
+                "finetune.freeze.backbone=true",
+                "finetune.unfreeze.every=1",
+            ],
+            "finetune.unfreeze.every=1 contradicts finetune.freeze.backbone=true",
+        ),
+        (
+            ["experiment=tiny", "finetune.epochs=3", "finetune.unfreeze.every=5"],
+            "finetune.unfreeze.every=5 epochs with finetune.epochs=3: no layer would be unfrozen",
+        ),
+        (
+            ["experiment=lm_tiny", "finetune.unfreeze.every=1"],
+            "finetune.epochs=1: no layer would be unfrozen",
+        ),
         # The value, not the enum's repr (<Arch.gpt2: 'gpt2'>).
         (
             ["experiment=tiny", "model.arch=gpt2"],
@@ -93,6 +114,10 @@ def test_a_bad_value_is_refused_in_one_line(overrides, expected):
         ["experiment=tiny", "model.max_length=8", "model.truncation=windows", "model.window_stride=3"],
         ["experiment=tiny", "model.max_length=1024"],  # scratch: its positions grow with max_length
         ["model.name_or_path=some-org/not-downloaded", "model.max_length=4096"],  # a hub id: unknown
+        ["experiment=tiny", "finetune.freeze.layers=2", "finetune.freeze.embeddings=true"],
+        ["experiment=tiny", "finetune.epochs=3", "finetune.unfreeze.every=2"],
+        ["experiment=tiny", "finetune.unfreeze.every=5", "finetune.unfreeze.unit=step"],  # counts steps
+        ["model=minilm", "finetune.freeze.layers=6"],  # a checkpoint's layers are counted at load
     ],
 )
 def test_the_limits_themselves_pass(overrides):

@@ -10,6 +10,8 @@ import pytest
 from safetensors.torch import load_file
 
 from conftest import make_config
+from transferlab.contracts import FINETUNE_METRICS, FINETUNED
+from transferlab.errors import UserError
 from transferlab.stages import prepare
 from transferlab.tasks.classification import evaluate, finetune, train
 from transferlab.training import freezing, techniques
@@ -83,6 +85,38 @@ def test_gradual_unfreezing_opens_one_layer_at_a_time_top_down():
     assert callback.history == [(2, 1), (4, 2), (6, 3), (8, 4)]
 
 
+def test_permanently_frozen_layers_are_not_units_of_gradual_unfreezing(caplog):
+    from transformers import TrainerState
+
+    caplog.set_level("INFO")
+    parts = freezing.split(tiny_classifier())
+    frozen = set(freezing.freeze(parts, embeddings=False, layers=1, patterns=[], backbone=False))
+    callback = freezing.gradual_unfreezing_callback(parts, every=2, unit="step", keep_frozen=frozen)
+    state = TrainerState()
+    for step in range(10):
+        state.global_step = step
+        callback.on_step_begin(None, state, None)
+    # Layer 0 stays frozen, so the log counts 3 units (top layer, middle layer, embeddings), not 4.
+    assert callback.history == [(2, 1), (4, 2), (6, 3)]
+    assert not any(p.requires_grad for _, p in parts.layers[0])
+    assert all(p.requires_grad for n, p in parts.all() if n not in frozen)
+    assert "gradual unfreezing: 3/3 units trainable at step 6" in caplog.text
+    # finetune.unfreeze.every in steps beyond the run's length: said, not silently nothing.
+    callback.on_train_begin(None, TrainerState(max_steps=4), None)
+    assert "finetune.unfreeze.every=2 steps, but the fine-tune runs 4 steps" not in caplog.text
+    late = freezing.gradual_unfreezing_callback(parts, every=5, unit="step", keep_frozen=frozen)
+    late.on_train_begin(None, TrainerState(max_steps=4), None)
+    assert "finetune.unfreeze.every=5 steps, but the fine-tune runs 4 steps" in caplog.text
+
+
+def test_freezing_more_layers_than_a_checkpoint_has_is_refused():
+    parts = freezing.split(tiny_classifier())
+    with pytest.raises(
+        UserError, match=r"finetune.freeze.layers=4 is more than the model's 3 layers: use 0..3"
+    ):
+        freezing.freeze(parts, embeddings=False, layers=4, patterns=[], backbone=False)
+
+
 def weights(folder: str) -> dict:
     return load_file(Path(folder) / "model.safetensors")
 
@@ -125,6 +159,58 @@ def test_gradual_unfreezing_in_a_real_fine_tune(workdir):
     bottom = "bert.encoder.layer.0.output.dense.weight"
     top = "bert.encoder.layer.1.output.dense.weight"
     assert after[bottom].equal(before[bottom]) and not after[top].equal(before[top])
+
+
+def test_a_freezing_that_misses_or_leaves_nothing_to_train_stops_the_stage_untouched(workdir):
+    cfg = make_config(*TINY)
+    prepare.run(cfg)
+    train.run(cfg)
+    for overrides, expected in [
+        (
+            ["finetune.freeze.patterns=[.]"],
+            "finetune.freeze leaves nothing to train: it freezes all 41 parameter tensors of the model "
+            "(finetune.freeze.patterns=['.']); keep at least the head trainable",
+        ),
+        (
+            ["finetune.freeze.patterns=[nomatch_xyz]"],
+            "finetune.freeze.patterns: 'nomatch_xyz' matches no parameter of the model (a regex searched "
+            "in names such as bert.embeddings.word_embeddings.weight, ",
+        ),
+    ]:
+        with pytest.raises(UserError) as refused:
+            finetune.run(make_config(*TINY, *overrides))
+        assert str(refused.value).startswith(expected) and "\n" not in str(refused.value)
+        assert not Path(FINETUNED).exists() and not Path(FINETUNE_METRICS).exists()
+
+
+@pytest.mark.parametrize(
+    "arch, schedule",
+    [
+        ("gpt2", ["finetune.epochs=2", "finetune.unfreeze.every=1"]),
+        ("torch_decoder", ["finetune.unfreeze.every=1", "finetune.unfreeze.unit=step"]),
+    ],
+)
+def test_gradual_unfreezing_trains_a_decoder_whose_lm_head_is_its_input_embeddings(workdir, arch, schedule):
+    """The LM head is tied to the input embeddings, which open last: the top layer (with the final
+    norm) starts trainable, else step 0 has nothing to train. 2 steps an epoch (16 blocks, batch 8):
+    the lower layer opens at step 1 or epoch 2, the embeddings (a third unit) never."""
+    from transferlab.tasks.causal_lm import finetune as lm_finetune
+    from transferlab.tasks.causal_lm import train as lm_train
+
+    lm = ("experiment=lm_tiny", "tracking.enabled=false", f"model.arch={arch}")
+    cfg = make_config(*lm, *schedule)
+    prepare.run(cfg)
+    lm_train.run(cfg)
+    summary = lm_finetune.run(cfg)
+    assert 0 < summary["parameters_trainable_at_start"] < summary["parameters"]
+    before, after = weights("models/pretrained"), weights("models/finetuned")
+    embeddings = [
+        k for k in after if k.endswith(("wte.weight", "tokens.weight", "positions.weight", "wpe.weight"))
+    ]
+    top = [k for k in after if (".h.1." in k or ".layers.1." in k) and k.endswith("weight")]
+    assert embeddings and top
+    assert all(after[k].equal(before[k]) for k in embeddings), "the embeddings opened too early"
+    assert not all(after[k].equal(before[k]) for k in top), "the top layer did not train"
 
 
 @pytest.mark.parametrize("tokenizer", ["train", "pretrained"])

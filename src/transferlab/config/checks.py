@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 
+from transferlab.config.freezing_checks import freezing_problems
 from transferlab.errors import UserError
 
 ENCODERS = ("bert", "torch_transformer")
@@ -113,11 +114,7 @@ def check(cfg) -> None:
         )
     if cfg.model.tokenizer == "train" and cfg.model.vocab_size < 100:
         problems.append("model.vocab_size must be >= 100 for a trained tokenizer")
-    for pattern in cfg.finetune.freeze.patterns:
-        try:
-            re.compile(pattern)
-        except re.error as err:
-            problems.append(f"finetune.freeze.patterns: {pattern!r} is not a regex ({err})")
+    problems += freezing_problems(cfg)
     if cfg.runtime.threads is not None and cfg.runtime.threads < 1:
         problems.append(f"runtime.threads={cfg.runtime.threads} must be >= 1 or null")
     for kind in ("attention_dropout", "hidden_dropout"):

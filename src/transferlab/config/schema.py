@@ -102,7 +102,9 @@ class FreezeConfig:
 @dataclass
 class UnfreezeConfig:
     """Gradual unfreezing (ULMFiT): the backbone starts frozen and one more layer, top down,
-    becomes trainable every `every` epochs or steps; embeddings last. 0 turns it off."""
+    becomes trainable every `every` epochs or steps; embeddings last. 0 turns it off. A decoder's
+    top layer starts trainable (its LM head is the tied input embeddings); what `freeze` froze stays
+    frozen (so freeze.backbone=true is refused with it)."""
 
     every: int = 0
     unit: Unit = Unit.epoch

@@ -12,12 +12,14 @@ import logging
 import re
 from dataclasses import dataclass, field
 
+from transferlab.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Parts:
-    """A classifier's parameters by role, each as (name, parameter) pairs; layers lowest first."""
+    """A model's parameters by role, each as (name, parameter) pairs; layers lowest first."""
 
     embeddings: list = field(default_factory=list)
     layers: list[list] = field(default_factory=list)
@@ -64,7 +66,13 @@ def _embedding_modules(base) -> list:
 
 
 def freeze(parts: Parts, *, embeddings: bool, layers: int, patterns: list[str], backbone: bool) -> list[str]:
-    """Turn off gradients for the chosen parameters; return their names."""
+    """Turn off gradients for the chosen parameters; return their names. A layer count beyond the
+    model's or a pattern that matches no parameter is refused: either would freeze less than asked."""
+    if layers > len(parts.layers):
+        raise UserError(
+            f"finetune.freeze.layers={layers} is more than the model's {len(parts.layers)} layers: use "
+            f"0..{len(parts.layers)} (finetune.freeze.backbone=true freezes every layer and the embeddings)"
+        )
     chosen = []
     if backbone:  # embeddings and every layer; a pooler or final norm on top still trains
         chosen += parts.embeddings + [p for layer in parts.layers for p in layer]
@@ -73,9 +81,17 @@ def freeze(parts: Parts, *, embeddings: bool, layers: int, patterns: list[str], 
             chosen += parts.embeddings
         for layer in parts.layers[:layers]:
             chosen += layer
-    if patterns:
-        compiled = [re.compile(p) for p in patterns]
-        chosen += [(n, p) for n, p in parts.all() if any(c.search(n) for c in compiled)]
+    for pattern in patterns:
+        compiled = re.compile(pattern)
+        matched = [(n, p) for n, p in parts.all() if compiled.search(n)]
+        if not matched:
+            names = [n for n, _ in parts.all()]
+            examples = ", ".join(dict.fromkeys([names[0], names[len(names) // 2], names[-1]]))
+            raise UserError(
+                f"finetune.freeze.patterns: {pattern!r} matches no parameter of the model (a regex "
+                f"searched in names such as {examples})"
+            )
+        chosen += matched
     names = []
     for name, param in chosen:
         if param.requires_grad:
@@ -84,53 +100,67 @@ def freeze(parts: Parts, *, embeddings: bool, layers: int, patterns: list[str], 
     return names
 
 
-def unfreeze_schedule(parts: Parts, every: int) -> list[list]:
-    """Units of gradual unfreezing, in order: top layer first, ..., lowest layer, then embeddings."""
-    units = [layer for layer in reversed(parts.layers)]
-    if parts.embeddings:
-        units.append(parts.embeddings)
-    return units if every > 0 else []
+def unfreeze_schedule(parts: Parts, keep_frozen: set[str]) -> list[list]:
+    """Units of gradual unfreezing, in order: top layer (with a pooler or final norm), ..., lowest
+    layer, then embeddings; without the parameters frozen for the whole fine-tune, and without units
+    left empty by them, so the count in the log is the count that really opens."""
+    units = [list(layer) for layer in reversed(parts.layers)] or [[]]
+    units[0] += parts.other_backbone
+    units.append(parts.embeddings)
+    units = [[(n, p) for n, p in unit if n not in keep_frozen] for unit in units]
+    return [unit for unit in units if unit]
 
 
 def gradual_unfreezing_callback(parts: Parts, every: int, unit: str, keep_frozen: set[str]):
     """A Trainer callback: the backbone starts frozen; every `every` epochs (or steps) one more
-    unit is unfrozen, top down (ULMFiT). Parameters in `keep_frozen` stay frozen throughout."""
+    unit is unfrozen, top down (ULMFiT). Parameters in `keep_frozen` stay frozen throughout.
+    When nothing outside the backbone trains (a decoder's LM head is its tied input embeddings,
+    which open last) the top unit starts trainable: a model with nothing to train cannot step."""
     from transformers import TrainerCallback
 
-    units = unfreeze_schedule(parts, every)
-    for _, param in [p for u in units for p in u] + parts.other_backbone:
+    units = unfreeze_schedule(parts, keep_frozen)
+    if not units:
+        raise UserError(
+            f"finetune.unfreeze.every={every} has nothing to unfreeze: finetune.freeze keeps every "
+            "backbone parameter frozen for the whole fine-tune"
+        )
+    for _, param in [p for u in units for p in u]:
         param.requires_grad_(False)
+    head_trains = any(p.requires_grad for n, p in parts.head)
 
     class GradualUnfreezing(TrainerCallback):
         def __init__(self):
             self.unfrozen = 0
             self.history: list[tuple[int, int]] = []  # (global step, units unfrozen)
+            self.opened_at_start = 0 if head_trains else 1
+            self._open(self.opened_at_start, 0)
 
-        def _advance(self, state, elapsed: int) -> None:
-            target = min(len(units), elapsed // every)
-            while self.unfrozen < target:
-                for name, param in units[self.unfrozen]:
-                    if name not in keep_frozen:
-                        param.requires_grad_(True)
-                if self.unfrozen == 0:  # pooler/final norm go with the top layer
-                    for name, param in parts.other_backbone:
-                        if name not in keep_frozen:
-                            param.requires_grad_(True)
+        def _open(self, target: int, step: int) -> None:
+            while self.unfrozen < min(len(units), target):
+                for _, param in units[self.unfrozen]:
+                    param.requires_grad_(True)
                 self.unfrozen += 1
-                self.history.append((state.global_step, self.unfrozen))
+                self.history.append((step, self.unfrozen))
                 log.info(
-                    "gradual unfreezing: %d/%d units trainable at step %d",
-                    self.unfrozen,
-                    len(units),
-                    state.global_step,
+                    "gradual unfreezing: %d/%d units trainable at step %d", self.unfrozen, len(units), step
+                )
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if unit == "step" and state.max_steps <= every and len(units) > self.unfrozen:
+                log.warning(
+                    "finetune.unfreeze.every=%d steps, but the fine-tune runs %d steps: no more layers "
+                    "will be unfrozen (use a smaller finetune.unfreeze.every)",
+                    every,
+                    state.max_steps,
                 )
 
         def on_epoch_begin(self, args, state, control, **kwargs):
             if unit == "epoch":
-                self._advance(state, int((state.epoch or 0) + 1e-6))
+                elapsed = int((state.epoch or 0) + 1e-6)
+                self._open(self.opened_at_start + elapsed // every, state.global_step)
 
         def on_step_begin(self, args, state, control, **kwargs):
             if unit == "step":
-                self._advance(state, state.global_step)
+                self._open(self.opened_at_start + state.global_step // every, state.global_step)
 
     return GradualUnfreezing()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 
+from transferlab.errors import UserError
 from transferlab.training.freezing import Parts, freeze, gradual_unfreezing_callback, split
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,8 @@ def epoch_schedule(ft) -> dict:
 
 
 def configure_layers(net, ft, runtime, run_log):
-    """Freeze what the config says, build the optimizer's LR groups, and the unfreezing callback."""
+    """Freeze what the config says, build the optimizer's LR groups, and the unfreezing callback.
+    Runs before any training, so a freezing that leaves nothing to train stops the stage here."""
     import torch
 
     from transferlab.training.runtime import adamw_options
@@ -133,6 +135,11 @@ def configure_layers(net, ft, runtime, run_log):
             backbone=ft.freeze.backbone,
         )
     )
+    if not any(p.requires_grad for _, p in parts.all()):
+        raise UserError(
+            f"finetune.freeze leaves nothing to train: it freezes all {len(frozen)} parameter tensors "
+            f"of the model ({freeze_settings(ft)}); keep at least the head trainable"
+        )
     if frozen:
         log.info("frozen for the whole fine-tune: %d parameter tensors", len(frozen))
     callbacks = []
@@ -140,14 +147,11 @@ def configure_layers(net, ft, runtime, run_log):
         callbacks.append(
             gradual_unfreezing_callback(parts, ft.unfreeze.every, ft.unfreeze.unit, keep_frozen=frozen)
         )
-        frozen_now = {n for n, p in parts.all() if not p.requires_grad}
         log.info(
             "gradual unfreezing: backbone starts frozen, one more layer every %d %s(s)",
             ft.unfreeze.every,
             ft.unfreeze.unit,
         )
-    else:
-        frozen_now = frozen
     # Permanently frozen tensors stay out of the optimizer; ones unfrozen later are in it from the
     # start (AdamW skips a parameter while its grad is None).
     frozen_ids = {id(p) for n, p in parts.all() if n in frozen}
@@ -161,7 +165,18 @@ def configure_layers(net, ft, runtime, run_log):
     )
     optimizer = torch.optim.AdamW(groups, lr=ft.backbone_lr, **adamw_options(runtime))
     total = sum(p.numel() for _, p in parts.all())
-    trainable = sum(p.numel() for n, p in parts.all() if n not in frozen_now)
+    trainable = sum(p.numel() for _, p in parts.all() if p.requires_grad)
     run_log.log_metrics({"parameters_total": total, "parameters_trainable_at_start": trainable})
     run_log.set_tags({"finetune.lr_groups": ", ".join(f"{g['name']}={g['lr']:.2e}" for g in groups)})
     return optimizer, callbacks, {"parameters": total, "parameters_trainable_at_start": trainable}
+
+
+def freeze_settings(ft) -> str:
+    """The finetune.freeze values that freeze something, as overrides."""
+    chosen = {
+        key: getattr(ft.freeze, key)
+        for key in ("backbone", "embeddings", "layers")
+        if getattr(ft.freeze, key)
+    }
+    chosen |= {"patterns": list(ft.freeze.patterns)} if ft.freeze.patterns else {}
+    return " ".join(f"finetune.freeze.{key}={value}" for key, value in chosen.items())

@@ -61,10 +61,10 @@ def run(cfg) -> dict:
             cfg.model.trust_remote_code, cfg.finetune.attention_dropout, cfg.finetune.hidden_dropout
         )
         use_attention(net, cfg)
+        ft = cfg.finetune  # layers first: a freezing that leaves nothing to train stops the stage here
+        optimizer, layer_callbacks, sizes = techniques.configure_layers(net, ft, cfg.runtime, run_log)
         train_blocks = corpus.split_blocks("train", tok, cfg, domain=domain, limit=cfg.lm.max_train_blocks)
         eval_blocks = corpus.split_blocks("validation", tok, cfg, domain=domain, limit=cfg.lm.max_eval_blocks)
-        ft = cfg.finetune
-        optimizer, layer_callbacks, sizes = techniques.configure_layers(net, ft, cfg.runtime, run_log)
         overfitting = techniques.overfitting_callback(run_log)
         with checkpoints.workdir() as workdir:
             trainer = language_model_trainer(

@@ -86,6 +86,8 @@ def run(cfg) -> dict:
             labels, cfg.model.trust_remote_code, cfg.finetune.attention_dropout, cfg.finetune.hidden_dropout
         )
         runtime.use_attention(net, cfg)
+        ft = cfg.finetune  # layers first: a freezing that leaves nothing to train stops the stage here
+        optimizer, layer_callbacks, sizes = techniques.configure_layers(net, ft, cfg.runtime, run_log)
         max_length = cfg.model.max_length
         cut = {
             "truncation": cfg.model.truncation,
@@ -94,8 +96,6 @@ def run(cfg) -> dict:
         }
         train_set = prepared.tokenized(frames["train"], tok, max_length, **cut)
         eval_set = prepared.tokenized(frames["validation"], tok, max_length, **cut)
-        ft = cfg.finetune
-        optimizer, layer_callbacks, sizes = techniques.configure_layers(net, ft, cfg.runtime, run_log)
         overfitting = techniques.overfitting_callback(run_log)
         throughput = epoch_throughput(  # MLflow only: wall time must stay out of the outputs
             sum(map(len, train_set["input_ids"])),
