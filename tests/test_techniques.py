@@ -211,6 +211,13 @@ def test_gradual_unfreezing_trains_a_decoder_whose_lm_head_is_its_input_embeddin
     assert embeddings and top
     assert all(after[k].equal(before[k]) for k in embeddings), "the embeddings opened too early"
     assert not all(after[k].equal(before[k]) for k in top), "the top layer did not train"
+    # The scratch checkpoint has max(1024, 2 x model.max_length) positions: a longer block is refused
+    # when the stage loads it (by hand, `transferlab finetune` does not rerun train).
+    positions = r"\((n_positions|max_position_embeddings): 1024 in its config.json\)"
+    with pytest.raises(
+        UserError, match=rf"^model.max_length=1500 is more than models/pretrained reads {positions}"
+    ):
+        lm_finetune.run(make_config(*lm, *schedule, "model.max_length=1500"))
 
 
 @pytest.mark.parametrize("tokenizer", ["train", "pretrained"])

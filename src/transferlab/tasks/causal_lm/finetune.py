@@ -13,6 +13,7 @@ from transferlab.contracts import FINETUNED, PRETRAINED, TRAINING_LOG
 from transferlab.data import prepared
 from transferlab.errors import UserError
 from transferlab.models.build import save_tokenizer
+from transferlab.models.positions import check_positions
 from transferlab.tasks.causal_lm import corpus
 from transferlab.tasks.causal_lm.train import language_model_trainer, perplexity
 from transferlab.training import techniques
@@ -57,6 +58,7 @@ def run(cfg) -> dict:
         cfg, "finetune", inputs=[PRETRAINED], tags={"task": cfg.task, "lm.domain": domain or "all"}
     ) as (run_log, checkpoints):
         prepared.log_splits(run_log, {name: prepared.read_split(name) for name in ("train", "validation")})
+        check_positions(PRETRAINED, cfg.model.max_length)
         net, tok = load_decoder(
             cfg.model.trust_remote_code, cfg.finetune.attention_dropout, cfg.finetune.hidden_dropout
         )

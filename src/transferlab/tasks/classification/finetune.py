@@ -13,6 +13,7 @@ from transferlab.contracts import FINETUNED, PRETRAINED, TRAINING_LOG
 from transferlab.data import prepared
 from transferlab.errors import UserError
 from transferlab.models.build import save_tokenizer
+from transferlab.models.positions import check_positions
 from transferlab.training import techniques
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ def run(cfg) -> dict:
             )
         frames = {name: prepared.read_split(name) for name in ("train", "validation")}
         prepared.log_splits(run_log, frames)
+        check_positions(PRETRAINED, cfg.model.max_length)
         net, tok = load_classifier(
             labels, cfg.model.trust_remote_code, cfg.finetune.attention_dropout, cfg.finetune.hidden_dropout
         )
