@@ -491,3 +491,11 @@ def test_a_forced_rerun_gives_identical_metrics_and_generations(lm_repo: Path, t
     before = {f: (copy / f).read_bytes() for f in files}
     sh("dvc", "repro", "--force", "train", "finetune", "evaluate", "--single-item", cwd=copy)
     assert {f: (copy / f).read_bytes() for f in files} == before
+
+
+def test_an_empty_prompt_gets_a_heading_of_its_own_in_the_generations():
+    """Before: `## ` and `****text` in reports/evaluate/generations.md."""
+    from transferlab.tasks.causal_lm.evaluate import markdown
+
+    text = markdown(make_config("experiment=lm_tiny"), [{"prompt": "", "generation": "a tale"}])
+    assert "## (empty prompt)\n\na tale" in text and "****" not in text

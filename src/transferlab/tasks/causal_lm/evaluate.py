@@ -50,7 +50,9 @@ def markdown(cfg, rows: list[dict]) -> str:
         "",
     ]
     for row in rows:
-        lines += [f"## {row['prompt']}", "", f"**{row['prompt']}**{row['generation']}", ""]
+        prompt = row["prompt"]  # an empty one: the model writes from nothing
+        heading, bold = (prompt, f"**{prompt}**") if prompt.strip() else ("(empty prompt)", "")
+        lines += [f"## {heading}", "", f"{bold}{row['generation']}", ""]
     return "\n".join(lines)
 
 
