@@ -107,3 +107,49 @@ def test_a_ctrl_c_inside_a_database_call_waits_for_it_to_return(tmp_path: Path):
 def test_a_second_ctrl_c_is_not_deferred(tmp_path: Path):
     lines = run_slow_statement(tmp_path, 0.2, 0.6)
     assert lines[0] == "interrupted" and float(lines[1]) < 1.4, lines
+
+
+# --- Ctrl-C on the Hydra app and on `transferlab tune`, for real (experiment=tiny) ---------------
+
+
+def interrupt_when(command: list[str], repo: Path, marker: str, timeout: float = 600, group: bool = False):
+    """Start `command` in `repo`, send it SIGINT (to its process group with `group`, as a
+    terminal's Ctrl-C; else to the process only, as `kill -INT PID`) once `marker` is in its output;
+    return (exit code, seconds from the signal to the exit, stdout and stderr)."""
+    import os
+    import signal
+    import time
+
+    from conftest import tool_env
+
+    out, err = repo / "interrupted.out", repo / "interrupted.err"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        process = subprocess.Popen(
+            command, cwd=repo, env=tool_env(), stdout=stdout, stderr=stderr, start_new_session=True
+        )
+    deadline = time.monotonic() + timeout
+    while marker not in out.read_text() + err.read_text() and process.poll() is None:
+        assert time.monotonic() < deadline, f"no {marker!r} in time:\n{err.read_text()[-3000:]}"
+        time.sleep(0.1)
+    assert process.poll() is None, f"ended before the interrupt:\n{err.read_text()[-3000:]}"
+    sent = time.monotonic()
+    (os.killpg if group else os.kill)(process.pid, signal.SIGINT)
+    code = process.wait(timeout=180)
+    return code, time.monotonic() - sent, out.read_text(), err.read_text()
+
+
+def test_ctrl_c_ends_a_hydra_sweep_in_one_line_with_exit_code_130(tmp_path: Path):
+    """Before: KeyboardInterrupt is no Exception, so sweep.main let it through: Python's ~80-line
+    traceback and exit code 1 (the sweep run was closed FAILED all the same)."""
+    from conftest import children, copy_project, sweeps
+
+    repo = copy_project(tmp_path / "project")
+    grid = "finetune.backbone_lr=1e-3,2e-3,3e-3"
+    command = [sys.executable, "-m", "transferlab", "-m", "experiment=tiny", "finetune.epochs=3", grid]
+    code, _, _, stderr = interrupt_when(command, repo, "(finetune) in sqlite")  # job 0 fine-tunes
+    assert code == 130, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert stderr.endswith("python -m transferlab: interrupted\n")
+    [sweep] = sweeps(repo, grid)
+    assert sweep.info.status == "FAILED"
+    assert "RUNNING" not in {job.info.status for job in children(repo, sweep)}

@@ -168,6 +168,77 @@ def test_a_bad_value_ends_a_sweep_in_one_line(repo: Path):
     assert sweep.info.status == "FAILED"
 
 
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    """The app's error line, after asserting it is the only thing on stderr after Hydra's log."""
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    *_, line = result.stderr.splitlines()
+    assert line.startswith("python -m transferlab: error: ")
+    return line
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            ("-m", "experiment=tiny", "finetune.bogus=1,2"),
+            "Could not override 'finetune.bogus' (Key 'bogus' not in",
+        ),
+        (
+            ("experiment=tiny", "finetune.epochs=abc"),
+            "Value 'abc' of type 'str' could not be converted to Integer",
+        ),
+    ],
+)
+def test_a_config_hydra_cannot_compose_ends_the_app_in_one_line(repo: Path, arguments, message):
+    """Before: Hydra's 7-line report and exit code 1, where transferlab compose says it in one line."""
+    result = app(*arguments, cwd=repo)
+    line = one_error_line(result)
+    assert line.startswith("python -m transferlab: error: cannot compose config: ") and message in line
+    assert "HYDRA_FULL_ERROR" not in result.stderr  # Hydra's own report
+    if "-m" in arguments:
+        [sweep] = sweeps(repo, "finetune.bogus=1,2")
+        assert sweep.info.status == "FAILED"
+
+
+def test_an_optuna_storage_that_cannot_be_opened_ends_the_sweep_in_one_line(repo: Path):
+    """Before: the sweeper's traceback (485 lines) and exit code 1; `transferlab tune` said it in one."""
+    storage = "postgresql+psycopg://127.0.0.1:5999/optuna"  # no server there
+    result = app(*OPTUNA[3:], f"hydra.sweeper.storage={storage}", cwd=repo)
+    line = one_error_line(result)
+    assert f"cannot open Optuna storage {storage}: " in line and "Connection refused" in line
+    assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.skipif(shutil.which("sbatch") is None, reason="no sbatch (slurm-client) here")
+def test_slurm_jobs_no_controller_takes_end_the_sweep_in_one_line(repo: Path, tmp_path: Path):
+    """A Slurm config whose controller does not answer: before, submitit's 60-line traceback, exit 1."""
+    conf = tmp_path / "slurm.conf"
+    conf.write_text(
+        "ClusterName=nowhere\nSlurmctldHost=localhost(127.0.0.1)\nSlurmctldPort=5998\n"
+        "NodeName=localhost CPUs=1 State=UNKNOWN\nPartitionName=debug Nodes=localhost Default=YES\n"
+    )
+    result = subprocess.run(
+        [
+            *APP,
+            "-m",
+            "hydra/launcher=slurm",
+            "hydra.launcher.gpus_per_node=null",
+            "experiment=tiny",
+            "finetune.epochs=1,2",
+        ],
+        cwd=repo,
+        env=tool_env(SLURM_CONF=str(conf)),
+        capture_output=True,
+        text=True,
+    )
+    line = one_error_line(result)
+    assert "the Slurm launcher could not submit the jobs: sbatch: " in line
+    assert "Unable to contact slurm controller" in line
+    [sweep] = sweeps(repo, "hydra/launcher=slurm")
+    assert sweep.info.status == "FAILED"
+
+
 def test_cluster_and_optuna_configs_compose():
     """The Slurm launcher config (run for real in test_slurm.py) and the Optuna search space compose."""
     slurm = app("hydra/launcher=slurm", "--cfg", "hydra", check=True).stdout

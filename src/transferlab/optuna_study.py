@@ -172,12 +172,13 @@ def prepare_sweep(config) -> bool:
     from omegaconf import read_write
 
     sweeper = config.hydra.sweeper
-    left = int(sweeper.n_trials)  # resolves sweep_trials
+    opened = storage(sweeper.storage)  # one line, not the sweeper's traceback, if it cannot be opened
     try:
-        study = optuna.load_study(study_name=sweeper.study_name, storage=sweeper.storage)
+        study = optuna.load_study(study_name=sweeper.study_name, storage=opened)
         check_space(study, search_space(config, config.hydra.overrides.task)[0])
     except KeyError:  # a new study
         study = None
+    left = int(sweeper.n_trials)  # resolves sweep_trials
     with read_write(sweeper):
         sweeper.n_trials = left
         if sweeper.sampler.get("seed") is not None:

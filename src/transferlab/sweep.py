@@ -18,7 +18,8 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from transferlab import optuna_study
+from transferlab import app_exit, optuna_study
+from transferlab.app_exit import fail
 from transferlab.errors import UserError
 from transferlab.interrupts import install as install_interrupt_handler
 from transferlab.interrupts import interrupts
@@ -235,7 +236,6 @@ def record_sweep(run, cfg, sweep_dir: Path, hydra_yaml: str) -> bool:
 
 def main() -> None:
     import warnings
-    from functools import partial
 
     import hydra
     from hydra._internal.utils import get_args_parser
@@ -256,45 +256,4 @@ def main() -> None:
     os.environ.setdefault(WORKSPACE_ENV, str(Path.cwd()))
     app = hydra.main(config_path=str(Path.cwd() / "conf"), config_name="config", version_base="1.3")(job)
     install_interrupt_handler()
-    tracebacks = os.environ.get("HYDRA_FULL_ERROR") == "1"  # the user asked for Hydra's full ones
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises a failed sweep's error here, not prints it
-    try:
-        app()
-    except Exception as err:
-        if (message := error_line(err)) is None and tracebacks:
-            raise
-        if message is None:  # as Hydra reports it (a config error in one line), exit code 1
-            from hydra._internal.utils import run_and_report
-
-            del os.environ["HYDRA_FULL_ERROR"]
-            run_and_report(partial(raise_from_job, err))
-        finish_sweep(failed=True)  # its record logged before the error line, which ends the output
-        fail(message)
-    finally:
-        finish_sweep(failed=True)  # only when the sweep ended without on_multirun_end
-    if interrupts:
-        print("python -m transferlab: interrupted", file=sys.stderr)
-        sys.exit(130)
-
-
-def fail(message: str):
-    print(f"python -m transferlab: error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def error_line(err: Exception) -> str | None:
-    """The one line a sweep ends with: a job's user error (the basic sweeper stops at it; Optuna's
-    records a FAIL trial) or a study no trial of which completed (the sweeper fails on its best)."""
-    if isinstance(err, UserError):
-        return str(err)
-    if isinstance(err, ValueError) and _study and optuna_study.none_completed(**_study):
-        return f"study {_study['name']}: no trial completed (their errors are above)"
-    return None
-
-
-def raise_from_job(err: Exception):
-    """Raise `err` with its traceback from the job on: Hydra's report shows the task's frames only."""
-    tb = err.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_name != "run_job":
-        tb = tb.tb_next
-    raise err.with_traceback(tb or err.__traceback__)
+    app_exit.run(app, finish=finish_sweep, study=_study)
