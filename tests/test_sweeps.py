@@ -538,3 +538,19 @@ def test_an_optuna_sweep_whose_every_trial_fails_ends_in_one_line(repo: Path, tm
     assert [t.state for t in study(repo, "empty").trials] == [TrialState.FAIL] * 2
     [sweep] = sweeps(repo, "hydra.sweeper.study_name=empty")
     assert sweep.info.status == "FAILED"
+
+
+@pytest.mark.slow
+def test_a_study_refuses_the_trials_of_another_config(repo: Path):
+    """Before: every config shared the study finetune_lr; a search over another config found the
+    first one's trials, ran nothing, printed their best value and exited 0."""
+    name = "hydra.sweeper.study_name=one_config"
+    sh(*OPTUNA, name, "sweep.trials=1", cwd=repo)
+    other = ("model.max_length=32", name, "sweep.trials=1")
+    for result in (app(*OPTUNA[3:], *other, cwd=repo), sh(*TUNE, *other, cwd=repo, check=False)):
+        assert result.returncode == 2, result.stderr[-3000:]
+        assert "study one_config was made for another config" in result.stderr.splitlines()[-1]
+        assert "hydra.sweeper.study_name=" in result.stderr.splitlines()[-1]
+    assert len(study(repo, "one_config").trials) == 1
+    again = sh(*TUNE, name, "sweep.trials=1", cwd=repo)  # the same config: tune agrees, nothing to run
+    assert "1 of 1 trials finished" in again.stdout + again.stderr

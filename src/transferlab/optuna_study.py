@@ -10,6 +10,7 @@ import os
 import socket
 from pathlib import Path
 
+from transferlab import study_config
 from transferlab.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -165,19 +166,20 @@ def fail_unfinished(study, abandoned=lambda trial: True) -> None:
 
 def prepare_sweep(config) -> bool:
     """Before the Hydra Optuna sweeper is made from `config` (Hydra's, in on_multirun_start): its
-    n_trials resolved (what the study lacks), its sampler's seed moved by seed_offset as `transferlab
+    n_trials resolved (what the study lacks), the study made or checked against this config (as
+    `transferlab tune` does), its sampler's seed moved by seed_offset as `transferlab
     tune` moves it, the study's search space checked. False when nothing is left to run (its sweep
     folder is made for the sweeper's optimization_results.yaml)."""
-    import optuna
     from omegaconf import read_write
 
+    from transferlab.sweep import job_config
+
     sweeper = config.hydra.sweeper
-    opened = storage(sweeper.storage)  # one line, not the sweeper's traceback, if it cannot be opened
-    try:
-        study = optuna.load_study(study_name=sweeper.study_name, storage=opened)
-        check_space(study, search_space(config, config.hydra.overrides.task)[0])
-    except KeyError:  # a new study
-        study = None
+    cfg = job_config(config)
+    study = open_study(config, cfg)  # made here if new, so it records its config as tune's do
+    space = search_space(config, config.hydra.overrides.task)[0]
+    study_config.check(study, cfg, space)
+    check_space(study, space)
     left = int(sweeper.n_trials)  # resolves sweep_trials
     with read_write(sweeper):
         sweeper.n_trials = left

@@ -18,7 +18,7 @@ import math
 import os
 from pathlib import Path
 
-from transferlab import optuna_study
+from transferlab import optuna_study, study_config
 from transferlab.errors import UserError
 from transferlab.interrupts import install as install_interrupt_handler
 from transferlab.interrupts import interrupts
@@ -50,7 +50,9 @@ def tune(overrides: list[str], workers: int = 1) -> int:
     cfg = job_config(raw)
     optuna_study.pruner(cfg.sweep.pruner)  # its settings fail here, not in every worker
     study = optuna_study.open_study(raw, cfg)
-    optuna_study.check_space(study, optuna_study.search_space(raw)[0])  # before any trial fails on it
+    space = optuna_study.search_space(raw)[0]
+    study_config.check(study, cfg, space)  # a study holds one config's trials
+    optuna_study.check_space(study, space)  # before any trial fails on it
     optuna_study.fail_unfinished(study, abandoned=optuna_study.worker_gone)
     target, done = cfg.sweep.trials, optuna_study.finished(study)
     log.info("study %s: %d of %d trials finished, %d workers", study.study_name, done, target, workers)
