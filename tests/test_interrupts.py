@@ -153,3 +153,25 @@ def test_ctrl_c_ends_a_hydra_sweep_in_one_line_with_exit_code_130(tmp_path: Path
     [sweep] = sweeps(repo, grid)
     assert sweep.info.status == "FAILED"
     assert "RUNNING" not in {job.info.status for job in children(repo, sweep)}
+
+
+def test_ctrl_c_to_transferlab_tune_stops_its_workers_and_fails_their_trials(tmp_path: Path):
+    """`kill -INT` to the parent only. Before: the parent waited 10 s for workers the signal had not
+    reached (they went on starting trials), and each worker printed multiprocessing's traceback."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from conftest import copy_project
+
+    repo = copy_project(tmp_path / "project")
+    command = ["transferlab", "tune", "-j", "2", "experiment=tiny", "finetune.epochs=4", "sweep.trials=20"]
+    command += ["hydra.sweeper.study_name=ctrl_c"]
+    code, seconds, stdout, stderr = interrupt_when(command, repo, "(finetune) in sqlite")
+    assert code == 130, stderr[-3000:]
+    assert "Process MainProcess" not in stderr, stderr[-3000:]  # multiprocessing's traceback
+    assert stderr.splitlines()[-1].startswith("transferlab tune: interrupted")
+    assert seconds < 30, seconds
+    trials = optuna.load_study(study_name="ctrl_c", storage=f"sqlite:///{repo}/optuna.db").trials
+    assert TrialState.FAIL in {t.state for t in trials}  # the running ones
+    assert TrialState.RUNNING not in {t.state for t in trials}
+    assert len(trials) <= 4, [t.state for t in trials]  # no trial started after the Ctrl-C

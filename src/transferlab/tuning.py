@@ -20,7 +20,6 @@ from pathlib import Path
 
 from transferlab import optuna_study, study_config
 from transferlab.errors import UserError
-from transferlab.interrupts import install as install_interrupt_handler
 from transferlab.interrupts import interrupts
 
 log = logging.getLogger(__name__)
@@ -34,6 +33,7 @@ def tune(overrides: list[str], workers: int = 1) -> int:
     the sweep run. Fails (UserError) when the study ended short of sweep.trials finished trials."""
     import multiprocessing
 
+    from transferlab import tuning_workers
     from transferlab.pipeline import WORKSPACE_ENV
     from transferlab.sweep import job_config
     from transferlab.tracking import close_run, masked, open_run
@@ -79,7 +79,9 @@ def tune(overrides: list[str], workers: int = 1) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
     spawn = multiprocessing.get_context("spawn")
     processes = [
-        spawn.Process(target=work, args=(overrides, sweep.run_id, first_seed + i), name=f"worker-{i}")
+        spawn.Process(
+            target=tuning_workers.work, args=(overrides, sweep.run_id, first_seed + i), name=f"worker-{i}"
+        )
         for i in range(workers)
     ]
     try:
@@ -89,7 +91,7 @@ def tune(overrides: list[str], workers: int = 1) -> int:
             process.join()
         done = summarize(sweep, study, cfg)
     except BaseException:
-        stop(processes)
+        tuning_workers.stop(processes)
         close_run(sweep, failed=True)
         raise
     close_run(sweep, failed=done < target)
@@ -99,46 +101,6 @@ def tune(overrides: list[str], workers: int = 1) -> int:
             "worker errors are above): run the same command again to resume it"
         )
     return 0
-
-
-def stop(processes) -> None:
-    """After Ctrl-C (which the workers got too: their trials end as FAIL) or an error here."""
-    import signal
-
-    for process in processes:
-        process.join(timeout=10)
-        if process.is_alive():
-            os.kill(process.pid, signal.SIGINT)
-            process.join(timeout=60)
-        if process.is_alive():
-            process.kill()
-
-
-def work(overrides: list[str], sweep_run_id: str | None, seed_offset: int) -> None:
-    """One worker process: `study.optimize` until the study has sweep.trials finished trials."""
-    import sys
-    from functools import partial
-
-    from transferlab.sweep import job_config, own_process
-
-    line = f"%(asctime)s {optuna_study.worker_id()} %(name)s: %(message)s"
-    logging.basicConfig(level=logging.INFO, datefmt="%H:%M:%S", format=line)
-    own_process()
-    install_interrupt_handler()  # a Ctrl-C that training swallows still stops the worker
-    optuna_study.quiet_deprecations()
-    raw = optuna_study.compose(overrides)
-    cfg = job_config(raw)
-    space, fixed = optuna_study.search_space(raw)
-    pruner = optuna_study.pruner(cfg.sweep.pruner)
-    study = optuna_study.open_study(raw, cfg, sampler=optuna_study.sampler(raw, seed_offset), pruner=pruner)
-    slots = Slots(cfg.sweep.trials, raw.hydra.sweeper.storage, study.study_name)
-    if slots.take(study):
-        objective = partial(
-            run_trial, slots=slots, overrides=[*overrides, *fixed], space=space, sweep_run_id=sweep_run_id
-        )
-        study.optimize(objective, callbacks=[slots.after], catch=(Exception,))
-    if interrupts:
-        sys.exit(130)
 
 
 def run_trial(trial, *, slots, overrides, space, sweep_run_id) -> float:
@@ -176,6 +138,8 @@ def run_trial(trial, *, slots, overrides, space, sweep_run_id) -> float:
             metrics, reused = run_stages(cfg, run)
         if "finetune" in reused:  # no epoch ran here: the pruner still gets its curve
             replay(trial, reused["finetune"], cfg.sweep.objective)
+        if interrupts:  # a Ctrl-C that training swallowed (a __del__): the trial FAILs, not COMPLETEs
+            raise KeyboardInterrupt
         value = float(metrics[cfg.sweep.objective])
         state = "COMPLETE" if math.isfinite(value) else "FAIL"  # Optuna fails a NaN value too
         return value
