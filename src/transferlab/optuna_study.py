@@ -172,7 +172,7 @@ def prepare_sweep(config) -> bool:
     folder is made for the sweeper's optimization_results.yaml)."""
     from omegaconf import read_write
 
-    from transferlab.sweep import job_config
+    from transferlab.config.load import job_config
 
     sweeper = config.hydra.sweeper
     cfg = job_config(config)

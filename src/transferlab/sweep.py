@@ -20,6 +20,7 @@ from hydra.experimental.callback import Callback
 
 from transferlab import app_exit, optuna_study
 from transferlab.app_exit import fail
+from transferlab.config.load import job_config
 from transferlab.errors import UserError
 from transferlab.interrupts import install as install_interrupt_handler
 from transferlab.interrupts import interrupts
@@ -29,17 +30,6 @@ log = logging.getLogger(__name__)
 SWEEP_ENV = "TRANSFERLAB_SWEEP_RUN_ID"  # the sweep's parent run, for jobs in worker processes
 _open_sweep: dict = {}  # the running sweep's parent run, closed as FAILED if the sweep dies
 _study: dict = {}  # the Optuna sweep's study (name, storage), to explain a sweep no trial completed
-
-
-def job_config(raw):
-    """The typed, checked pipeline config of a Hydra config (its `hydra` node dropped)."""
-    from omegaconf import OmegaConf
-
-    from transferlab.config.load import validated
-
-    tree = OmegaConf.to_container(raw, resolve=False)
-    tree.pop("hydra", None)
-    return validated(tree, "config")
 
 
 def job(raw) -> float:

@@ -62,8 +62,9 @@ def watch_parent() -> None:
 def optimize(overrides: list[str], sweep_run_id: str | None, seed_offset: int) -> None:
     from functools import partial
 
-    from transferlab.sweep import job_config, own_process
-    from transferlab.tuning import Slots, run_trial
+    from transferlab.config.load import job_config
+    from transferlab.sweep import own_process
+    from transferlab.tuning_trials import Slots, run_trial
 
     line = f"%(asctime)s {optuna_study.worker_id()} %(name)s: %(message)s"
     logging.basicConfig(level=logging.INFO, datefmt="%H:%M:%S", format=line)

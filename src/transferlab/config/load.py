@@ -38,3 +38,12 @@ def validated(raw, source: str):
     OmegaConf.set_readonly(cfg, True)
     check(cfg)
     return cfg
+
+
+def job_config(raw):
+    """The typed, checked pipeline config of a Hydra job's config (its `hydra` node dropped)."""
+    from omegaconf import OmegaConf
+
+    tree = OmegaConf.to_container(raw, resolve=False)
+    tree.pop("hydra", None)
+    return validated(tree, "config")
