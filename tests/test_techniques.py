@@ -218,6 +218,12 @@ def test_gradual_unfreezing_trains_a_decoder_whose_lm_head_is_its_input_embeddin
         UserError, match=rf"^model.max_length=1500 is more than models/pretrained reads {positions}"
     ):
         lm_finetune.run(make_config(*lm, *schedule, "model.max_length=1500"))
+    from transferlab.tasks.causal_lm import evaluate as lm_evaluate
+
+    with pytest.raises(
+        UserError, match=rf"^model.max_length=1500 is more than models/finetuned reads {positions}"
+    ):
+        lm_evaluate.run(make_config(*lm, *schedule, "model.max_length=1500"))
 
 
 @pytest.mark.parametrize("tokenizer", ["train", "pretrained"])

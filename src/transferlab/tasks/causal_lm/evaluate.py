@@ -13,6 +13,7 @@ from transferlab.contracts import EVALUATE_METRICS as METRICS
 from transferlab.contracts import FINETUNED, PLOTS, PRETRAINED, REPORTS, TRAINING_LOG
 from transferlab.data import prepared
 from transferlab.errors import UserError
+from transferlab.models.positions import check_positions
 from transferlab.tasks.causal_lm import corpus
 from transferlab.training.curves import CURVE_PNG, write_learning_curves
 
@@ -76,6 +77,7 @@ def run(cfg) -> dict:
         run_log.set_tags({"device": device})
         if not (FINETUNED / "config.json").is_file():
             raise UserError(f"{FINETUNED} has no model: run the finetune stage first")
+        check_positions(FINETUNED, cfg.model.max_length)  # by hand, after a max_length change
         run_log.link("finetune")
         prepared.log_splits(run_log, {"test": prepared.read_split("test")})
         register_architectures()

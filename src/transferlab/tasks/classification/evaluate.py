@@ -14,6 +14,7 @@ from transferlab.contracts import EVALUATE_METRICS as METRICS
 from transferlab.contracts import FINETUNED, PLOTS, REPORTS, TRAINING_LOG
 from transferlab.data import prepared
 from transferlab.errors import UserError
+from transferlab.models.positions import check_positions
 from transferlab.training.curves import CURVE_PNG, write_csv, write_learning_curves
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,7 @@ def run(cfg) -> dict:
         run_log.set_tags({"device": device})
         if not (FINETUNED / "config.json").is_file():
             raise UserError(f"{FINETUNED} has no model: run the finetune stage first")
+        check_positions(FINETUNED, cfg.model.max_length)  # by hand, after a max_length change
         run_log.link("finetune")
         labels = prepared.read_labels()
         test = prepared.read_split("test")
