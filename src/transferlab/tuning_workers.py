@@ -33,6 +33,7 @@ def work(overrides: list[str], sweep_run_id: str | None, seed_offset: int) -> No
     import sys
 
     os.setpgrp()  # Ctrl-C comes from the parent only, once (a second one would not be deferred)
+    logging.getLogger("optuna.study._optimize").addFilter(interrupted_trial_in_one_line)
     install_interrupt_handler()  # a Ctrl-C that training swallows still stops the worker
     watch_parent()
     try:
@@ -41,6 +42,19 @@ def work(overrides: list[str], sweep_run_id: str | None, seed_offset: int) -> No
         sys.exit(130)
     if interrupts:
         sys.exit(130)
+
+
+def interrupted_trial_in_one_line(record: logging.LogRecord) -> bool:
+    """Optuna logs a trial that Ctrl-C ended with the whole traceback; one line says it instead."""
+    if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+        trial = record.getMessage().split(" failed ", 1)[0]
+        record.msg, record.args, record.exc_info, record.exc_text = (
+            f"{trial} interrupted (FAIL)",
+            (),
+            None,
+            None,
+        )
+    return True
 
 
 def watch_parent() -> None:
