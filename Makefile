@@ -146,6 +146,10 @@ port_free = python -c 'import socket; s = socket.socket(); s.setsockopt(socket.S
   s.bind(("$(1)", $(2)))' 2>/dev/null || { echo "port $(2) on $(1) is in use: stop what listens there, or set $(3)=..." >&2; exit 2; }
 server: $(STAMP)
 	@$(call port_free,$(SERVER_HOST),$(SERVER_PORT),SERVER_PORT)
+	@# its backend store answers, or one line says why (else MLflow retries for 2 minutes, 190 lines)
+	@python -c 'import sys; from transferlab.tracking.store import masked, unreachable; why = unreachable(sys.argv[1]); \
+	  sys.exit(why and f"backend store {masked(sys.argv[1])} is unreachable ({why}): start it, or set SERVER_STORE=...")' \
+	  "$(SERVER_STORE)"
 	@echo "MLflow tracking server: http://$(SERVER_HOST):$(SERVER_PORT)  (Ctrl-C stops it)"
 	mlflow server --backend-store-uri "$(SERVER_STORE)" --artifacts-destination "$(SERVER_ARTIFACTS)" \
 	  --host $(SERVER_HOST) --port $(SERVER_PORT) --workers $(SERVER_WORKERS) $(SERVER_ARGS)

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import REPO, free_port, make_config
+from conftest import REPO, free_port, make_config, sh
 from transferlab.errors import UserError
 from transferlab.tracking import flatten, redact, stage_run
 from transferlab.tracking.identity import run_name
@@ -31,6 +31,24 @@ def test_credentials_in_a_server_uri_do_not_hide_why_it_is_unreachable(workdir, 
     with pytest.raises(UserError, match="Connection refused") as failure, stage_run("prepare", cfg):
         pytest.fail("the stage body must not run")
     assert "secret" not in str(failure.value)
+
+
+def test_a_postgresql_socket_nobody_listens_on_fails_fast(workdir, monkeypatch, tmp_path):
+    """`postgresql:///mlflow` (libpq's socket, PGHOST): before, MLflow's 10 connection attempts
+    over about 100 s; `make server` printed 190 lines."""
+    monkeypatch.setenv("PGHOST", str(tmp_path))  # a folder with no server socket in it
+    cfg = make_config("tracking.uri=postgresql:///mlflow")
+    started = time.monotonic()
+    with (
+        pytest.raises(UserError, match=r"postgresql:///mlflow is unreachable \(.*No such file"),
+        stage_run("prepare", cfg),
+    ):
+        pytest.fail("the stage body must not run")
+    assert time.monotonic() - started < 10
+    port = f"SERVER_PORT={free_port()}"  # the port check comes first
+    result = sh("make", "server", "STAMP=", "TORCH=cpu", port, cwd=REPO, check=False, PGHOST=str(tmp_path))
+    assert result.returncode != 0
+    assert result.stderr.splitlines()[0].startswith("backend store postgresql:///mlflow is unreachable")
 
 
 def test_a_server_address_without_a_scheme_says_to_add_http(workdir, monkeypatch):

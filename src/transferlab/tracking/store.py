@@ -40,11 +40,20 @@ DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
 def check_reachable(uri: str) -> None:
     """Fail in seconds, naming the URI, instead of MLflow's long retry loops (7 HTTP retries over
     about 4 minutes; 10 database connection attempts over about 100 s)."""
+    if re.fullmatch(r"[\w.-]+:\d+/?", uri):  # MLflow would take it for a folder of files
+        raise UserError(f"MLflow tracking URI {uri!r} has no scheme: write http://{uri} for a server")
+    if why := unreachable(uri):
+        raise UserError(
+            f"MLflow tracking store {masked(uri)} is unreachable ({why}): start "
+            "it, fix MLFLOW_TRACKING_URI / tracking.uri, or set tracking.enabled=false"
+        )
+
+
+def unreachable(uri: str) -> str | None:
+    """Why a server or database store does not answer, or None (it does, or it is a file)."""
     from urllib.parse import urlsplit
 
     parts, scheme = urlsplit(uri), uri.split(":", 1)[0].split("+")[0]
-    if re.fullmatch(r"[\w.-]+:\d+/?", uri):  # MLflow would take it for a folder of files
-        raise UserError(f"MLflow tracking URI {uri!r} has no scheme: write http://{uri} for a server")
     try:
         if scheme in ("http", "https"):
             for name, value in HTTP_RETRIES.items():
@@ -54,17 +63,22 @@ def check_reachable(uri: str) -> None:
             # Credentials in the URI are MLflow's business; the health page needs none.
             health = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl().rstrip("/") + "/health"
             urllib.request.urlopen(health, timeout=5).close()
-        elif scheme in DATABASE_PORTS and parts.hostname:  # no host: a local socket, nothing to wait for
+        elif scheme in DATABASE_PORTS and parts.hostname:
             import socket
 
             socket.create_connection(
                 (parts.hostname, parts.port or DATABASE_PORTS[scheme]), timeout=5
             ).close()
+        elif scheme == "postgresql":  # a local socket, where libpq finds it (PGHOST, PGPORT): ask it
+            import psycopg
+
+            try:
+                psycopg.connect("postgresql" + uri[uri.index(":") :], connect_timeout=5).close()
+            except psycopg.Error as err:
+                return str(err).strip().splitlines()[0]
     except OSError as err:  # urllib's URLError included
-        raise UserError(
-            f"MLflow tracking store {masked(uri)} is unreachable ({getattr(err, 'reason', err)}): start "
-            "it, fix MLFLOW_TRACKING_URI / tracking.uri, or set tracking.enabled=false"
-        ) from None
+        return str(getattr(err, "reason", err))
+    return None
 
 
 def server_gone(err: BaseException | None, uri: str) -> bool:
