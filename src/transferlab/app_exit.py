@@ -89,20 +89,20 @@ def submission_error(stderr: str) -> str:
 
 def in_job(err: Exception) -> bool:
     """Whether `err` was raised by a job (sweep.run_job), not by Hydra composing its config."""
-    tb = err.__traceback__
-    while tb is not None:
-        if (
-            tb.tb_frame.f_code.co_name == "run_job"
-            and tb.tb_frame.f_globals.get("__name__") == "transferlab.sweep"
-        ):
-            return True
-        tb = tb.tb_next
-    return False
+    return job_traceback(err) is not None
 
 
 def raise_from_job(err: Exception):
     """Raise `err` with its traceback from the job on: Hydra's report shows the task's frames only."""
+    raise err.with_traceback(job_traceback(err) or err.__traceback__)
+
+
+def job_traceback(err: Exception):
+    """`err`'s traceback from sweep.run_job's frame on, or None when no job raised it."""
     tb = err.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_name != "run_job":
+    while tb is not None and not (
+        tb.tb_frame.f_code.co_name == "run_job"
+        and tb.tb_frame.f_globals.get("__name__") == "transferlab.sweep"
+    ):
         tb = tb.tb_next
-    raise err.with_traceback(tb or err.__traceback__)
+    return tb

@@ -36,10 +36,10 @@ DEFAULT_EXPERIMENTS = (
 
 def check(experiments, config_dir="conf", seeds=None) -> None:
     """Every experiment composes with every seed, passes the stages' checks and is a classifier."""
-    from transferlab.report.collect import compared_config
+    from transferlab.report.collect import compared_config, seed_list
 
     for name in experiments:
-        for seed in dict.fromkeys(seeds) if seeds else [None]:
+        for seed in seed_list(seeds):
             compared_config(name, seed, config_dir)
 
 

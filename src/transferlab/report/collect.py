@@ -114,6 +114,11 @@ def summary(name: str, cfg, found: list[dict], missing: list) -> dict:
     }
 
 
+def seed_list(seeds) -> list:
+    """Each seed once, in order; [None] for the config's own seed."""
+    return list(dict.fromkeys(seeds)) if seeds else [None]
+
+
 def compared_config(name: str, seed, config_dir):
     """The checked config of one comparison run; the comparison scores classifiers only."""
     from transferlab.config.compose import compose
@@ -145,7 +150,7 @@ def collect(experiments, config_dir, seeds=None) -> tuple[list[dict], dict]:
     rows, baselines = [], {}
     for name in tqdm(experiments, desc="collecting runs", unit="experiment", disable=None):
         found, missing = [], []
-        for seed in dict.fromkeys(seeds) if seeds else [None]:  # each seed once, in order
+        for seed in seed_list(seeds):
             cfg = compared_config(name, seed, config_dir)
             uri = tracking_uri(cfg)
             check_reachable(uri)
