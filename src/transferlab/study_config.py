@@ -19,23 +19,21 @@ def config_digest(cfg, searched) -> str:
     from omegaconf import OmegaConf
 
     from transferlab.pipeline import stage_params
+    from transferlab.tracking.identity import flatten
 
     tree = OmegaConf.to_container(cfg, resolve=True)
     keys = stage_params("finetune") or [k for k in tree if k not in ("sweep", "tracking", "checkpoint")]
     leaves: dict = {}
-
-    def flatten(prefix: str, node) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                flatten(f"{prefix}.{key}", value)
-        elif not any(prefix == name or prefix.startswith(name + ".") for name in searched):
-            leaves[prefix] = node
-
     for key in keys:
         node = tree
         for part in key.split("."):
             node = node[part]
-        flatten(key, node)
+        leaves.update(flatten(node, key + ".") if isinstance(node, dict) else {key: node})
+    leaves = {
+        name: value
+        for name, value in leaves.items()
+        if not any(name == key or name.startswith(key + ".") for key in searched)
+    }
     return hashlib.sha256(json.dumps(leaves, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
