@@ -19,8 +19,8 @@ TINY_MINILM = ("data.max_per_label=5", "model.max_length=32", "finetune.batch_si
 
 def test_each_lever_reaches_the_training_arguments(tmp_path):
     default = runtime.training_arguments(make_config(), str(tmp_path))
-    # precision=auto: bf16 exactly where this CPU runs it natively
-    assert default.bf16 == precision.cpu_has_native_bf16() and not default.fp16
+    # precision=auto: bf16 exactly where this CPU runs it natively and faster than fp32
+    assert default.bf16 == precision.cpu_prefers_bf16() and not default.fp16
     assert default.dataloader_num_workers == 0 and not default.dataloader_pin_memory
     assert default.train_sampling_strategy == "random" and not default.torch_compile
     assert runtime.training_arguments(make_config("precision=bf16"), str(tmp_path)).bf16
@@ -38,13 +38,38 @@ def test_each_lever_reaches_the_training_arguments(tmp_path):
     assert flipped.torch_compile
 
 
-def test_auto_precision_follows_the_cpu_flags(monkeypatch):
+@pytest.fixture
+def fresh_probe():
+    """The bf16 speed probe measured anew (it is cached per process), and forgotten afterwards."""
+    probe = precision.cpu_bf16_matmul_speedup
+    probe.cache_clear()
+    yield probe
+    probe.cache_clear()
+
+
+def test_auto_precision_takes_bf16_only_where_it_is_native_and_faster(monkeypatch, fresh_probe):
     monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2", "avx512f"})  # an AVX512 CPU without BF16
+    assert fresh_probe() == 0  # emulated bf16 is not even timed
     assert precision.resolve_precision("auto", "cpu") == "fp32"
-    for native in ({"avx2", "avx512_bf16"}, {"amx_bf16"}, {"asimd", "bf16"}):  # Intel, AMX, Arm
-        monkeypatch.setattr(precision, "cpu_flags", lambda native=native: native)
-        assert precision.resolve_precision("auto", "cpu") == "bf16"
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    # AMD EPYC (4x), Intel Xeon without AMX (0.6x: native, yet slower than fp32), the threshold
+    for speedup, expected in ((4.0, "bf16"), (0.6, "fp32"), (precision.BF16_MIN_SPEEDUP, "bf16")):
+        monkeypatch.setattr(precision, "cpu_bf16_matmul_speedup", lambda speedup=speedup: speedup)
+        assert precision.resolve_precision("auto", "cpu") == expected
     assert precision.resolve_precision("fp32", "cpu") == "fp32"
+
+
+def test_this_cpus_bf16_speed_is_measured_without_moving_the_seeded_stream(fresh_probe):
+    import torch
+
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    speedup = fresh_probe()
+    assert torch.equal(torch.rand(3), expected)
+    assert (speedup > 0) == precision.cpu_has_native_bf16()
+    resolved = precision.resolve_precision("auto", "cpu")
+    assert resolved == ("bf16" if speedup >= precision.BF16_MIN_SPEEDUP else "fp32")
 
 
 def test_this_machines_flags_are_read():
@@ -56,14 +81,26 @@ def test_this_machines_flags_are_read():
     assert flags and ("sse2" in flags or "asimd" in flags or "fp" in flags)
 
 
-def test_emulated_bf16_runs_with_one_warning(monkeypatch, caplog):
+def test_emulated_bf16_runs_with_one_warning(monkeypatch, caplog, fresh_probe):
     monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2"})
-    precision._warn_emulated_bf16.cache_clear()
+    precision._warn_slow_bf16.cache_clear()
     with caplog.at_level("WARNING", logger="transferlab.training.precision"):
         assert precision.resolve_precision("bf16", "cpu") == "bf16"
         assert precision.resolve_precision("bf16", "cpu") == "bf16"
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and "emulated" in warnings[0] and "30x slower" in warnings[0]
+
+
+def test_native_but_slower_bf16_runs_with_one_warning(monkeypatch, caplog):
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    monkeypatch.setattr(precision, "cpu_bf16_matmul_speedup", lambda: 0.62)
+    precision._warn_slow_bf16.cache_clear()
+    with caplog.at_level("WARNING", logger="transferlab.training.precision"):
+        assert precision.resolve_precision("bf16", "cpu") == "bf16"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "only 0.62x as fast as fp32" in warnings[0]
+    assert "precision=auto picks fp32" in warnings[0]
+    precision._warn_slow_bf16.cache_clear()
 
 
 def test_fp16_on_a_cpu_is_one_clear_error():
@@ -76,7 +113,8 @@ def test_fp16_on_a_cpu_is_one_clear_error():
 def test_machine_tags_record_the_resolved_precision():
     tags = runtime.machine_tags(make_config())
     assert tags["precision.requested"] == "auto" and tags["device"] == "cpu"
-    assert tags["precision"] == ("bf16" if precision.cpu_has_native_bf16() else "fp32")
+    assert tags["precision"] == ("bf16" if precision.cpu_prefers_bf16() else "fp32")
+    assert float(tags["cpu.bf16_matmul_speedup"]) == precision.cpu_bf16_matmul_speedup()
 
 
 def test_padding_share_counts_what_random_batches_pad():

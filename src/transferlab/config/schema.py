@@ -237,8 +237,9 @@ class Config:
     task: Task = Task.classification
     seed: int = 42
     device: Device = Device.auto
-    # auto: bf16 where the hardware runs it natively (CUDA with bf16; CPUs with AVX512-BF16, AMX or
-    # Arm BF16), fp16 on older CUDA GPUs, else fp32. Resolved per run, recorded as the `precision` tag.
+    # auto: bf16 where the hardware runs it natively and faster than fp32 (CUDA with bf16; CPUs with
+    # AVX512-BF16, AMX or Arm BF16 whose bf16 matmuls time at >= 1.5x fp32), fp16 on older CUDA GPUs,
+    # else fp32. Resolved per run, recorded as the `precision` tag.
     precision: Precision = Precision.auto
     # strict: deterministic algorithms, seeded workers, cuBLAS workspace (bit-identical reruns);
     # fast: seeds only, TF32 and cudnn.benchmark allowed on a GPU

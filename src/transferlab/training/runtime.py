@@ -7,7 +7,7 @@ import logging
 import os
 
 from transferlab.errors import UserError
-from transferlab.training.precision import cpu_has_native_bf16, resolve_precision
+from transferlab.training.precision import cpu_bf16_matmul_speedup, cpu_has_native_bf16, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -131,14 +131,17 @@ def per_device(batch_size: int) -> int:
 
 def machine_tags(cfg) -> dict[str, str]:
     """What a stage run records about where it ran: the device, the precision asked for and the
-    one it resolved to (the same params.yaml can resolve differently on another machine)."""
+    one it resolved to and why (the same params.yaml can resolve differently on another machine)."""
     device = resolve_device(cfg.device)
-    return {
+    tags = {
         "device": device,
         "precision": resolve_precision(cfg.precision, device),
         "precision.requested": cfg.precision,
         "cpu.native_bf16": str(cpu_has_native_bf16()),
     }
+    if device == "cpu":
+        tags["cpu.bf16_matmul_speedup"] = str(cpu_bf16_matmul_speedup())
+    return tags
 
 
 def trainer_device_args(device: str, precision: str) -> dict:
