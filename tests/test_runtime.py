@@ -188,7 +188,15 @@ def test_a_bad_lever_value_is_one_clear_error(bad):
         make_config(bad)
 
 
-def test_minilm_fine_tunes_with_eager_attention_and_no_attention_dropout(workdir):
+def test_auto_attention_follows_the_device_and_the_resolved_precision():
+    auto = make_config().runtime
+    assert runtime.attention_kernel(auto, "cpu", "bf16") == "eager"
+    assert runtime.attention_kernel(auto, "cpu", "fp32") == "sdpa"
+    assert runtime.attention_kernel(auto, "cuda", "bf16") == "sdpa"
+    assert runtime.attention_kernel(make_config("runtime.attention=eager").runtime, "cpu", "fp32") == "eager"
+
+
+def test_minilm_fine_tunes_with_auto_attention_and_no_attention_dropout(workdir):
     cfg = make_config(*TINY_MINILM, "tracking.enabled=false")
     prepare.run(cfg)
     train.run(cfg)
@@ -199,7 +207,8 @@ def test_minilm_fine_tunes_with_eager_attention_and_no_attention_dropout(workdir
     quiet, _ = finetune.load_classifier(labels, hidden_dropout=0.0)
     assert (quiet.config.hidden_dropout_prob, quiet.config.attention_probs_dropout_prob) == (0.0, 0.1)
     runtime.use_attention(net, cfg)
-    assert net.config._attn_implementation == "eager"  # auto on a CPU
+    # auto on a CPU: eager where the run computes in bf16, sdpa in fp32
+    assert net.config._attn_implementation == ("eager" if precision.cpu_prefers_bf16() else "sdpa")
     runtime.use_attention(net, make_config("runtime.attention=sdpa"))
     assert net.config._attn_implementation == "sdpa"
     kept, _ = finetune.load_classifier(labels, attention_dropout=None)

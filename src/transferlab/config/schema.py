@@ -180,8 +180,9 @@ class RuntimeConfig:
     compile: bool = False  # torch.compile the model (inductor)
     pin_memory: bool = True  # CUDA only: page-locked batches, asynchronous copies to the GPU
     tf32: bool = True  # CUDA only (Ampere+), repro=fast only: TF32 tensor cores for fp32 matmuls
-    # Attention kernel of Hugging Face models: auto = eager on CPU (two batched matmuls + softmax
-    # beat CPU flash attention's backward here), sdpa on CUDA (flash / memory-efficient kernels).
+    # Attention kernel of Hugging Face models: auto = eager on a CPU computing in bf16 (two batched
+    # matmuls + softmax beat CPU flash attention's bf16 backward), else sdpa (fp32 CPUs: a tie or
+    # faster; CUDA: flash / memory-efficient kernels).
     attention: Attention = Attention.auto
     # glibc only: serve every allocation from the heap and never hand freed memory back, so the
     # big per-step tensors reuse pages instead of being page-faulted in afresh every step.

@@ -113,7 +113,9 @@ def run(cfg) -> dict:
             run_log.set_tags(
                 {
                     "train_sampling": args.train_sampling_strategy,
-                    "attention": runtime.attention_kernel(cfg.runtime, args.device.type),
+                    "attention": runtime.attention_kernel(
+                        cfg.runtime, args.device.type, "bf16" if args.bf16 else "fp32"
+                    ),
                 }
             )
             trainer = Trainer(
