@@ -109,6 +109,40 @@ def test_a_second_ctrl_c_is_not_deferred(tmp_path: Path):
     assert lines[0] == "interrupted" and float(lines[1]) < 1.4, lines
 
 
+# The garbage collector runs a `__del__` (GitPython's Repo has one) while Ctrl-C arrives. Python
+# prints a KeyboardInterrupt raised in a finalizer as "Exception ignored in ..." with a traceback,
+# and drops it: before, the sweep's log got that traceback and the interrupted job went on.
+CTRL_C_IN_A_FINALIZER = """
+import os, signal, time
+from transferlab import interrupts
+
+interrupts.install()
+
+class Finalized:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.3)
+        print("finalizer done", flush=True)
+
+start = time.monotonic()
+try:
+    Finalized()
+    time.sleep(5)
+except KeyboardInterrupt:
+    print("interrupted", round(time.monotonic() - start, 2), flush=True)
+"""
+
+
+def test_a_ctrl_c_inside_a_finalizer_is_raised_after_it(tmp_path: Path):
+    args = [sys.executable, "-c", CTRL_C_IN_A_FINALIZER]
+    result = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = result.stdout.split()
+    assert lines[:3] == ["finalizer", "done", "interrupted"], lines
+    assert float(lines[3]) < 1.5, lines
+
+
 # --- Ctrl-C on the Hydra app and on `transferlab tune`, for real (experiment=tiny) ---------------
 
 

@@ -3,8 +3,10 @@
 Python raises KeyboardInterrupt wherever the main thread is. Landing inside a SQLAlchemy
 transaction of MLflow's (or Optuna's) sqlite store, it can leave that connection holding the
 database's write lock until the interrupted frames are freed, and the runs closed on the way out
-then wait sqlite's 20 s busy timeout and stay RUNNING. So a first Ctrl-C that lands inside database
-code is delivered again as soon as the main thread is out of it; a second Ctrl-C is not deferred.
+then wait sqlite's 20 s busy timeout and stay RUNNING. Landing inside a finalizer (`__del__`, run
+by the garbage collector wherever it happens to be), it is printed with a traceback and dropped. So
+a first Ctrl-C that lands inside database code or a finalizer is delivered again as soon as the
+main thread is out of it; a second Ctrl-C is not deferred.
 """
 
 from __future__ import annotations
@@ -38,17 +40,19 @@ def on_interrupt(signum, frame) -> None:
         interrupts.append(signum)
     while _pending:  # this delivery replaces any scheduled one
         _pending.pop().set()
-    if len(interrupts) == 1 and in_database_code(frame):
+    if len(interrupts) == 1 and in_uninterruptible_code(frame):
         _deliver_later(signum)
         return
     raise KeyboardInterrupt
 
 
-def in_database_code(frame) -> bool:
-    """Whether `frame` or a frame that called it belongs to DATABASE_MODULES."""
+def in_uninterruptible_code(frame) -> bool:
+    """Whether `frame` or a frame that called it belongs to DATABASE_MODULES or is a `__del__`."""
     while frame is not None:
         name = frame.f_globals.get("__name__", "")
         if any(name == module or name.startswith(module + ".") for module in DATABASE_MODULES):
+            return True
+        if frame.f_code.co_name == "__del__":
             return True
         frame = frame.f_back
     return False
@@ -56,14 +60,14 @@ def in_database_code(frame) -> bool:
 
 def _deliver_later(signum: int) -> None:
     """Watch the main thread's stack from another thread; deliver the signal again once it is out
-    of database code (the handler itself runs only when a C call such as sqlite's returns, so it
-    would almost always find itself inside one)."""
+    of database code and finalizers (the handler itself runs only when a C call such as sqlite's
+    returns, so it would almost always find itself inside one)."""
     main = threading.main_thread().ident
     cancelled = threading.Event()
 
     def deliver() -> None:
         while not cancelled.wait(POLL_SECONDS):
-            if not in_database_code(sys._current_frames().get(main)):
+            if not in_uninterruptible_code(sys._current_frames().get(main)):
                 _redelivered.set()
                 signal.pthread_kill(main, signum)  # a real signal: it also ends a sleep or a wait
                 return
