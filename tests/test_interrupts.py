@@ -83,7 +83,8 @@ try:
         threading.Timer(at, os.kill, (os.getpid(), signal.SIGINT)).start()
     with engine.connect() as connection:
         connection.execute(sqlalchemy.text("select 1"))
-        print("statement done", round(time.monotonic() - start, 2), flush=True)
+        # one write: the deferred Ctrl-C may land anywhere after the statement, print's pieces too
+        sys.stdout.write(f"statement done {round(time.monotonic() - start, 2)}\\n")
         time.sleep(5)
 except KeyboardInterrupt:
     print("interrupted", round(time.monotonic() - start, 2), flush=True)
