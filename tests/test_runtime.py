@@ -209,7 +209,7 @@ def test_minilm_fine_tunes_with_auto_attention_and_no_attention_dropout(workdir)
     runtime.use_attention(net, cfg)
     # auto on a CPU: eager where the run computes in bf16, sdpa in fp32
     assert net.config._attn_implementation == ("eager" if precision.cpu_prefers_bf16() else "sdpa")
-    runtime.use_attention(net, make_config("runtime.attention=sdpa"))
+    assert runtime.use_attention(net, make_config("runtime.attention=sdpa")) == "sdpa"
     assert net.config._attn_implementation == "sdpa"
     kept, _ = finetune.load_classifier(labels, attention_dropout=None)
     assert kept.config.attention_probs_dropout_prob == 0.1  # MiniLM's own
@@ -234,3 +234,5 @@ def test_finetune_logs_real_token_throughput_per_epoch(workdir):
     history = client.get_metric_history(run.info.run_id, "train_tokens_per_second")
     assert sorted(m.step for m in history) == [1, 2]
     assert all(m.value > 0 for m in history)
+    # the kernel the model ran, as use_attention set it (auto: eager only where the CPU runs bf16)
+    assert run.data.tags["attention"] == ("eager" if precision.cpu_prefers_bf16() else "sdpa")

@@ -227,9 +227,10 @@ def attention_kernel(runtime, device: str, precision: str) -> str:
     return "eager" if device == "cpu" and precision == "bf16" else "sdpa"
 
 
-def use_attention(net, cfg) -> None:
+def use_attention(net, cfg) -> str:
     """Switch a Hugging Face model to the configured attention kernel (same weights and math up to
-    rounding). torch.nn models (torch_transformer, torch_decoder) have one kernel and are left."""
+    rounding) and return the kernel the model now runs, for the run's `attention` tag. torch.nn
+    models (torch_transformer, torch_decoder) have one kernel and are left."""
     device = resolve_device(cfg.device)
     kernel = attention_kernel(cfg.runtime, device, resolve_precision(cfg.precision, device))
     try:
@@ -238,6 +239,8 @@ def use_attention(net, cfg) -> None:
         log.info(
             "runtime.attention: %s keeps its own attention (%s)", type(net).__name__, str(err).split(".")[0]
         )
+        return "model's own"
+    return net.config._attn_implementation
 
 
 def adamw_options(runtime) -> dict:

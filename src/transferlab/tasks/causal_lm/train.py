@@ -54,7 +54,7 @@ def run(cfg) -> dict:
         prepared.log_splits(run_log, splits)
         tok = decoders.tokenizer(cfg.model, splits["train"]["text"].tolist())
         net = decoders.decoder(cfg.model, tok)
-        use_attention(net, cfg)
+        run_log.set_tags({"attention": use_attention(net, cfg)})
         seed_everything(cfg.seed)
         eval_blocks = corpus.split_blocks("validation", tok, cfg, limit=cfg.lm.max_eval_blocks)
         steps = cfg.train.steps

@@ -87,7 +87,7 @@ def run(cfg) -> dict:
         net, tok = load_classifier(
             labels, cfg.model.trust_remote_code, cfg.finetune.attention_dropout, cfg.finetune.hidden_dropout
         )
-        runtime.use_attention(net, cfg)
+        run_log.set_tags({"attention": runtime.use_attention(net, cfg)})
         ft = cfg.finetune  # layers first: a freezing that leaves nothing to train stops the stage here
         optimizer, layer_callbacks, sizes = techniques.configure_layers(net, ft, cfg.runtime, run_log)
         max_length = cfg.model.max_length
@@ -110,14 +110,7 @@ def run(cfg) -> dict:
                 lengths=list(map(len, train_set["input_ids"])),
                 **checkpoints.trainer_arguments(**techniques.epoch_schedule(ft)),
             )
-            run_log.set_tags(
-                {
-                    "train_sampling": args.train_sampling_strategy,
-                    "attention": runtime.attention_kernel(
-                        cfg.runtime, args.device.type, "bf16" if args.bf16 else "fp32"
-                    ),
-                }
-            )
+            run_log.set_tags({"train_sampling": args.train_sampling_strategy})
             trainer = Trainer(
                 model=net,
                 args=args,

@@ -106,7 +106,7 @@ def run(cfg) -> dict:
         prepared.log_splits(run_log, splits)
         tok = build.tokenizer(cfg.model, splits["train"]["text"].tolist())
         net = build.encoder(cfg.model, tok, masked_lm=cfg.train.steps > 0)
-        use_attention(net, cfg)
+        run_log.set_tags({"attention": use_attention(net, cfg)})
         with checkpoints.workdir() as workdir:
             if cfg.train.steps > 0:
                 metrics = train_masked_lm(cfg, net, tok, run_log, checkpoints, workdir, splits)
