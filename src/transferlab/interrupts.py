@@ -47,12 +47,13 @@ def on_interrupt(signum, frame) -> None:
 
 
 def in_uninterruptible_code(frame) -> bool:
-    """Whether `frame` or a frame that called it belongs to DATABASE_MODULES or is a `__del__`."""
+    """Whether `frame` or a frame that called it belongs to DATABASE_MODULES or is a finalizer:
+    a `__del__`, or a `weakref.finalize` callback (tempfile.TemporaryDirectory's cleanup)."""
     while frame is not None:
         name = frame.f_globals.get("__name__", "")
         if any(name == module or name.startswith(module + ".") for module in DATABASE_MODULES):
             return True
-        if frame.f_code.co_name == "__del__":
+        if frame.f_code.co_name == "__del__" or (name == "weakref" and frame.f_code.co_name == "__call__"):
             return True
         frame = frame.f_back
     return False
