@@ -182,3 +182,47 @@ def test_a_key_added_later_keeps_the_recorded_fingerprints_at_its_neutral_value(
     changed = make_config("finetune.hidden_dropout=0.0")
     assert fingerprint(changed, "finetune") != fingerprint(cfg, "finetune")
     assert fingerprint(changed, "train") == fingerprint(cfg, "train"), "train does not read it"
+
+
+# A stage whose process dies with its run open (SIGKILL, the OOM killer; or a tracking server that
+# was down when it ended): nothing can close the run, and before, MLflow showed it RUNNING for ever.
+KILLED_STAGE = """
+import os, sys
+sys.path.insert(0, sys.argv[2])
+from conftest import make_config
+from transferlab.tracking import stage_run
+
+with stage_run("prepare", make_config("tracking.uri=" + sys.argv[1])) as run:
+    print(run.run_id, flush=True)
+    os._exit(0)  # killed outright: nothing closes the run
+"""
+
+
+def test_a_run_left_running_by_a_dead_process_is_closed_when_the_store_next_opens(workdir):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    import mlflow
+
+    from transferlab.tracking.store import open_store
+
+    uri = f"sqlite:///{workdir}/store.db"
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_STAGE, uri, str(REPO / "tests")], capture_output=True, text=True
+    )
+    assert killed.returncode == 0, killed.stderr[-3000:]
+    orphan = killed.stdout.split()[-1]
+    client = mlflow.MlflowClient(uri)
+    host, _, pid = client.get_run(orphan).data.tags["transferlab.process"].rpartition(":")
+    assert host == socket.gethostname() and int(pid) != os.getpid()
+    assert client.get_run(orphan).info.status == "RUNNING"
+    experiment = client.get_run(orphan).info.experiment_id
+    alive = client.create_run(experiment, tags={"transferlab.process": f"{host}:{os.getpid()}"})
+    elsewhere = client.create_run(experiment, tags={"transferlab.process": f"another-{host}:{pid}"})
+
+    open_store(make_config(f"tracking.uri={uri}"))  # what every stage, sweep and pipeline does first
+    assert client.get_run(orphan).info.status == "FAILED"
+    assert client.get_run(alive.info.run_id).info.status == "RUNNING"  # this process: alive
+    assert client.get_run(elsewhere.info.run_id).info.status == "RUNNING"  # that machine's to judge

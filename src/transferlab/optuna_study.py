@@ -6,8 +6,6 @@ seeds its sampler with (the same rules for both tools)."""
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from pathlib import Path
 
 from transferlab import study_config
@@ -236,25 +234,15 @@ def quiet_deprecations() -> None:
     warnings.filterwarnings("ignore", r".*constant_liar", ExperimentalWarning)
 
 
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 def worker_gone(trial) -> bool:
     """Whether a RUNNING trial was left by a dead worker of this machine (or by a process that never
     said which it was, a minute ago or more: the Hydra sweeper's). Another machine's are its own."""
     import datetime
 
-    host, _, pid = trial.user_attrs.get("worker", "").rpartition(":")
-    if not pid:
+    from transferlab.tracking.processes import ended_here
+
+    worker = trial.user_attrs.get("worker", "")
+    if ":" not in worker:
         started = trial.datetime_start or datetime.datetime.now()
         return (datetime.datetime.now() - started).total_seconds() > 60
-    if host != socket.gethostname():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
-        return False
-    return False
+    return ended_here(worker)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from transferlab import optuna_study
 from transferlab.interrupts import interrupts
+from transferlab.tracking.processes import process_id
 
 log = logging.getLogger(__name__)
 FAILED_IN_A_ROW = 3  # a worker stops after this many failed trials in a row (a broken config)
@@ -26,7 +27,7 @@ def run_trial(trial, *, slots, overrides, space, sweep_run_id) -> float:
     from transferlab.training.callbacks import reporting_to
 
     slots.started()
-    trial.set_user_attr("worker", optuna_study.worker_id())
+    trial.set_user_attr("worker", process_id())
     chosen = [
         f"{name}={optuna_study.suggest(trial, name, distribution)}" for name, distribution in space.items()
     ]
@@ -40,7 +41,7 @@ def run_trial(trial, *, slots, overrides, space, sweep_run_id) -> float:
             "sweep.objective": cfg.sweep.objective,
             "optuna.study": trial.study.study_name,
             "optuna.trial": trial.number,
-            "optuna.worker": optuna_study.worker_id(),
+            "optuna.worker": process_id(),
         },
     )
     state, tags = "FAIL", {}

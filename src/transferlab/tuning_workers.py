@@ -9,6 +9,7 @@ import os
 from transferlab import optuna_study
 from transferlab.interrupts import install as install_interrupt_handler
 from transferlab.interrupts import interrupts
+from transferlab.tracking.processes import process_id
 
 
 def stop(processes) -> None:
@@ -80,7 +81,7 @@ def optimize(overrides: list[str], sweep_run_id: str | None, seed_offset: int) -
     from transferlab.sweep import own_process
     from transferlab.tuning_trials import Slots, run_trial
 
-    line = f"%(asctime)s {optuna_study.worker_id()} %(name)s: %(message)s"
+    line = f"%(asctime)s {process_id()} %(name)s: %(message)s"
     logging.basicConfig(level=logging.INFO, datefmt="%H:%M:%S", format=line)
     own_process()
     optuna_study.quiet_deprecations()

@@ -1,7 +1,8 @@
 """Everything MLflow: stages call `stage_run(...)` and a few plain methods, never MLflow itself.
 One job a module: store (where runs go), identity (what every run records), lineage (which run
 made an output), runs (the run API), parent (`transferlab run`'s pipeline run), registry (model
-versions and the champion alias), card (the model card a version carries)."""
+versions and the champion alias), card (the model card a version carries), processes (which
+process logs to a run, and the runs a dead one left RUNNING)."""
 
 from transferlab.tracking.identity import SECRET_NAME, URL_PASSWORD, flatten, masked, redact
 from transferlab.tracking.lineage import fingerprint, latest_stage_run

@@ -1,11 +1,13 @@
 """What every run records besides the stage's own logging: the config as params (flattened, with
-secrets redacted) and the git, DVC and version tags."""
+secrets redacted) and the git, DVC, version and process tags."""
 
 from __future__ import annotations
 
 import os
 import re
 import subprocess
+
+from transferlab.tracking.processes import PROCESS_TAG, process_id
 
 
 def _git_tags() -> dict[str, str]:
@@ -95,7 +97,8 @@ def run_identity(cfg) -> tuple[dict, dict]:
     from omegaconf import OmegaConf
 
     config = redact(OmegaConf.to_container(cfg, resolve=True))
-    return config, {"task": str(cfg.task), **_git_tags(), **_dvc_tags(), **_version_tags()}
+    tags = {"task": str(cfg.task), PROCESS_TAG: process_id()}
+    return config, {**tags, **_git_tags(), **_dvc_tags(), **_version_tags()}
 
 
 def model_summary(cfg) -> str:

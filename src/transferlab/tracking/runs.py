@@ -12,6 +12,7 @@ from pathlib import Path
 from transferlab.pipeline import stage_names
 from transferlab.tracking.identity import flatten, masked, run_identity, run_name
 from transferlab.tracking.lineage import fingerprint, latest_stage_run
+from transferlab.tracking.processes import PROCESS_TAG, process_id
 from transferlab.tracking.store import answering, open_store, retried_on_collision, server_gone, tracking_uri
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,7 @@ def stage_run(stage: str, cfg, *, tags: dict | None = None, resume_run_id: str |
         _captured_log() as stage_log,
     ):
         if resumed:  # its params and tags are there from the first attempt (same config: same key)
-            mlflow.set_tags({"mlflow.parentRunId": parent} if parent else {})
+            mlflow.set_tags({PROCESS_TAG: process_id(), **({"mlflow.parentRunId": parent} if parent else {})})
         else:
             mlflow.log_params(flatten(config))
             mlflow.log_text(OmegaConf.to_yaml(config), "config.yaml")
@@ -203,6 +204,7 @@ def open_run(
     if not cfg.tracking.enabled:
         return StageRun()
     import mlflow
+    from mlflow.entities import Param
     from omegaconf import OmegaConf
 
     experiment_id = open_store(cfg)
@@ -215,8 +217,6 @@ def open_run(
         experiment_id, run_name=title or name, tags={k: str(v) for k, v in all_tags.items()}
     )
     run = StageRun(cfg, experiment_id, created.info.run_id)
-    from mlflow.entities import Param
-
     client.log_batch(run.run_id, params=[Param(k, str(v)[:6000]) for k, v in flatten(config).items()])
     run.log_text(OmegaConf.to_yaml(config), "config.yaml")
     return run
@@ -236,9 +236,11 @@ def reopen_run(cfg, parent: str | None, key: str, value) -> StageRun | None:
     )
     if not found:
         return None
-    client.update_run(found[0].info.run_id, status="RUNNING")
-    log.info("requeued: carrying on in MLflow run %s", found[0].info.run_id)
-    return StageRun(cfg, experiment_id, found[0].info.run_id)
+    run_id = found[0].info.run_id  # this process's tag first: RUNNING with a dead one is an orphan
+    client.set_tag(run_id, PROCESS_TAG, process_id())
+    client.update_run(run_id, status="RUNNING")
+    log.info("requeued: carrying on in MLflow run %s", run_id)
+    return StageRun(cfg, experiment_id, run_id)
 
 
 def close_run(run: StageRun, *, failed: bool = False) -> None:

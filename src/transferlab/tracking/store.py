@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from transferlab.errors import UserError
 from transferlab.pipeline import project_root
 from transferlab.tracking.identity import masked
+from transferlab.tracking.processes import close_orphans
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 SQLITE = "sqlite:///"
@@ -124,11 +125,13 @@ def open_store(cfg) -> str:
                 location = (project_root() / "mlruns" / name).as_uri()
                 mlflow.create_experiment(name, artifact_location=location)
             write_ahead_log(uri)
-            return mlflow.set_experiment(name).experiment_id
+            experiment_id = mlflow.set_experiment(name).experiment_id
     except Exception as err:  # a bad store URI or an unreadable store
         raise UserError(
             f"cannot open MLflow tracking store {masked(uri)}: {str(err).splitlines()[0]}"
         ) from None
+    close_orphans(experiment_id)
+    return experiment_id
 
 
 @contextmanager
