@@ -177,21 +177,31 @@ except UserError as err:
 """
 
 
-def test_a_server_that_dies_during_a_stage_ends_it_in_one_line_within_a_minute(tmp_path: Path):
+def test_a_server_that_dies_during_a_stage_ends_it_in_one_line_within_a_minute(tmp_path: Path, monkeypatch):
+    import mlflow
+
+    from conftest import make_config
+    from transferlab.tracking.store import open_store
+
     port = free_port()
-    server = subprocess.Popen(
-        ["mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'store.db'}"]
-        + ["--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1"]
-        + ["--port", str(port), "--workers", "1"],
-        cwd=tmp_path,
-        env=tool_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its workers go with it
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
+
+    def start_server() -> subprocess.Popen:
+        server = subprocess.Popen(
+            ["mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'store.db'}"]
+            + ["--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1"]
+            + ["--port", str(port), "--workers", "1"],
+            cwd=tmp_path,
+            env=tool_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its workers go with it
+        )
         wait_until_up(f"{url}/health", server)
+        return server
+
+    server = start_server()
+    try:
         result = subprocess.run(
             [sys.executable, "-c", SERVER_DIES, url, str(server.pid), str(REPO / "tests")],
             cwd=tmp_path,
@@ -208,3 +218,16 @@ def test_a_server_that_dies_during_a_stage_ends_it_in_one_line_within_a_minute(t
         lines and f"MLflow tracking server {url} stopped answering during the prepare stage" in lines[-1]
     ), result.stdout + result.stderr[-3000:]
     assert float(lines[-1].split(" s:")[0]) < 60
+    assert "the rerun marks FAILED the runs left RUNNING there" in lines[-1]
+
+    server = start_server()  # back: the rerun's first step closes the run the dead stage left open
+    try:
+        monkeypatch.chdir(tmp_path)
+        client = mlflow.MlflowClient(url)
+        [left] = client.search_runs([client.get_experiment_by_name("transferlab").experiment_id])
+        assert left.info.status == "RUNNING"
+        open_store(make_config(f"tracking.uri={url}"))
+        assert client.get_run(left.info.run_id).info.status == "FAILED"
+    finally:
+        os.killpg(server.pid, 9)
+        server.wait(timeout=30)

@@ -105,7 +105,7 @@ def answering(uri: str, what: str):
         why = "connection refused" if "refused" in str(err).lower() else "no answer"
         raise UserError(
             f"MLflow tracking server {masked(uri)} stopped answering during {what} ({why}): start it "
-            "again and rerun; runs it could not close still show RUNNING there"
+            "again and rerun (the rerun marks FAILED the runs left RUNNING there)"
         ) from None
 
 
