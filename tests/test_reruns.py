@@ -108,6 +108,7 @@ def test_forced_repro_gives_identical_metrics_and_weights(tiny_copy: Path):
         "repro": "strict",
         "repro.seed": "42",
         "repro.deterministic_algorithms": "True",
+        "repro.fill_uninitialized_memory": "False",
         "repro.cudnn_benchmark": "False",
         "repro.tf32": "False",
         "repro.cublas_workspace_config": ":4096:8",

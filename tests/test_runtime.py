@@ -160,6 +160,9 @@ def test_tf32_follows_repro_and_the_switch():
         assert not torch.backends.cuda.matmul.allow_tf32
         runtime.apply_repro(make_config("repro=strict"))
         assert not torch.backends.cuda.matmul.allow_tf32
+        # deterministic algorithms, without PyTorch's NaN fill of every new tensor (7 % of a step)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert not torch.utils.deterministic.fill_uninitialized_memory
     finally:
         torch.use_deterministic_algorithms(False)
 
