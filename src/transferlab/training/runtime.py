@@ -38,7 +38,7 @@ def apply_repro(cfg) -> dict[str, str]:
     deterministic, no TF32, the cuBLAS workspace pinned: reruns are bit-identical on one machine.
     New tensors are not filled with NaN first (PyTorch's default under deterministic algorithms,
     a guard against ops that read memory they never wrote): reruns stay bit-identical without
-    it (tests/test_reruns.py), and the fills took 7 % of a bf16 training step on an AMX CPU.
+    it (tests/test_reruns.py), and it is a cost on every step (docs/performance.md).
     fast: seeds only, with cudnn.benchmark and (when runtime.tf32) TF32 matmuls allowed (GPU
     speed; small run-to-run differences). DataLoader workers are seeded by Trainer (seed_worker)
     and the order by data_seed."""
