@@ -23,13 +23,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import REPO, machine  # noqa: E402
 
 SHAPES = ((32, 128), (32, 48), (8, 512))
-# Each variant: a name and what it changes from the default (eager, fused, no attention dropout).
+# Each variant: a name and what it changes from the default (eager, fused, no attention dropout,
+# packed dropout masks).
 VARIANTS = {
     "default": {},
     "runtime.attention=sdpa": {"attention": "sdpa"},
     "runtime.optimizer=foreach": {"optimizer": {"foreach": True}},
     "runtime.optimizer=for_loop": {"optimizer": {"foreach": False}},
     "finetune.attention_dropout=null (0.1)": {"attention_dropout": 0.1},
+    "runtime.fast_dropout=false": {"fast_dropout": False},
     "runtime.threads=1": {"threads": 1},
 }
 
@@ -39,6 +41,7 @@ def build(options: dict):
     from transformers import AutoModelForSequenceClassification
 
     from transferlab.config.schema import MINILM
+    from transferlab.models.packed_dropout import use_packed_dropout
     from transferlab.packages import package_path
 
     torch.manual_seed(0)
@@ -47,6 +50,8 @@ def build(options: dict):
         str(path), num_labels=5, attention_probs_dropout_prob=options.get("attention_dropout", 0.0)
     )
     net.set_attn_implementation(options.get("attention", "eager"))
+    if options.get("fast_dropout", True):
+        use_packed_dropout(net)
     net.train()
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4, **options.get("optimizer", {"fused": True}))
     return net, optimizer
@@ -82,6 +87,8 @@ def main() -> None:
     threads = torch.get_num_threads()
     variants = dict(VARIANTS)
     variants["precision=bf16"] = {"bf16": True}
+    if facts["native_bf16"]:  # emulated bf16 is timed once, for its slowdown
+        variants["precision=bf16, runtime.fast_dropout=false"] = {"bf16": True, "fast_dropout": False}
     built = {name: build(options) for name, options in variants.items()}
     results: dict = {"machine": facts, "steps": args.steps, "shapes": {}}
     for batch_size, tokens in SHAPES:

@@ -12,7 +12,7 @@ from conftest import make_config
 from transferlab.errors import UserError
 from transferlab.stages import prepare
 from transferlab.tasks.classification import finetune, train
-from transferlab.training import precision, runtime
+from transferlab.training import kernels, precision, runtime
 
 TINY_MINILM = ("data.max_per_label=5", "model.max_length=32", "finetune.batch_size=4", "finetune.epochs=1")
 
@@ -193,10 +193,10 @@ def test_a_bad_lever_value_is_one_clear_error(bad):
 
 def test_auto_attention_follows_the_device_and_the_resolved_precision():
     auto = make_config().runtime
-    assert runtime.attention_kernel(auto, "cpu", "bf16") == "eager"
-    assert runtime.attention_kernel(auto, "cpu", "fp32") == "sdpa"
-    assert runtime.attention_kernel(auto, "cuda", "bf16") == "sdpa"
-    assert runtime.attention_kernel(make_config("runtime.attention=eager").runtime, "cpu", "fp32") == "eager"
+    assert kernels.attention_kernel(auto, "cpu", "bf16") == "eager"
+    assert kernels.attention_kernel(auto, "cpu", "fp32") == "sdpa"
+    assert kernels.attention_kernel(auto, "cuda", "bf16") == "sdpa"
+    assert kernels.attention_kernel(make_config("runtime.attention=eager").runtime, "cpu", "fp32") == "eager"
 
 
 def test_minilm_fine_tunes_with_auto_attention_and_no_attention_dropout(workdir):
@@ -209,10 +209,10 @@ def test_minilm_fine_tunes_with_auto_attention_and_no_attention_dropout(workdir)
     assert net.config.hidden_dropout_prob == 0.1  # finetune.hidden_dropout: null keeps MiniLM's
     quiet, _ = finetune.load_classifier(labels, hidden_dropout=0.0)
     assert (quiet.config.hidden_dropout_prob, quiet.config.attention_probs_dropout_prob) == (0.0, 0.1)
-    runtime.use_attention(net, cfg)
+    kernels.use_attention(net, cfg)
     # auto on a CPU: eager where the run computes in bf16, sdpa in fp32
     assert net.config._attn_implementation == ("eager" if precision.cpu_prefers_bf16() else "sdpa")
-    assert runtime.use_attention(net, make_config("runtime.attention=sdpa")) == "sdpa"
+    assert kernels.use_attention(net, make_config("runtime.attention=sdpa")) == "sdpa"
     assert net.config._attn_implementation == "sdpa"
     kept, _ = finetune.load_classifier(labels, attention_dropout=None)
     assert kept.config.attention_probs_dropout_prob == 0.1  # MiniLM's own
@@ -239,3 +239,4 @@ def test_finetune_logs_real_token_throughput_per_epoch(workdir):
     assert all(m.value > 0 for m in history)
     # the kernel the model ran, as use_attention set it (auto: eager only where the CPU runs bf16)
     assert run.data.tags["attention"] == ("eager" if precision.cpu_prefers_bf16() else "sdpa")
+    assert run.data.tags["dropout"] == "packed"  # runtime.fast_dropout on a CPU

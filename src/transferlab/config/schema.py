@@ -184,6 +184,9 @@ class RuntimeConfig:
     # matmuls + softmax beat CPU flash attention's bf16 backward), else sdpa (fp32 CPUs: a tie or
     # faster; CUDA: flash / memory-efficient kernels).
     attention: Attention = Attention.auto
+    # CPU only: dropout masks drawn four entries per random number (models/packed_dropout.py)
+    # instead of torch's one per element on one thread, a fifth of a bf16 step (docs/performance.md).
+    fast_dropout: bool = True
     # glibc only: serve every allocation from the heap and never hand freed memory back, so the
     # big per-step tensors reuse pages instead of being page-faulted in afresh every step.
     reuse_freed_memory: bool = True

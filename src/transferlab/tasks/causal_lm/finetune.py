@@ -51,7 +51,7 @@ def run(cfg) -> dict:
     from transferlab.stages.training_run import training_run
     from transferlab.tasks.causal_lm.card import language_model_card
     from transferlab.tracking.card import CARD
-    from transferlab.training.runtime import use_attention
+    from transferlab.training.kernels import use_kernels
 
     domain = cfg.lm.domain
     with training_run(
@@ -62,7 +62,7 @@ def run(cfg) -> dict:
         net, tok = load_decoder(
             cfg.model.trust_remote_code, cfg.finetune.attention_dropout, cfg.finetune.hidden_dropout
         )
-        run_log.set_tags({"attention": use_attention(net, cfg)})
+        run_log.set_tags(use_kernels(net, cfg))
         ft = cfg.finetune  # layers first: a freezing that leaves nothing to train stops the stage here
         optimizer, layer_callbacks, sizes = techniques.configure_layers(net, ft, cfg.runtime, run_log)
         train_blocks = corpus.split_blocks("train", tok, cfg, domain=domain, limit=cfg.lm.max_train_blocks)

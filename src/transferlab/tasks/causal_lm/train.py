@@ -47,14 +47,15 @@ def language_model_trainer(
 def run(cfg) -> dict:
     from transferlab.outputs import staged_outputs
     from transferlab.stages.training_run import training_run
-    from transferlab.training.runtime import seed_everything, use_attention
+    from transferlab.training.kernels import use_kernels
+    from transferlab.training.runtime import seed_everything
 
     with training_run(cfg, "train", tags={"task": cfg.task}) as (run_log, checkpoints):
         splits = {name: prepared.read_split(name) for name in ("train", "validation")}
         prepared.log_splits(run_log, splits)
         tok = decoders.tokenizer(cfg.model, splits["train"]["text"].tolist())
         net = decoders.decoder(cfg.model, tok)
-        run_log.set_tags({"attention": use_attention(net, cfg)})
+        run_log.set_tags(use_kernels(net, cfg))
         seed_everything(cfg.seed)
         eval_blocks = corpus.split_blocks("validation", tok, cfg, limit=cfg.lm.max_eval_blocks)
         steps = cfg.train.steps

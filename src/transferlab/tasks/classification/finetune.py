@@ -67,7 +67,7 @@ def run(cfg) -> dict:
     from transferlab.stages.training_run import training_run
     from transferlab.tasks.classification.card import classifier_card
     from transferlab.tracking.card import CARD
-    from transferlab.training import runtime
+    from transferlab.training import kernels, runtime
     from transferlab.training.callbacks import epoch_throughput
 
     with training_run(cfg, "finetune", inputs=[prepared.labels_path(), PRETRAINED]) as (run_log, checkpoints):
@@ -87,7 +87,7 @@ def run(cfg) -> dict:
         net, tok = load_classifier(
             labels, cfg.model.trust_remote_code, cfg.finetune.attention_dropout, cfg.finetune.hidden_dropout
         )
-        run_log.set_tags({"attention": runtime.use_attention(net, cfg)})
+        run_log.set_tags(kernels.use_kernels(net, cfg))
         ft = cfg.finetune  # layers first: a freezing that leaves nothing to train stops the stage here
         optimizer, layer_callbacks, sizes = techniques.configure_layers(net, ft, cfg.runtime, run_log)
         max_length = cfg.model.max_length

@@ -99,14 +99,14 @@ def train_masked_lm(cfg, net, tok, run_log, checkpoints, workdir: str, splits: d
 def run(cfg) -> dict:
     from transferlab.outputs import staged_outputs
     from transferlab.stages.training_run import training_run
-    from transferlab.training.runtime import use_attention
+    from transferlab.training.kernels import use_kernels
 
     with training_run(cfg, "train") as (run_log, checkpoints):
         splits = {name: prepared.read_split(name) for name in ("train", "validation")}
         prepared.log_splits(run_log, splits)
         tok = build.tokenizer(cfg.model, splits["train"]["text"].tolist())
         net = build.encoder(cfg.model, tok, masked_lm=cfg.train.steps > 0)
-        run_log.set_tags({"attention": use_attention(net, cfg)})
+        run_log.set_tags(use_kernels(net, cfg))
         with checkpoints.workdir() as workdir:
             if cfg.train.steps > 0:
                 metrics = train_masked_lm(cfg, net, tok, run_log, checkpoints, workdir, splits)
