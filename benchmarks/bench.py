@@ -39,6 +39,7 @@ LEVERS = (
     "precision=bf16",
     "finetune.attention_dropout=null",
     "runtime.attention=sdpa",
+    "runtime.fast_dropout=false",
     "runtime.optimizer=foreach",
     "runtime.optimizer=for_loop",
     "runtime.compile=true",
@@ -283,6 +284,7 @@ def pipeline_finetune(project: Path) -> dict:
         "precision": finetune.data.tags["precision"],  # what precision=auto resolved to
         "train_sampling": finetune.data.tags.get("train_sampling"),
         "attention": finetune.data.tags.get("attention"),
+        "dropout": finetune.data.tags.get("dropout"),
         "config": {
             "precision": params["precision"],
             "max_length": params["model"]["max_length"],
