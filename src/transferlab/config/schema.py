@@ -126,8 +126,8 @@ class FinetuneConfig:
     # 0.1). 0 skips a Bernoulli mask as large as every attention map: docs/performance.md.
     attention_dropout: float | None = 0.0
     # Dropout on the hidden states (embeddings, each sublayer's output, the classifier's input) while
-    # fine-tuning; None keeps the checkpoint's (MiniLM: 0.1). Drawing its masks is a fifth of a bf16
-    # step on CPU (docs/performance.md).
+    # fine-tuning; None keeps the checkpoint's (MiniLM: 0.1). Its masks cost time on CPU, less with
+    # runtime.fast_dropout (docs/performance.md).
     hidden_dropout: float | None = None
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
     unfreeze: UnfreezeConfig = field(default_factory=UnfreezeConfig)
@@ -185,7 +185,7 @@ class RuntimeConfig:
     # faster; CUDA: flash / memory-efficient kernels).
     attention: Attention = Attention.auto
     # CPU only: dropout masks drawn four entries per random number (models/packed_dropout.py)
-    # instead of torch's one per element on one thread, a fifth of a bf16 step (docs/performance.md).
+    # instead of torch's one per element on one thread: 1.24x a bf16 step (docs/performance.md).
     fast_dropout: bool = True
     # glibc only: serve every allocation from the heap and never hand freed memory back, so the
     # big per-step tensors reuse pages instead of being page-faulted in afresh every step.
