@@ -4,8 +4,9 @@ A full lever round (`bench.py --levers`) fine-tunes once per lever: close to an 
 an AVX2-only CPU. This times single MiniLM training steps instead (forward, backward, gradient
 clipping, AdamW), alternating the variants step by step so that drift in the machine's speed hits
 each alike, for a few shapes of batch (batch x tokens): BBC's 32 x 128, short texts' 32 x 48,
-long documents' 8 x 512. bf16 is timed only where the CPU runs it natively (emulated, one step
-takes about a minute); its slowdown there is recorded from one step.
+long documents' 8 x 512, unpadded and padded (lengths spread evenly from the full width to half).
+bf16 is timed only where the CPU runs it natively (emulated, one step takes about a minute); its
+slowdown there is recorded from one step.
 
     python benchmarks/step_levers.py [--steps 8] [--output benchmarks/step_levers.json]
 """
@@ -22,11 +23,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import REPO, machine  # noqa: E402
 
-SHAPES = ((32, 128), (32, 48), (8, 512))
-# Each variant: a name and what it changes from the default (eager, fused, no attention dropout,
-# packed dropout masks).
+SHAPES = ((32, 128, False), (32, 48, False), (8, 512, False), (8, 512, True))  # batch, tokens, padded
+# Each variant: a name and what it changes from the default (lean_eager, fused, no attention
+# dropout, packed dropout masks).
 VARIANTS = {
     "default": {},
+    "runtime.attention=eager": {"attention": "eager"},
     "runtime.attention=sdpa": {"attention": "sdpa"},
     "runtime.optimizer=foreach": {"optimizer": {"foreach": True}},
     "runtime.optimizer=for_loop": {"optimizer": {"foreach": False}},
@@ -41,6 +43,7 @@ def build(options: dict):
     from transformers import AutoModelForSequenceClassification
 
     from transferlab.config.schema import MINILM
+    from transferlab.models import lean_attention
     from transferlab.models.packed_dropout import use_packed_dropout
     from transferlab.packages import package_path
 
@@ -49,7 +52,7 @@ def build(options: dict):
     net = AutoModelForSequenceClassification.from_pretrained(
         str(path), num_labels=5, attention_probs_dropout_prob=options.get("attention_dropout", 0.0)
     )
-    net.set_attn_implementation(options.get("attention", "eager"))
+    net.set_attn_implementation(options.get("attention", lean_attention.register()))
     if options.get("fast_dropout", True):
         use_packed_dropout(net)
     net.train()
@@ -89,15 +92,21 @@ def main() -> None:
     variants["precision=bf16"] = {"bf16": True}
     if facts["native_bf16"]:  # emulated bf16 is timed once, for its slowdown
         variants["precision=bf16, runtime.fast_dropout=false"] = {"bf16": True, "fast_dropout": False}
+        variants["precision=bf16, runtime.attention=eager"] = {"bf16": True, "attention": "eager"}
     built = {name: build(options) for name, options in variants.items()}
     results: dict = {"machine": facts, "steps": args.steps, "shapes": {}}
-    for batch_size, tokens in SHAPES:
+    for batch_size, tokens, padded in SHAPES:
         generator = torch.Generator().manual_seed(0)
+        mask = torch.ones(batch_size, tokens, dtype=torch.long)
+        if padded:
+            for row in range(batch_size):
+                mask[row, tokens - row * tokens // (2 * batch_size) :] = 0
         batch = {
             "input_ids": torch.randint(1000, 20000, (batch_size, tokens), generator=generator),
-            "attention_mask": torch.ones(batch_size, tokens, dtype=torch.long),
+            "attention_mask": mask,
             "labels": torch.randint(0, 5, (batch_size,), generator=generator),
         }
+        label = f"{batch_size}x{tokens}" + (" padded" if padded else "")
         samples: dict[str, list[float]] = {name: [] for name in variants}
         native = facts["native_bf16"]
         for round_number in range(args.steps + 2):  # the first two are warm-up
@@ -119,8 +128,8 @@ def main() -> None:
                 "tokens_per_second": round(batch_size * tokens / median, 1),
                 "vs_default": round(default / median, 3),
             }
-        results["shapes"][f"{batch_size}x{tokens}"] = shape
-        print(json.dumps({f"{batch_size}x{tokens}": shape}, indent=1), flush=True)
+        results["shapes"][label] = shape
+        print(json.dumps({label: shape}, indent=1), flush=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     print(f"written to {args.output}")
 

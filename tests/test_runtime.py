@@ -193,7 +193,7 @@ def test_a_bad_lever_value_is_one_clear_error(bad):
 
 def test_auto_attention_follows_the_device_and_the_resolved_precision():
     auto = make_config().runtime
-    assert kernels.attention_kernel(auto, "cpu", "bf16") == "eager"
+    assert kernels.attention_kernel(auto, "cpu", "bf16") == "lean_eager"
     assert kernels.attention_kernel(auto, "cpu", "fp32") == "sdpa"
     assert kernels.attention_kernel(auto, "cuda", "bf16") == "sdpa"
     assert kernels.attention_kernel(make_config("runtime.attention=eager").runtime, "cpu", "fp32") == "eager"
@@ -210,8 +210,8 @@ def test_minilm_fine_tunes_with_auto_attention_and_no_attention_dropout(workdir)
     quiet, _ = finetune.load_classifier(labels, hidden_dropout=0.0)
     assert (quiet.config.hidden_dropout_prob, quiet.config.attention_probs_dropout_prob) == (0.0, 0.1)
     kernels.use_attention(net, cfg)
-    # auto on a CPU: eager where the run computes in bf16, sdpa in fp32
-    assert net.config._attn_implementation == ("eager" if precision.cpu_prefers_bf16() else "sdpa")
+    # auto on a CPU: lean_eager where the run computes in bf16, sdpa in fp32
+    assert net.config._attn_implementation == ("lean_eager" if precision.cpu_prefers_bf16() else "sdpa")
     assert kernels.use_attention(net, make_config("runtime.attention=sdpa")) == "sdpa"
     assert net.config._attn_implementation == "sdpa"
     kept, _ = finetune.load_classifier(labels, attention_dropout=None)
@@ -237,6 +237,6 @@ def test_finetune_logs_real_token_throughput_per_epoch(workdir):
     history = client.get_metric_history(run.info.run_id, "train_tokens_per_second")
     assert sorted(m.step for m in history) == [1, 2]
     assert all(m.value > 0 for m in history)
-    # the kernel the model ran, as use_attention set it (auto: eager only where the CPU runs bf16)
-    assert run.data.tags["attention"] == ("eager" if precision.cpu_prefers_bf16() else "sdpa")
+    # the kernel the model ran, as use_attention set it (auto: lean_eager only where the CPU runs bf16)
+    assert run.data.tags["attention"] == ("lean_eager" if precision.cpu_prefers_bf16() else "sdpa")
     assert run.data.tags["dropout"] == "packed"  # runtime.fast_dropout on a CPU

@@ -30,7 +30,7 @@ Tokenizer = choices("Tokenizer", "pretrained train")
 Truncation = choices("Truncation", "head head_tail windows")  # data/truncation.py
 Unit = choices("Unit", "epoch step")
 Optimizer = choices("Optimizer", "fused foreach for_loop")  # AdamW kernel
-Attention = choices("Attention", "auto eager sdpa")
+Attention = choices("Attention", "auto eager lean_eager sdpa")
 Objective = choices("Objective", "best_validation_accuracy best_validation_loss")
 Direction = choices("Direction", "maximize minimize")
 Pruner = choices("Pruner", "median successive_halving none")
@@ -180,9 +180,9 @@ class RuntimeConfig:
     compile: bool = False  # torch.compile the model (inductor)
     pin_memory: bool = True  # CUDA only: page-locked batches, asynchronous copies to the GPU
     tf32: bool = True  # CUDA only (Ampere+), repro=fast only: TF32 tensor cores for fp32 matmuls
-    # Attention kernel of Hugging Face models: auto = eager on a CPU computing in bf16 (two batched
-    # matmuls + softmax beat CPU flash attention's bf16 backward), else sdpa (fp32 CPUs: a tie or
-    # faster; CUDA: flash / memory-efficient kernels).
+    # Attention kernel of Hugging Face models: auto = lean_eager on a CPU computing in bf16 (eager's
+    # matmuls + softmax, which beat CPU flash attention's bf16 backward, in fewer passes:
+    # models/lean_attention.py), else sdpa (fp32 CPUs: a tie or faster; CUDA: flash kernels).
     attention: Attention = Attention.auto
     # CPU only: dropout masks drawn four entries per random number (models/packed_dropout.py)
     # instead of torch's one per element on one thread: 1.24x a bf16 step (docs/performance.md).

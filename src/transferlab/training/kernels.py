@@ -16,11 +16,12 @@ def attention_kernel(runtime, device: str, precision: str) -> str:
     the run resolved to."""
     if runtime.attention != "auto":
         return runtime.attention
-    # Measured, MiniLM training steps on 2 cores (docs/performance.md): under bf16 eager beat sdpa
-    # by 1.36x (CPU flash attention's bf16 backward is slow at these sizes); in fp32 sdpa tied on
-    # an AVX2 AMD EPYC and won on an AVX-512 Intel Xeon (1.08x at 32 x 128, 1.37x at 8 x 512).
-    # On CUDA the flash kernels win.
-    return "eager" if device == "cpu" and precision == "bf16" else "sdpa"
+    # Measured, MiniLM training steps on 2 cores (docs/performance.md): under bf16 matmuls + softmax
+    # beat sdpa by 1.36x or more (CPU flash attention's bf16 backward is slow at these sizes), and
+    # lean_eager beats eager (1.02x at 32 x 128 unpadded, 1.44x at 8 x 512 with padding); in fp32
+    # sdpa tied on an AVX2 AMD EPYC and won on an AVX-512 Intel Xeon (1.08x at 32 x 128, 1.37x at
+    # 8 x 512). On CUDA the flash kernels win.
+    return "lean_eager" if device == "cpu" and precision == "bf16" else "sdpa"
 
 
 def use_attention(net, cfg) -> str:
@@ -29,6 +30,10 @@ def use_attention(net, cfg) -> str:
     torch_decoder) have one kernel and are left."""
     device = resolve_device(cfg.device)
     kernel = attention_kernel(cfg.runtime, device, resolve_precision(cfg.precision, device))
+    if kernel == "lean_eager":
+        from transferlab.models import lean_attention
+
+        lean_attention.register()
     try:
         net.set_attn_implementation(kernel)
     except ValueError as err:  # a model whose code has one kernel (transformers says which)
