@@ -38,6 +38,7 @@ LEVERS = (
     "precision=fp32",
     "precision=bf16",
     "finetune.attention_dropout=null",
+    "runtime.attention=eager",
     "runtime.attention=sdpa",
     "runtime.fast_dropout=false",
     "runtime.optimizer=foreach",
