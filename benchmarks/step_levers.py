@@ -52,7 +52,8 @@ def build(options: dict):
     net = AutoModelForSequenceClassification.from_pretrained(
         str(path), num_labels=5, attention_probs_dropout_prob=options.get("attention_dropout", 0.0)
     )
-    net.set_attn_implementation(options.get("attention", lean_attention.register()))
+    lean_attention.register()
+    net.set_attn_implementation(options.get("attention", lean_attention.NAME))
     if options.get("fast_dropout", True):
         use_packed_dropout(net)
     net.train()

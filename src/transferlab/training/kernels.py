@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+from transferlab.models import lean_attention  # torch and transformers load inside it, on use
 from transferlab.training.precision import resolve_precision
 from transferlab.training.runtime import resolve_device
 
@@ -18,10 +19,10 @@ def attention_kernel(runtime, device: str, precision: str) -> str:
         return runtime.attention
     # Measured, MiniLM training steps on 2 cores (docs/performance.md): under bf16 matmuls + softmax
     # beat sdpa by 1.36x or more (CPU flash attention's bf16 backward is slow at these sizes), and
-    # lean_eager beats eager (1.02x at 32 x 128 unpadded, 1.44x at 8 x 512 with padding); in fp32
+    # lean_eager beats eager (1.03x at 32 x 128, 1.51x at 8 x 512 with padding); in fp32
     # sdpa tied on an AVX2 AMD EPYC and won on an AVX-512 Intel Xeon (1.08x at 32 x 128, 1.37x at
     # 8 x 512). On CUDA the flash kernels win.
-    return "lean_eager" if device == "cpu" and precision == "bf16" else "sdpa"
+    return lean_attention.NAME if device == "cpu" and precision == "bf16" else "sdpa"
 
 
 def use_attention(net, cfg) -> str:
@@ -30,9 +31,7 @@ def use_attention(net, cfg) -> str:
     torch_decoder) have one kernel and are left."""
     device = resolve_device(cfg.device)
     kernel = attention_kernel(cfg.runtime, device, resolve_precision(cfg.precision, device))
-    if kernel == "lean_eager":
-        from transferlab.models import lean_attention
-
+    if kernel == lean_attention.NAME:
         lean_attention.register()
     try:
         net.set_attn_implementation(kernel)
