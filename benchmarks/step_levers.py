@@ -35,6 +35,7 @@ VARIANTS = {
     "finetune.attention_dropout=null (0.1)": {"attention_dropout": 0.1},
     "runtime.fast_dropout=false": {"fast_dropout": False},
     "runtime.threads=1": {"threads": 1},
+    "runtime.compile=true": {"compile": True},  # inductor, as Trainer's torch_compile; timed warm
 }
 
 
@@ -58,7 +59,7 @@ def build(options: dict):
         use_packed_dropout(net)
     net.train()
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4, **options.get("optimizer", {"fused": True}))
-    return net, optimizer
+    return (torch.compile(net) if options.get("compile") else net), optimizer
 
 
 def step(net, optimizer, batch, threads: int, bf16: bool) -> float:
@@ -94,6 +95,7 @@ def main() -> None:
     if facts["native_bf16"]:  # emulated bf16 is timed once, for its slowdown
         variants["precision=bf16, runtime.fast_dropout=false"] = {"bf16": True, "fast_dropout": False}
         variants["precision=bf16, runtime.attention=eager"] = {"bf16": True, "attention": "eager"}
+        variants["precision=bf16, runtime.compile=true"] = {"bf16": True, "compile": True}
     built = {name: build(options) for name, options in variants.items()}
     results: dict = {"machine": facts, "steps": args.steps, "shapes": {}}
     for batch_size, tokens, padded in SHAPES:
