@@ -9,6 +9,7 @@ bf16 is timed only where the CPU runs it natively (emulated, one step takes abou
 slowdown there is recorded from one step.
 
     python benchmarks/step_levers.py [--steps 8] [--output benchmarks/step_levers.json]
+    python benchmarks/step_levers.py --malloc-rounds 3 --output benchmarks/step_levers-malloc.json
 """
 
 from __future__ import annotations
@@ -82,12 +83,34 @@ def main() -> None:
     )
     parser.add_argument("--steps", type=int, default=8, help="timed steps per variant and shape")
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks/step_levers.json")
+    parser.add_argument("--variants", nargs="+", metavar="NAME", help="time only these (and the default)")
+    parser.add_argument(
+        "--reuse-freed-memory",
+        choices=("true", "false"),
+        default="true",
+        help="runtime.reuse_freed_memory for this process (the pipeline's default: true)",
+    )
+    parser.add_argument(
+        "--malloc-rounds",
+        type=int,
+        default=0,
+        metavar="N",
+        help="time runtime.reuse_freed_memory instead: it is process-wide, so N rounds of two "
+        "processes in turn, with it and without, each timing the default (and bf16 where native)",
+    )
     args = parser.parse_args()
+    results = time_malloc(args) if args.malloc_rounds else time_variants(args)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"written to {args.output}")
+
+
+def time_variants(args) -> dict:
     import torch
 
     from transferlab.training.runtime import keep_freed_memory
 
-    keep_freed_memory()  # the pipeline's default (runtime.reuse_freed_memory)
+    if args.reuse_freed_memory == "true":
+        keep_freed_memory()  # the pipeline's default
     facts = machine()
     threads = torch.get_num_threads()
     variants = dict(VARIANTS)
@@ -96,6 +119,11 @@ def main() -> None:
         variants["precision=bf16, runtime.fast_dropout=false"] = {"bf16": True, "fast_dropout": False}
         variants["precision=bf16, runtime.attention=eager"] = {"bf16": True, "attention": "eager"}
         variants["precision=bf16, runtime.compile=true"] = {"bf16": True, "compile": True}
+    if args.variants:
+        unknown = set(args.variants) - set(variants)
+        if unknown:
+            raise SystemExit(f"unknown variants {sorted(unknown)}; known: {sorted(variants)}")
+        variants = {name: variants[name] for name in variants if name in {"default", *args.variants}}
     built = {name: build(options) for name, options in variants.items()}
     results: dict = {"machine": facts, "steps": args.steps, "shapes": {}}
     for batch_size, tokens, padded in SHAPES:
@@ -133,8 +161,48 @@ def main() -> None:
             }
         results["shapes"][label] = shape
         print(json.dumps({label: shape}, indent=1), flush=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"written to {args.output}")
+    return results
+
+
+def time_malloc(args) -> dict:
+    """Per shape and variant: seconds per step of each process, with and without the setting."""
+    import subprocess
+    import tempfile
+
+    facts = machine()
+    names = ["default", "precision=bf16"] if facts["native_bf16"] else ["default"]
+    samples: dict = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for round_number in range(args.malloc_rounds):
+            for setting in ("true", "false"):
+                output = Path(scratch) / f"{round_number}-{setting}.json"
+                command = [sys.executable, __file__, "--steps", str(args.steps), "--variants", *names]
+                command += ["--reuse-freed-memory", setting, "--output", str(output)]
+                subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+                for shape, timed in json.loads(output.read_text())["shapes"].items():
+                    for name in names:
+                        per_setting = samples.setdefault(shape, {}).setdefault(
+                            name, {"true": [], "false": []}
+                        )
+                        per_setting[setting].append(timed[name]["seconds_per_step"])
+    summary = {
+        shape: {
+            name: {
+                "seconds_per_step_with": times["true"],
+                "seconds_per_step_without": times["false"],
+                "speed_up": round(statistics.median(times["false"]) / statistics.median(times["true"]), 3),
+            }
+            for name, times in timed.items()
+        }
+        for shape, timed in samples.items()
+    }
+    print(json.dumps(summary, indent=1))
+    return {
+        "machine": facts,
+        "steps": args.steps,
+        "rounds": args.malloc_rounds,
+        "reuse_freed_memory": summary,
+    }
 
 
 if __name__ == "__main__":
