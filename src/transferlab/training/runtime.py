@@ -156,9 +156,11 @@ def trainer_device_args(device: str, precision: str) -> dict:
 
 
 def keep_freed_memory() -> bool:
-    """glibc malloc: no mmap for large blocks, no trimming of the heap. By default a block over
-    32 MB (MiniLM's embedding gradient is 47 MB) is mmapped and unmapped on free, so each step
-    page-faults it in again; measured here 0.71 -> 0.66 s per step. False where it does not apply."""
+    """glibc malloc: no mmap for large blocks, no trimming of the heap. By default glibc hands
+    large blocks (activations, attention maps, the embedding gradient) back to the system when
+    they are freed, so each step page-faults them in again: up to 2x slower steps in
+    `step_levers.py --malloc-rounds`, never faster (docs/performance.md). False where it does
+    not apply."""
     import ctypes
     import ctypes.util
 
