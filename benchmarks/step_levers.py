@@ -9,7 +9,7 @@ bf16 is timed only where the CPU runs it natively (emulated, one step takes abou
 slowdown there is recorded from one step.
 
     python benchmarks/step_levers.py [--steps 8] [--output benchmarks/step_levers.json]
-    python benchmarks/step_levers.py --malloc-rounds 3 --output benchmarks/step_levers-malloc.json
+    python benchmarks/step_levers.py --malloc-rounds 3 [--output benchmarks/step_levers-malloc.json]
 """
 
 from __future__ import annotations
@@ -82,8 +82,17 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--steps", type=int, default=8, help="timed steps per variant and shape")
-    parser.add_argument("--output", type=Path, default=REPO / "benchmarks/step_levers.json")
-    parser.add_argument("--variants", nargs="+", metavar="NAME", help="time only these (and the default)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="default: benchmarks/step_levers.json (step_levers-malloc.json with --malloc-rounds)",
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        metavar="NAME",
+        help="time only these (and the default); --malloc-rounds times its own two",
+    )
     parser.add_argument(
         "--reuse-freed-memory",
         choices=("true", "false"),
@@ -99,6 +108,12 @@ def main() -> None:
         "processes in turn, with it and without, each timing the default (and bf16 where native)",
     )
     args = parser.parse_args()
+    if args.steps < 1:
+        parser.error("--steps must be at least 1")
+    if args.output is None:  # the two modes write different tables: never one over the other
+        args.output = REPO / (
+            "benchmarks/step_levers-malloc.json" if args.malloc_rounds else "benchmarks/step_levers.json"
+        )
     results = time_malloc(args) if args.malloc_rounds else time_variants(args)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     print(f"written to {args.output}")
@@ -178,7 +193,10 @@ def time_malloc(args) -> dict:
                 output = Path(scratch) / f"{round_number}-{setting}.json"
                 command = [sys.executable, __file__, "--steps", str(args.steps), "--variants", *names]
                 command += ["--reuse-freed-memory", setting, "--output", str(output)]
-                subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+                if subprocess.run(command, stdout=subprocess.DEVNULL).returncode:
+                    raise SystemExit(
+                        f"the round with runtime.reuse_freed_memory={setting} failed: its error is above"
+                    )
                 for shape, timed in json.loads(output.read_text())["shapes"].items():
                     for name in names:
                         per_setting = samples.setdefault(shape, {}).setdefault(
